@@ -1,0 +1,468 @@
+"""The ``scitokens-batch`` command line (thin: parse arguments, call the library, print).
+
+Exit codes: 0 success (token accepted, every expectation held), 1 a verdict or expectation
+failed, 2 bad input (the message names the file, option or key path). No traceback is shown for
+bad input; no token or key is printed unless the user asks for exactly that.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+import uuid
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, NoReturn
+
+from rich.console import Console
+from rich.table import Table
+
+from . import _files
+from ._version import __version__
+from .errors import KeyFileError, LocalInputError
+from .tokens import (
+    Algorithm,
+    Discovered,
+    DiscoveryError,
+    Operation,
+    Profile,
+    Rejection,
+    SigningKey,
+    VerifiedToken,
+    build_claims,
+    discover,
+    encode,
+    is_b64token,
+    jwks_document,
+    parse_condor_creds,
+    parse_jwks,
+    peek,
+    short_hash,
+    verifier_for,
+)
+
+__all__ = ["main"]
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_BAD_INPUT = 2
+
+
+class _Usage(LocalInputError):
+    """Bad command-line input detected after argparse."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:  # argparse's own exit code is 2 as well
+        self.print_usage(sys.stderr)
+        self.exit(EXIT_BAD_INPUT, f"{self.prog}: error: {message}\n")
+
+
+def _wall_now() -> float:
+    # The command line is the one place that reads the wall clock for token work: it verifies and
+    # mints real tokens for people. Everything below takes `now` as a parameter.
+    return time.time()  # noqa: TID251
+
+
+# -- reading tokens and keys ---------------------------------------------------------------
+
+
+def _read_token_arg(arg: str) -> str:
+    """A TOKEN argument: ``-`` for stdin, a path to a file (raw or HTCondor JSON), or the token."""
+    if arg == "-":
+        data = sys.stdin.buffer.read(1 << 20)
+        source = "stdin"
+    elif is_b64token(arg) and arg.count(".") == 2 and not os.path.exists(arg):
+        return arg
+    else:
+        try:
+            data = Path(arg).read_bytes()
+        except FileNotFoundError:
+            raise _Usage(f"TOKEN {arg!r}: neither a token nor an existing file") from None
+        except OSError as exc:
+            raise _Usage(f"TOKEN file {arg}: cannot read ({exc.strerror})") from None
+        source = arg
+    try:
+        return parse_condor_creds(data)
+    except LocalInputError as exc:
+        raise _Usage(f"TOKEN from {source}: {exc}") from None
+
+
+def _load_signing_key(path: str) -> SigningKey:
+    try:
+        pem = Path(path).read_bytes()
+    except OSError as exc:
+        raise KeyFileError(f"--key {path}: cannot read ({exc.strerror})") from None
+    key = SigningKey.from_pem(pem, source=f"--key {path}")
+    # The kid comes from the JWKS written beside the key (keygen writes both).
+    jwks_path = Path(path).with_name("jwks.json")
+    try:
+        published = parse_jwks(json.loads(jwks_path.read_text()), source=str(jwks_path))
+    except FileNotFoundError:
+        raise KeyFileError(
+            f"--key {path}: expected {jwks_path} beside it (written by 'token keygen') for the kid"
+        ) from None
+    except (OSError, ValueError) as exc:
+        raise KeyFileError(f"{jwks_path}: not a JWKS JSON file ({exc})") from None
+    for pub in published:
+        if pub.fingerprint == key.public.fingerprint:
+            return SigningKey.from_key(key.key, kid=pub.kid)
+    raise KeyFileError(f"{jwks_path}: holds no public key matching --key {path}")
+
+
+def _load_jwks(path: str) -> Any:
+    try:
+        return parse_jwks(json.loads(Path(path).read_text()), source=f"--jwks {path}")
+    except FileNotFoundError:
+        raise KeyFileError(f"--jwks {path}: no such file") from None
+    except (OSError, ValueError) as exc:
+        if isinstance(exc, KeyFileError):
+            raise
+        raise KeyFileError(f"--jwks {path}: not a JWKS JSON file ({exc})") from None
+
+
+# -- output ---------------------------------------------------------------------------
+
+
+def _console() -> Console:
+    return Console(highlight=False, soft_wrap=True)
+
+
+def _print_json(obj: Any) -> None:
+    sys.stdout.write(json.dumps(obj, indent=2, sort_keys=True) + "\n")
+
+
+def _iso(ts: Any) -> str:
+    if isinstance(ts, int | float) and not isinstance(ts, bool):
+        return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts))
+    return "?"
+
+
+def _claims_table(title: str, header: dict[str, Any], claims: dict[str, Any]) -> Table:
+    table = Table(title=title, show_header=True, header_style="bold")
+    table.add_column("part")
+    table.add_column("name")
+    table.add_column("value", overflow="fold")
+    for k, v in header.items():
+        table.add_row("header", k, json.dumps(v))
+    for k, v in claims.items():
+        shown = json.dumps(v)
+        if k in ("iat", "nbf", "exp"):
+            shown += f"  ({_iso(v)})"
+        table.add_row("claims", k, shown)
+    return table
+
+
+# -- token subcommands ----------------------------------------------------------------
+
+
+def _cmd_keygen(args: argparse.Namespace) -> int:
+    out = Path(args.out)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise _Usage(f"--out {out}: cannot create directory ({exc.strerror})") from None
+    key = SigningKey.generate(Algorithm(args.alg), kid=args.kid)
+    _files.write_private(out / "private.pem", key.private_pem())
+    _files.write_public(out / "public.pem", key.public.public_pem())
+    _files.write_public(out / "jwks.json", json.dumps(jwks_document([key.public]), indent=2) + "\n")
+    if args.json:
+        _print_json({"kid": key.kid, "alg": key.alg.value, "dir": str(out)})
+    else:
+        _console().print(
+            f"wrote {out}/private.pem (0600), public.pem, jwks.json"
+            f"  kid={key.kid} alg={key.alg.value}"
+        )
+    return EXIT_OK
+
+
+def _cmd_mint(args: argparse.Namespace) -> int:
+    key = _load_signing_key(args.key)
+    now = _wall_now()
+    claims = build_claims(
+        profile=Profile(args.profile),
+        issuer=args.issuer,
+        subject=args.sub,
+        audience=args.aud,
+        scopes=args.scope,
+        issued_at=now,
+        lifetime=args.lifetime,
+        jti=str(uuid.uuid4()),
+        nbf_backdate=args.nbf_backdate,
+        groups=args.group or (),
+    )
+    token = encode(claims, key)
+    if args.json:
+        _print_json({"token": token, "jti": claims["jti"], "exp": claims["exp"], "kid": key.kid})
+    else:
+        sys.stdout.write(token + "\n")
+    return EXIT_OK
+
+
+def _cmd_inspect(args: argparse.Namespace) -> int:
+    token = _read_token_arg(args.token)
+    header, claims = peek(token)
+    if args.json:
+        _print_json({"header": header, "claims": claims, "sha256_12": short_hash(token)})
+    else:
+        _console().print(_claims_table(f"token {short_hash(token)} (NOT verified)", header, claims))
+    return EXIT_OK
+
+
+def _cmd_verify(args: argparse.Namespace) -> int:
+    token = _read_token_arg(args.token)
+    keys = _load_jwks(args.jwks)
+    if (args.op is None) != (args.path is None):
+        raise _Usage("--op and --path go together")
+    now = _wall_now() if args.now is None else args.now
+    verifier = verifier_for(
+        args.issuer, args.aud, keys, now=now, base_path=args.base_path, leeway=args.leeway
+    )
+    if args.op is None:
+        verdict = verifier.check(token, now=now)
+    else:
+        verdict = verifier.authorize(token, now=now, op=_OPS[args.op], path=args.path)
+    if isinstance(verdict, VerifiedToken):
+        if args.json:
+            _print_json(
+                {
+                    "accepted": True,
+                    "jti": verdict.jti,
+                    "exp": verdict.exp,
+                    "scopes": [str(s) for s in verdict.scopes],
+                }
+            )
+        else:
+            sys.stdout.write("accepted\n")
+        return EXIT_OK
+    assert isinstance(verdict, Rejection)  # keys are preloaded: NeedKeys cannot happen
+    if args.json:
+        _print_json(
+            {
+                "accepted": False,
+                "reason": verdict.reason.value,
+                "detail": verdict.detail,
+                "status": verdict.status,
+            }
+        )
+    else:
+        sys.stdout.write(f"rejected: {verdict.reason.value}: {verdict.detail}\n")
+    return EXIT_FAILED
+
+
+_OPS = {
+    "read": Operation.READ,
+    "stat": Operation.STAT,
+    "create": Operation.CREATE,
+    "mkdir": Operation.MKDIR,
+    "modify": Operation.MODIFY,
+    "write": Operation.MODIFY,  # a write that may replace an existing file needs modify rights
+    "stage": Operation.STAGE,
+}
+
+
+def _cmd_discover(args: argparse.Namespace) -> int:
+    found = discover(
+        _files.os_environ_snapshot(),
+        euid=_files.current_euid(),
+        read_file=_files.read_file,
+        purpose=args.purpose,
+    )
+    if found is None:
+        msg = {
+            "found": False,
+            "detail": "no token: BEARER_TOKEN, BEARER_TOKEN_FILE, "
+            "$XDG_RUNTIME_DIR/bt_u<euid> and /tmp/bt_u<euid> all empty or absent",
+        }
+        if args.json:
+            _print_json(msg)
+        else:
+            sys.stdout.write(f"no token found ({msg['detail']})\n")
+        return EXIT_FAILED
+    if isinstance(found, DiscoveryError):
+        if args.json:
+            _print_json(
+                {
+                    "found": False,
+                    "source": found.source.value,
+                    "path": found.path,
+                    "detail": found.detail,
+                }
+            )
+        else:
+            where = f" ({found.path})" if found.path else ""
+            sys.stdout.write(f"discovery stopped at {found.source.value}{where}: {found.detail}\n")
+        return EXIT_FAILED
+    assert isinstance(found, Discovered)
+    out: dict[str, Any] = {
+        "found": True,
+        "source": found.source.value,
+        "path": found.path,
+        "sha256_12": short_hash(found.token),
+    }
+    if args.show:
+        out["token"] = found.token
+    if args.json:
+        _print_json(out)
+    else:
+        where = f" {found.path}" if found.path else ""
+        sys.stdout.write(f"found in {found.source.value}{where} (sha256 {out['sha256_12']})\n")
+        if args.show:
+            sys.stdout.write(found.token + "\n")
+    return EXIT_OK
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    """Mint a token with a fresh key, verify it, print both (until the simulator lands)."""
+    key = SigningKey.generate(Algorithm(args.alg))
+    now = _wall_now()
+    issuer, audience = "https://issuer.demo.example/vo", "https://storage.demo.example"
+    claims = build_claims(
+        profile=Profile.SCITOKENS,
+        issuer=issuer,
+        subject="alice",
+        audience=audience,
+        scopes="read:/frames write:/results/alice",
+        issued_at=now,
+        lifetime=600,
+        jti=str(uuid.uuid4()),
+    )
+    token = encode(claims, key)
+    verifier = verifier_for(issuer, [audience], [key.public], now=now, base_path="/vo")
+    header, _ = peek(token)
+    console = _console()
+    console.print(
+        _claims_table(f"minted token {short_hash(token)} ({len(token)} bytes)", header, claims)
+    )
+    table = Table(title="verification at the data server (base path /vo)", header_style="bold")
+    for col in ("operation", "path", "verdict", "status"):
+        table.add_column(col)
+    for op, path in [
+        (Operation.READ, "/vo/frames/f1.gwf"),
+        (Operation.READ, "/vo/framesets/x"),
+        (Operation.CREATE, "/vo/results/alice/out.h5"),
+        (Operation.CREATE, "/vo/results/bob/out.h5"),
+    ]:
+        v = verifier.authorize(token, now=now, op=op, path=path)
+        if isinstance(v, VerifiedToken):
+            table.add_row(op.value, path, "accepted", "200")
+        else:
+            assert isinstance(v, Rejection)
+            table.add_row(op.value, path, f"rejected: {v.reason.value}", str(v.status))
+    late = verifier.check(token, now=now + 600)
+    table.add_row(
+        "read (t+600 s)",
+        "/vo/frames/f1.gwf",
+        f"rejected: {late.reason.value}" if isinstance(late, Rejection) else "accepted",
+        str(late.status) if isinstance(late, Rejection) else "200",
+    )
+    console.print(table)
+    return EXIT_OK
+
+
+# -- parser ---------------------------------------------------------------------------
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="scitokens-batch", description=__doc__.splitlines()[0])
+    p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    demo = sub.add_parser("demo", help="mint a token with a fresh key and verify it")
+    demo.add_argument("--alg", choices=["ES256", "RS256"], default="ES256")
+    demo.set_defaults(func=_cmd_demo)
+
+    tok = sub.add_parser("token", help="make, inspect, verify and discover tokens")
+    tsub = tok.add_subparsers(dest="token_command", required=True, parser_class=_Parser)
+
+    def common(sp: argparse.ArgumentParser) -> argparse.ArgumentParser:
+        sp.add_argument("--json", action="store_true", help="machine-readable output")
+        return sp
+
+    kg = common(tsub.add_parser("keygen", help="write private.pem (0600), public.pem, jwks.json"))
+    kg.add_argument("--alg", choices=["ES256", "RS256"], default="ES256")
+    kg.add_argument("--out", required=True, metavar="DIR")
+    kg.add_argument("--kid", help="key id (default: RFC 7638 thumbprint)")
+    kg.set_defaults(func=_cmd_keygen)
+
+    mint = common(tsub.add_parser("mint", help="sign a token and print it"))
+    mint.add_argument("--key", required=True, metavar="DIR/private.pem")
+    mint.add_argument("--issuer", required=True, metavar="URL")
+    mint.add_argument(
+        "--aud", required=True, action="append", metavar="AUD", help="audience (repeat for several)"
+    )
+    mint.add_argument("--scope", required=True, help='space-separated, e.g. "read:/a write:/b"')
+    mint.add_argument("--lifetime", type=_positive_float, default=600.0, metavar="SECONDS")
+    mint.add_argument("--profile", choices=["scitokens", "wlcg"], default="scitokens")
+    mint.add_argument("--sub", default="scitokens-batch", metavar="SUBJECT")
+    mint.add_argument("--nbf-backdate", type=_nonneg_float, default=0.0, metavar="SECONDS")
+    mint.add_argument("--group", action="append", metavar="GROUP", help="wlcg.groups entry")
+    mint.set_defaults(func=_cmd_mint)
+
+    ins = common(tsub.add_parser("inspect", help="print header and claims (never verifies)"))
+    ins.add_argument("token", metavar="TOKEN", help="the token, a file holding it, or - for stdin")
+    ins.set_defaults(func=_cmd_inspect)
+
+    ver = common(tsub.add_parser("verify", help="verify a token; exit 0 accepted, 1 rejected"))
+    ver.add_argument("token", metavar="TOKEN", help="the token, a file holding it, or - for stdin")
+    ver.add_argument("--jwks", required=True, metavar="FILE")
+    ver.add_argument("--issuer", required=True, metavar="URL")
+    ver.add_argument("--aud", required=True, action="append", metavar="AUD")
+    ver.add_argument("--op", choices=sorted(_OPS))
+    ver.add_argument("--path", metavar="P", help="server path of the access (with --op)")
+    ver.add_argument(
+        "--base-path", default="/", metavar="B", help="server path the token path / stands for"
+    )
+    ver.add_argument("--leeway", type=_nonneg_float, default=0.0, metavar="SECONDS")
+    ver.add_argument(
+        "--now",
+        type=float,
+        default=None,
+        metavar="UNIX",
+        help="verify as of this unix time (default: now)",
+    )
+    ver.set_defaults(func=_cmd_verify)
+
+    dis = common(
+        tsub.add_parser("discover", help="WLCG bearer token discovery: where is my token?")
+    )
+    dis.add_argument("--show", action="store_true", help="also print the token itself")
+    dis.add_argument("--purpose", help="look for bt_u<euid>-<purpose> files (F4)")
+    dis.set_defaults(func=_cmd_discover)
+    return p
+
+
+def _positive_float(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds (got {text!r})") from None
+    if not v > 0:
+        raise argparse.ArgumentTypeError(f"expected > 0 seconds (got {text!r})")
+    return v
+
+
+def _nonneg_float(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds (got {text!r})") from None
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"expected >= 0 seconds (got {text!r})")
+    return v
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit code."""
+    args = _build_parser().parse_args(argv)
+    try:
+        code: int = args.func(args)
+    except LocalInputError as exc:
+        sys.stderr.write(f"scitokens-batch: error: {exc}\n")
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        return 130
+    return code

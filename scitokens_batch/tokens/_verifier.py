@@ -1,0 +1,289 @@
+"""The data server's verifier: signature, issuer, audience, time and scope, as a value.
+
+:meth:`Verifier.check` answers one of three things:
+
+* :class:`VerifiedToken` — the token is good at ``now``;
+* :class:`~._reasons.Rejection` — it is not, and why (with the HTTP status hint);
+* :class:`NeedKeys` — the verdict depends on keys the cache does not have: fetch the issuer's
+  JWKS, report it with :meth:`Verifier.keys_fetched` or :meth:`Verifier.keys_failed`, and ask
+  again. This keeps the verifier sans-IO (style.md practice 7), so virtual-time and live data
+  servers share it.
+
+Order of checks, cheapest and safest first: format, profile and claim shapes, issuer trust
+(M1: untrusted issuers are refused before any key fetch), key, signature, time, audience, scopes.
+
+Where we are stricter than some peer, and why, is in docs/tokens.md.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Iterable, Mapping
+from typing import Any
+
+import attrs
+
+from ..errors import LocalInputError, ScopeError
+from ._claims import check_claims, check_times
+from ._codec import parse, signature_valid
+from ._keycache import KeyCache, KeyCachePolicy
+from ._keys import PublicKey
+from ._profiles import Profile
+from ._reasons import Reason, Rejection
+from ._scopes import Operation, Scope, audience_matches, authorize, parse_scopes
+
+__all__ = ["NeedKeys", "TrustedIssuer", "VerifiedToken", "Verifier", "VerifierStatistics"]
+
+
+@attrs.frozen(slots=True)
+class TrustedIssuer:
+    """An issuer this server trusts, and where its token paths live (B6, M1).
+
+    Attributes:
+        issuer: the exact ``iss`` string (peers.md rule 1: byte for byte).
+        base_path: server path that the token path ``/`` stands for.
+    """
+
+    issuer: str
+    base_path: str = "/"
+
+
+@attrs.frozen(slots=True)
+class VerifiedToken:
+    """A token that passed every check at some ``now``.
+
+    Attributes:
+        claims: the payload (treat as read-only).
+        profile: SciTokens 2.0 or WLCG 1.0.
+        scopes: the parsed ``scope`` claim.
+        base_path: the server's base path for this token's issuer.
+    """
+
+    claims: Mapping[str, Any] = attrs.field(repr=False)
+    profile: Profile
+    scopes: tuple[Scope, ...]
+    base_path: str
+
+    @property
+    def issuer(self) -> str:
+        """``iss``."""
+        return str(self.claims["iss"])
+
+    @property
+    def jti(self) -> str:
+        """``jti``: what logs and events name a token by."""
+        return str(self.claims["jti"])
+
+    @property
+    def exp(self) -> float:
+        """``exp`` in unix seconds."""
+        return float(self.claims["exp"])
+
+    @property
+    def subject(self) -> str:
+        """``sub``."""
+        return str(self.claims["sub"])
+
+
+@attrs.frozen(slots=True)
+class NeedKeys:
+    """The verdict needs ``issuer``'s JWKS; fetch it and ask again."""
+
+    issuer: str
+    #: the fetch is because the token's ``kid`` is not cached (not a periodic refresh)
+    unknown_kid: bool
+
+
+@attrs.frozen
+class VerifierStatistics:
+    """Counters of a verifier since creation."""
+
+    checks: int
+    """Calls of :meth:`Verifier.check` (and so of :meth:`Verifier.authorize`)."""
+    signature_checks: int
+    """Signatures actually verified (the expensive part)."""
+    cache_hits: int
+    """Checks answered from the accepted-token cache."""
+
+
+def _issuer_tuple(issuers: Iterable[TrustedIssuer]) -> tuple[TrustedIssuer, ...]:
+    return tuple(issuers)
+
+
+def _str_set(items: Iterable[str]) -> frozenset[str]:
+    return frozenset(items)
+
+
+@attrs.define
+class _Cached:
+    verified: VerifiedToken
+    until: float
+
+
+@attrs.define
+class Verifier:
+    """Checks tokens for one server (one audience set, one set of trusted issuers).
+
+    Args:
+        issuers: the issuers this server trusts, with their base paths.
+        audiences: the server's own audiences (C2: exact, case-sensitive); never ``ANY``.
+        leeway: seconds of clock tolerance for ``exp``/``nbf``/``iat`` (default 0, like every
+            peer: E1, G2, H6).
+        key_policy: key cache timing.
+        token_cache: seconds an accepted token is remembered (0 disables); an entry is never
+            used at or after the token's ``exp`` (unlike XRootD 5.5.3, peers.md table), and the
+            time claims are checked again on every hit.
+        max_cached_tokens: bound on the accepted-token cache.
+    """
+
+    issuers: tuple[TrustedIssuer, ...] = attrs.field(converter=_issuer_tuple)
+    audiences: frozenset[str] = attrs.field(converter=_str_set)
+    leeway: float = 0.0
+    key_policy: KeyCachePolicy = attrs.field(factory=KeyCachePolicy)
+    token_cache: float = 0.0
+    max_cached_tokens: int = 100_000
+    keys: KeyCache = attrs.field(init=False)
+    _by_issuer: dict[str, TrustedIssuer] = attrs.field(init=False, alias="_by_issuer")
+    _cache: dict[str, _Cached] = attrs.field(init=False, factory=dict, alias="_cache")
+    _checks: int = attrs.field(init=False, default=0, alias="_checks")
+    _sig_checks: int = attrs.field(init=False, default=0, alias="_sig_checks")
+    _hits: int = attrs.field(init=False, default=0, alias="_hits")
+
+    def __attrs_post_init__(self) -> None:
+        if "ANY" in self.audiences:
+            raise LocalInputError("a server's audience must not be 'ANY' (C5, G7)")
+        if self.leeway < 0 or self.token_cache < 0:
+            raise LocalInputError("leeway and token_cache must be >= 0 seconds")
+        self.keys = KeyCache(self.key_policy)
+        self._by_issuer = {t.issuer: t for t in self.issuers}
+
+    # -- key traffic ---------------------------------------------------------------------
+    def keys_fetched(
+        self, issuer: str, keys: Iterable[PublicKey], *, now: float, unknown_kid: bool = False
+    ) -> None:
+        """Report a successful JWKS fetch for ``issuer``."""
+        self.keys.store(issuer, keys, now=now, unknown_kid=unknown_kid)
+
+    def keys_failed(self, issuer: str, *, now: float, unknown_kid: bool = False) -> None:
+        """Report a failed JWKS fetch for ``issuer`` (stale keys stay usable until expiry)."""
+        self.keys.fetch_failed(issuer, now=now, unknown_kid=unknown_kid)
+
+    def forget(self) -> None:
+        """Drop every cached key and accepted token (a restart without persistent caches)."""
+        self.keys.drop()
+        self._cache.clear()
+
+    # -- verdicts ------------------------------------------------------------------------
+    def check(self, token: str | None, *, now: float) -> VerifiedToken | Rejection | NeedKeys:
+        """Is ``token`` valid at ``now`` for this server? (No path or operation yet.)"""
+        self._checks += 1
+        if not token:
+            return Rejection(Reason.MISSING_TOKEN, "no bearer token was presented")
+        if self.token_cache:
+            hit = self._cache.get(token)
+            if hit is not None:
+                if now < hit.until:
+                    late = check_times(hit.verified.claims, now=now, leeway=self.leeway)
+                    if late is None:
+                        self._hits += 1
+                        return hit.verified
+                    return late
+                del self._cache[token]
+
+        parsed = parse(token)
+        if isinstance(parsed, Rejection):
+            return parsed
+        claims = parsed.claims
+        profile = check_claims(claims)
+        if isinstance(profile, Rejection):
+            return profile
+        iss = claims["iss"]
+        trusted = self._by_issuer.get(iss)
+        if trusted is None:
+            return Rejection(Reason.UNTRUSTED_ISSUER, f"issuer {iss!r} is not trusted here")
+
+        kid = parsed.kid
+        key = self.keys.lookup(iss, kid, now=now)
+        if self.keys.fetch_due(iss, kid, now=now):
+            return NeedKeys(issuer=iss, unknown_kid=key is None and kid is not None)
+        if key is None:
+            if kid is None:
+                return Rejection(
+                    Reason.UNKNOWN_KEY, "token has no kid and the issuer has several keys"
+                )
+            return Rejection(Reason.UNKNOWN_KEY, f"kid {kid!r} is not published by {iss!r}")
+        self._sig_checks += 1
+        if not signature_valid(parsed, key):
+            return Rejection(
+                Reason.BAD_SIGNATURE, f"signature does not verify with key {key.kid!r}"
+            )
+
+        late = check_times(claims, now=now, leeway=self.leeway)
+        if late is not None:
+            return late
+        if not audience_matches(claims["aud"], self.audiences, profile):
+            return Rejection(
+                Reason.WRONG_AUDIENCE,
+                f"aud {claims['aud']!r} does not name this server ({sorted(self.audiences)})",
+            )
+        try:
+            scopes = parse_scopes(claims.get("scope", ""))
+        except ScopeError as exc:
+            # A15/G10: the python library refuses the whole token for a traversal in a scope;
+            # scitokens-cpp normalises it and can grant outside the directory (peers.md).
+            return Rejection(Reason.MALFORMED, f"bad scope claim: {exc}")
+        verified = VerifiedToken(
+            claims=claims, profile=profile, scopes=scopes, base_path=trusted.base_path
+        )
+        if self.token_cache:
+            if len(self._cache) >= self.max_cached_tokens:
+                self._evict(now)
+            # Never past exp (the XRootD 5.5.3 flaw in peers.md is exactly the opposite).
+            self._cache[token] = _Cached(verified, min(now + self.token_cache, verified.exp))
+        return verified
+
+    def authorize(
+        self, token: str | None, *, now: float, op: Operation, path: str
+    ) -> VerifiedToken | Rejection | NeedKeys:
+        """:meth:`check`, then may the token do ``op`` on server path ``path``?"""
+        verdict = self.check(token, now=now)
+        if not isinstance(verdict, VerifiedToken):
+            return verdict
+        denied = authorize(verdict.scopes, op, path, base_path=verdict.base_path)
+        return verdict if denied is None else denied
+
+    def trusts(self, issuer: str) -> bool:
+        """Whether ``issuer`` is one of this server's trusted issuers."""
+        return issuer in self._by_issuer
+
+    def statistics(self) -> VerifierStatistics:
+        """Counters since creation."""
+        return VerifierStatistics(
+            checks=self._checks, signature_checks=self._sig_checks, cache_hits=self._hits
+        )
+
+    def _evict(self, now: float) -> None:
+        stale = [t for t, c in self._cache.items() if c.until <= now]
+        for t in stale:
+            del self._cache[t]
+        if len(self._cache) >= self.max_cached_tokens:
+            self._cache.clear()
+
+
+def verifier_for(
+    issuer: str,
+    audiences: Collection[str],
+    keys: Iterable[PublicKey],
+    *,
+    now: float,
+    base_path: str = "/",
+    leeway: float = 0.0,
+) -> Verifier:
+    """A verifier trusting one issuer whose keys are already known (for the CLI and tests)."""
+    v = Verifier(
+        issuers=[TrustedIssuer(issuer, base_path)],
+        audiences=audiences,
+        leeway=leeway,
+        key_policy=KeyCachePolicy(refresh=float("inf"), expiry=float("inf")),
+    )
+    v.keys_fetched(issuer, keys, now=now)
+    return v
