@@ -469,21 +469,16 @@ def authorize(
         ScopeError: ``base_path`` (server configuration) is not a clean absolute path.
     """
     # Request path: XRootD answers 403 to "/../" before authorization (peers.md "request path
-    # traversal"); we refuse any "."/".." component or relative path the same way.  The
-    # _is_normal() test is inlined: this function is on every data access.
-    if not (
-        path[:1] == "/"
-        and "//" not in path
-        and "/." not in path
-        and "%" not in path
-        and path.isprintable()
-    ):
+    # traversal"); we refuse any "."/".." component or relative path the same way.  The common,
+    # already normal, path skips the split (_is_normal).
+    if not _is_normal(path):
         try:
             path = normalize_path(path)
         except ScopeError as exc:
             return Rejection(
                 Reason.INSUFFICIENT_SCOPE,
-                f"{op.value} refused by the path traversal check: {exc}",
+                f"{op.value} refused by the path traversal check: {exc}; "
+                f"scopes held: {_held(scopes)}",
             )
     # A trailing "/" on a request names the same object; only scopes use it for "directory".
     token_path = path[:-1] if path[-1] == "/" and path != "/" else path
