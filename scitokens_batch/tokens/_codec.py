@@ -20,13 +20,9 @@ import json
 from typing import Any
 
 import attrs
-from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, padding
-from cryptography.hazmat.primitives.asymmetric.utils import (
-    decode_dss_signature,
-    encode_dss_signature,
-)
+from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 
 from ..errors import TokenFormatError
 from ._keys import PublicKey, SigningKey
@@ -49,8 +45,9 @@ _ALGS = {a.value: a for a in Algorithm}
 _ECDSA_SHA256 = ec.ECDSA(hashes.SHA256())
 _SHA256 = hashes.SHA256()
 _PKCS1 = padding.PKCS1v15()
-#: The base64url alphabet plus the two dots.
-_TOKEN_CHARS = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_.")
+#: The base64url alphabet plus the dot. ``bytes.translate(None, _TOKEN_CHARS)`` deletes them:
+#: anything left is a character a token may not hold (a C loop; a set test is 13x slower).
+_TOKEN_CHARS = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_."
 
 
 def _b64(data: bytes) -> bytes:
@@ -133,7 +130,7 @@ def parse(token: str) -> ParsedToken | Rejection:
         return Rejection(
             Reason.MALFORMED, f"token is {len(raw)} bytes (limit {MAX_TOKEN_BYTES - 1})"
         )
-    if not _TOKEN_CHARS.issuperset(raw):
+    if raw.translate(None, _TOKEN_CHARS):
         return Rejection(
             Reason.MALFORMED, "token has characters outside base64url (whitespace or padding?)"
         )
@@ -142,10 +139,11 @@ def parse(token: str) -> ParsedToken | Rejection:
         return Rejection(Reason.MALFORMED, f"token has {len(parts)} parts (a JWS has 3)")
     h_b64, p_b64, s_b64 = parts
     try:
-        header = json.loads(_unb64(h_b64))
-        claims = json.loads(_unb64(p_b64))
+        # json.loads on str skips its encoding detection; the UTF-8 decode is cheaper.
+        header = json.loads(_unb64(h_b64).decode())
+        claims = json.loads(_unb64(p_b64).decode())
         signature = _unb64(s_b64)
-    except (binascii.Error, ValueError):
+    except (binascii.Error, ValueError):  # UnicodeDecodeError is a ValueError
         return Rejection(Reason.MALFORMED, "token header or payload is not base64url JSON")
     if not isinstance(header, dict) or not isinstance(claims, dict):
         return Rejection(Reason.MALFORMED, "token header and payload must be JSON objects")
@@ -168,23 +166,7 @@ def parse(token: str) -> ParsedToken | Rejection:
 
 def signature_valid(token: ParsedToken, key: PublicKey) -> bool:
     """True when ``token``'s signature verifies with ``key`` and their algorithms agree."""
-    if key.alg is not token.alg:
-        return False
-    pub = key.key
-    try:
-        if isinstance(pub, ec.EllipticCurvePublicKey):
-            sig = token.signature
-            if len(sig) != 64:
-                return False
-            der = encode_dss_signature(
-                int.from_bytes(sig[:32], "big"), int.from_bytes(sig[32:], "big")
-            )
-            pub.verify(der, token.signing_input, _ECDSA_SHA256)
-        else:
-            pub.verify(token.signature, token.signing_input, _PKCS1, _SHA256)
-    except InvalidSignature:
-        return False
-    return True
+    return key.alg is token.alg and key.verify(token.signing_input, token.signature)
 
 
 def peek(token: str) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -197,7 +179,7 @@ def peek(token: str) -> tuple[dict[str, Any], dict[str, Any]]:
     parts = text.split(".")
     if len(parts) != 3:
         raise TokenFormatError(f"a token has 3 dot-separated parts (got {len(parts)})")
-    if not _TOKEN_CHARS.issuperset(text.encode("utf-8", "replace")):
+    if text.encode("utf-8", "replace").translate(None, _TOKEN_CHARS):
         raise TokenFormatError("token has characters outside the base64url alphabet")
     try:
         header = json.loads(_unb64(parts[0].encode("ascii")))

@@ -86,7 +86,7 @@ class _IssuerEntry:
     blocked_until: float = float("-inf")
 
 
-@attrs.define
+@attrs.define(on_setattr=attrs.setters.NO_OP)
 class KeyCache:
     """Per-issuer keys with refresh, expiry, negative caching and rate-limited refetch."""
 

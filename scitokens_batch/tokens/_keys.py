@@ -13,13 +13,14 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, TypeAlias
 
 import attrs
-from cryptography.exceptions import UnsupportedAlgorithm
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
+from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
 from ..errors import KeyFileError
 from ._profiles import Algorithm
@@ -74,6 +75,39 @@ def thumbprint(key: PublicKeyObject) -> str:
     return _b64url(hashlib.sha256(canonical.encode("ascii")).digest())
 
 
+def _make_verify(key: PublicKeyObject) -> Callable[[bytes, bytes], bool]:
+    """A verifier closure: no per-call type dispatch on the hot path (perf-notes.md)."""
+    if isinstance(key, ec.EllipticCurvePublicKey):
+        verify_der = key.verify
+        algorithm = ec.ECDSA(hashes.SHA256())
+
+        def es256(signing_input: bytes, signature: bytes) -> bool:
+            # JWS carries the raw 64-byte r || s (RFC 7518 §3.4); cryptography wants DER.
+            if len(signature) != 64:
+                return False
+            der = encode_dss_signature(
+                int.from_bytes(signature[:32], "big"), int.from_bytes(signature[32:], "big")
+            )
+            try:
+                verify_der(der, signing_input, algorithm)
+            except InvalidSignature:
+                return False
+            return True
+
+        return es256
+    verify_rsa = key.verify
+    pad, sha = padding.PKCS1v15(), hashes.SHA256()
+
+    def rs256(signing_input: bytes, signature: bytes) -> bool:
+        try:
+            verify_rsa(signature, signing_input, pad, sha)
+        except InvalidSignature:
+            return False
+        return True
+
+    return rs256
+
+
 def _jose_header(alg: Algorithm, kid: str) -> bytes:
     header = {"alg": alg.value, "kid": kid, "typ": "JWT"}
     return _b64url(json.dumps(header, separators=(",", ":")).encode()).encode("ascii")
@@ -110,6 +144,13 @@ class PublicKey:
     fingerprint: str = attrs.field(
         repr=False,
         default=attrs.Factory(lambda self: thumbprint(self.key), takes_self=True),
+    )
+    #: ``verify(signing_input, jws_signature) -> bool``, bound once to this key (hot path).
+    verify: Callable[[bytes, bytes], bool] = attrs.field(
+        repr=False,
+        eq=False,
+        init=False,
+        default=attrs.Factory(lambda self: _make_verify(self.key), takes_self=True),
     )
 
     def to_jwk(self) -> dict[str, str]:

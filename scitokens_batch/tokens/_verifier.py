@@ -119,7 +119,7 @@ class _Cached:
     until: float
 
 
-@attrs.define
+@attrs.define(on_setattr=attrs.setters.NO_OP)  # no __setattr__ hook: counters are hot
 class Verifier:
     """Checks tokens for one server (one audience set, one set of trusted issuers).
 
@@ -147,6 +147,10 @@ class Verifier:
     _checks: int = attrs.field(init=False, default=0, alias="_checks")
     _sig_checks: int = attrs.field(init=False, default=0, alias="_sig_checks")
     _hits: int = attrs.field(init=False, default=0, alias="_hits")
+    #: parsed ``scope`` claims by their text: tokens of one user and service share one
+    _scope_memo: dict[str, tuple[Scope, ...] | ScopeError] = attrs.field(
+        init=False, factory=dict, alias="_scope_memo"
+    )
 
     def __attrs_post_init__(self) -> None:
         if "ANY" in self.audiences:
@@ -225,12 +229,11 @@ class Verifier:
                 Reason.WRONG_AUDIENCE,
                 f"aud {claims['aud']!r} does not name this server ({sorted(self.audiences)})",
             )
-        try:
-            scopes = parse_scopes(claims.get("scope", ""))
-        except ScopeError as exc:
+        scopes = self._scopes(claims.get("scope", ""))
+        if isinstance(scopes, ScopeError):
             # A15/G10: the python library refuses the whole token for a traversal in a scope;
             # scitokens-cpp normalises it and can grant outside the directory (peers.md).
-            return Rejection(Reason.MALFORMED, f"bad scope claim: {exc}")
+            return Rejection(Reason.MALFORMED, f"bad scope claim: {scopes}")
         verified = VerifiedToken(
             claims=claims, profile=profile, scopes=scopes, base_path=trusted.base_path
         )
@@ -255,11 +258,29 @@ class Verifier:
         """Whether ``issuer`` is one of this server's trusted issuers."""
         return issuer in self._by_issuer
 
+    @property
+    def cache_hits(self) -> int:
+        """Checks answered from the accepted-token cache so far (cheap; for per-access use)."""
+        return self._hits
+
     def statistics(self) -> VerifierStatistics:
         """Counters since creation."""
         return VerifierStatistics(
             checks=self._checks, signature_checks=self._sig_checks, cache_hits=self._hits
         )
+
+    def _scopes(self, text: str) -> tuple[Scope, ...] | ScopeError:
+        memo = self._scope_memo
+        found = memo.get(text)
+        if found is None:
+            try:
+                found = parse_scopes(text)
+            except ScopeError as exc:
+                found = exc
+            if len(memo) >= 4096:  # bounded: distinct scope strings are few in practice
+                memo.clear()
+            memo[text] = found
+        return found
 
     def _evict(self, now: float) -> None:
         stale = [t for t, c in self._cache.items() if c.until <= now]
