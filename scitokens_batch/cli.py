@@ -18,11 +18,14 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from . import _files
 from ._version import __version__
 from .errors import KeyFileError, LocalInputError
+from .metrics import summary_table
+from .scenario import Scenario, check_scenario, load_scenario, run_virtual
 from .tokens import (
     Algorithm,
     Discovered,
@@ -315,8 +318,72 @@ def _cmd_discover(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+# -- scenarios ------------------------------------------------------------------------
+
+
+def _load(args: argparse.Namespace) -> Scenario:
+    return load_scenario(args.scenario, overrides=args.set or ())
+
+
+def _cmd_check(args: argparse.Namespace) -> int:
+    spec = _load(args)
+    check_scenario(spec)
+    jobs = sum(w.jobs for w in spec.workloads)
+    hosts = len(spec.host_names)
+    sys.stdout.write(
+        f"{args.scenario}: ok — scenario {spec.meta.name!r}, {len(spec.issuers)} issuer(s), "
+        f"{hosts} execute host(s), {len(spec.data_servers)} data server(s), {jobs} job(s), "
+        f"{len(spec.faults)} fault(s), {len(spec.expect.checks)} check(s)\n"
+    )
+    return EXIT_OK
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    spec = _load(args)
+    out = Path(args.out) if args.out else None
+    console = _console()
+    if console.is_terminal:
+        with Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            TextColumn("{task.fields[t]}"),
+            TimeElapsedColumn(),
+            console=console,
+            transient=True,
+        ) as bar:
+            task = bar.add_task(f"{spec.meta.name} (virtual time)", total=spec.meta.duration, t="")
+
+            def progress(done: float, total: float) -> None:
+                bar.update(task, completed=done, t=f"{done / 3600:.2f} h / {total / 3600:.2f} h")
+
+            result = run_virtual(
+                spec, seed=args.seed, out=out, log_level=args.log_level, progress=progress
+            )
+    else:
+        result = run_virtual(spec, seed=args.seed, out=out, log_level=args.log_level)
+    console.print(summary_table(result.summary))
+    for check in result.checks:
+        if not check.passed:
+            why = f" ({check.error})" if check.error else f" (actual {check.actual!r})"
+            sys.stdout.write(f"FAILED: {check.line}{why}\n")
+    if out is not None:
+        sys.stdout.write(
+            f"outputs in {out}/: summary.json events.jsonl jobs.csv tokens.csv report.html\n"
+        )
+    return EXIT_OK if result.passed else EXIT_FAILED
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
-    """Mint a token with a fresh key, verify it, print both (until the simulator lands)."""
+    """Run the bundled reference scenario and print its summary (``make demo``)."""
+    scenario = Path(__file__).resolve().parent.parent / "scenarios" / "reference.toml"
+    ns = argparse.Namespace(
+        scenario=str(scenario), set=[], seed=None, out=args.out, log_level="error"
+    )
+    return _cmd_run(ns)
+
+
+def _cmd_token_demo(args: argparse.Namespace) -> int:
+    """Mint a token with a fresh key, verify it, print both."""
     key = SigningKey.generate(Algorithm(args.alg))
     now = _wall_now()
     issuer, audience = "https://issuer.demo.example/vo", "https://storage.demo.example"
@@ -371,8 +438,30 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
-    demo = sub.add_parser("demo", help="mint a token with a fresh key and verify it")
-    demo.add_argument("--alg", choices=["ES256", "RS256"], default="ES256")
+    def scenario_args(sp: argparse.ArgumentParser) -> None:
+        sp.add_argument("scenario", metavar="SCENARIO", help="a scenario TOML file")
+        sp.add_argument(
+            "--set",
+            action="append",
+            metavar="KEY.PATH=VALUE",
+            help="override a scalar, e.g. token_manager.renew_fraction=0.3",
+        )
+
+    run = sub.add_parser("run", help="run a scenario in virtual time; exit 1 if a check fails")
+    scenario_args(run)
+    run.add_argument("--seed", type=int, help="overrides scenario.seed")
+    run.add_argument("--out", metavar="DIR", help="write summary.json, events.jsonl, CSVs, report")
+    run.add_argument(
+        "--log-level", default="warning", choices=["debug", "info", "warning", "error", "critical"]
+    )
+    run.set_defaults(func=_cmd_run)
+
+    check = sub.add_parser("check", help="validate a scenario without running it")
+    scenario_args(check)
+    check.set_defaults(func=_cmd_check)
+
+    demo = sub.add_parser("demo", help="run the bundled reference scenario and print its summary")
+    demo.add_argument("--out", metavar="DIR")
     demo.set_defaults(func=_cmd_demo)
 
     tok = sub.add_parser("token", help="make, inspect, verify and discover tokens")
@@ -432,6 +521,10 @@ def _build_parser() -> argparse.ArgumentParser:
     dis.add_argument("--show", action="store_true", help="also print the token itself")
     dis.add_argument("--purpose", help="look for bt_u<euid>-<purpose> files (F4)")
     dis.set_defaults(func=_cmd_discover)
+
+    tdemo = tsub.add_parser("demo", help="mint a token with a fresh key and verify it")
+    tdemo.add_argument("--alg", choices=["ES256", "RS256"], default="ES256")
+    tdemo.set_defaults(func=_cmd_token_demo)
     return p
 
 

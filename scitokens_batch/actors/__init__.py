@@ -1,0 +1,29 @@
+"""The actors, one module each, all the same shape: an attrs class with injected transport,
+clock, RNG, recorder and logger, ``async def run(*, task_status)`` and ``async def handle(msg)``.
+"""
+
+from ._bandwidth import SharedLink as SharedLink
+from ._common import HostClock as HostClock
+from .data_server import DataServer as DataServer
+from .data_server import namespace as namespace
+from .execute_host import ExecuteHost as ExecuteHost
+from .issuer import Issuer as Issuer
+from .issuer import UserPolicy as UserPolicy
+from .queue_manager import QueueManager as QueueManager
+from .queue_manager import Submission as Submission
+from .token_manager import Credential as Credential
+from .token_manager import TokenManager as TokenManager
+
+__all__ = [
+    "Credential",
+    "DataServer",
+    "ExecuteHost",
+    "HostClock",
+    "Issuer",
+    "QueueManager",
+    "SharedLink",
+    "Submission",
+    "TokenManager",
+    "UserPolicy",
+    "namespace",
+]

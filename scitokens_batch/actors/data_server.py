@@ -1,0 +1,205 @@
+"""A data server (storage element): namespace, bearer-token authorization, shared bandwidth.
+
+Every access is verified — signature, issuer, audience, time with the server's own clock and
+leeway, scope against the per-issuer base path — by :class:`~scitokens_batch.tokens.Verifier`.
+When it needs keys, the server fetches the issuer's JWKS through the transport (an outage makes
+that fetch fail, pitfall P10). Statuses follow conformance M1-M6: 401 for a missing or unusable
+token, 403 when the token may not do this, 404 for an authorized read of a missing file, 201 for
+a new file, 200 otherwise. A PUT on an existing file needs overwrite rights (``storage.modify``
+or ``write``): ``storage.create`` never overwrites (B7, M4).
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterable, Mapping
+
+import attrs
+import trio
+
+from ..metrics import Recorder
+from ..protocol import DataRequest, DataResponse, JwksRequest, JwksResponse, Message
+from ..tokens import (
+    NeedKeys,
+    Operation,
+    Reason,
+    Rejection,
+    VerifiedToken,
+    Verifier,
+    parse,
+)
+from ..transport import Transport, Unreachable
+from ._bandwidth import SharedLink
+from ._common import Clock, Logger
+
+__all__ = ["DataServer"]
+
+
+@attrs.define(kw_only=True)
+class DataServer:
+    """One storage element.
+
+    Args:
+        name: actor name.
+        verifier: trusted issuers (with base paths), audiences, leeway, key and token caches.
+        issuer_actors: ``iss`` URL -> issuer actor name, to fetch JWKS from.
+        files: the namespace: server path -> size in bytes.
+        link: the shared bandwidth.
+        clock: this server's clock (true time + skew).
+        true_now: the true clock, only for the headroom figure in the events.
+    """
+
+    name: str
+    verifier: Verifier
+    issuer_actors: Mapping[str, str]
+    files: dict[str, int]
+    link: SharedLink
+    transport: Transport
+    clock: Clock
+    true_now: Clock
+    rng: random.Random
+    recorder: Recorder
+    log: Logger
+    _inflight: set[trio.CancelScope] = attrs.field(factory=set, alias="_inflight")
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Drive the bandwidth link until cancelled."""
+        await self.link.run(task_status=task_status)
+
+    async def handle(self, message: Message) -> Message:
+        """Serve one :class:`DataRequest`."""
+        if not isinstance(message, DataRequest):
+            raise TypeError(f"data server {self.name}: unexpected message {type(message).__name__}")
+        op = message.op
+        path = message.path
+        exists = path in self.files
+        if op is Operation.CREATE and exists:
+            op = Operation.MODIFY  # B7/M4: an upload over an existing file is an overwrite
+        hits = self.verifier.cache_hits
+        verdict = await self._authorize(message.token, op, path)
+        if isinstance(verdict, Rejection):
+            self._record_reject(message, op, verdict)
+            return DataResponse(status=verdict.status, reason=verdict.reason, detail=verdict.detail)
+        headroom = round(verdict.exp - self.true_now(), 6)
+        cached = self.verifier.cache_hits != hits
+        status = 200
+        if op is Operation.READ:
+            if not exists:
+                # M3: authorized, not found. Counted as a granted access (the token was good).
+                self._record_use(message, op, verdict, headroom, 404, cached)
+                return DataResponse(status=404, detail="no such file")
+            size = self.files[path]
+        else:
+            size = message.size
+            status = 201 if op is Operation.CREATE else 200
+        self._record_use(message, op, verdict, headroom, status, cached)
+        with trio.CancelScope() as scope:
+            self._inflight.add(scope)
+            try:
+                await self.link.transfer(size)
+            finally:
+                self._inflight.discard(scope)
+        if scope.cancelled_caught:
+            raise Unreachable(f"job {message.job}", self.name, "down")  # connection reset
+        if op is not Operation.READ:
+            self.files[path] = size
+        return DataResponse(status=status, size=size)
+
+    async def _authorize(
+        self, token: str | None, op: Operation, path: str
+    ) -> VerifiedToken | Rejection:
+        verdict = self.verifier.authorize(token, now=self.clock(), op=op, path=path)
+        if isinstance(verdict, NeedKeys):
+            await self._fetch_keys(verdict)
+            verdict = self.verifier.authorize(token, now=self.clock(), op=op, path=path)
+            if isinstance(verdict, NeedKeys):
+                # Still nothing usable after one fetch: the key is not there to be had.
+                return Rejection(Reason.UNKNOWN_KEY, f"no usable key for {verdict.issuer!r}")
+        return verdict
+
+    async def _fetch_keys(self, need: NeedKeys) -> None:
+        actor = self.issuer_actors.get(need.issuer)
+        ok = False
+        if actor is not None:
+            try:
+                answer = await self.transport.request(
+                    self.name, actor, JwksRequest(issuer=need.issuer)
+                )
+            except Unreachable:
+                answer = None
+            if isinstance(answer, JwksResponse):
+                self.verifier.keys_fetched(
+                    need.issuer, answer.keys, now=self.clock(), unknown_kid=need.unknown_kid
+                )
+                ok = True
+        if not ok:
+            self.verifier.keys_failed(need.issuer, now=self.clock(), unknown_kid=need.unknown_kid)
+        self.recorder.record(
+            self.name, "jwks_fetch", issuer=need.issuer, ok=ok, unknown_kid=need.unknown_kid
+        )
+
+    def _record_use(
+        self,
+        msg: DataRequest,
+        op: Operation,
+        verdict: VerifiedToken,
+        headroom: float,
+        status: int,
+        cached: bool,
+    ) -> None:
+        self.recorder.record(
+            self.name,
+            "use",
+            job=msg.job,
+            op=op.value,
+            path=msg.path,
+            jti=verdict.jti,
+            exp=verdict.exp,
+            headroom_s=headroom,
+            status=status,
+            cached=cached,
+        )
+
+    def _record_reject(self, msg: DataRequest, op: Operation, rejection: Rejection) -> None:
+        jti: str | None = None
+        exp: float | None = None
+        headroom: float | None = None
+        if msg.token:
+            parsed = parse(msg.token)  # unverified: only to say which token and how late
+            if not isinstance(parsed, Rejection):
+                raw_jti, raw_exp = parsed.claims.get("jti"), parsed.claims.get("exp")
+                jti = raw_jti if isinstance(raw_jti, str) else None
+                if isinstance(raw_exp, int | float) and not isinstance(raw_exp, bool):
+                    exp = float(raw_exp)
+                    headroom = round(exp - self.true_now(), 6)
+        self.recorder.record(
+            self.name,
+            "reject",
+            job=msg.job,
+            op=op.value,
+            path=msg.path,
+            status=rejection.status,
+            reason=rejection.reason.value,
+            detail=rejection.detail,
+            jti=jti,
+            exp=exp,
+            headroom_s=headroom,
+        )
+
+    # -- faults ------------------------------------------------------------------------------
+
+    def restart(self) -> None:
+        """Drop in-flight transfers and every in-memory cache (keys, accepted tokens)."""
+        for scope in list(self._inflight):
+            scope.cancel()
+        self.verifier.forget()
+
+
+def namespace(file_sets: Iterable[tuple[str, int, int]]) -> dict[str, int]:
+    """Pre-populated files: for each ``(directory, count, size)``, files ``0 .. count-1``."""
+    files: dict[str, int] = {}
+    for directory, count, size in file_sets:
+        base = directory.rstrip("/")
+        for i in range(count):
+            files[f"{base}/{i}"] = size
+    return files

@@ -1,0 +1,211 @@
+"""An execute host: startd (slots) and one starter per running job.
+
+Each job gets a sandbox whose ``.condor_creds/<service>.use`` holds its access token (I12; here
+an in-memory value, in live mode a real file). Renewed tokens pushed by the queue manager land
+in the host's credential store; every ``sandbox_refresh`` the starter copies the newest one into
+the sandbox (I13, ``SEC_CREDENTIAL_REFRESH``). The job runs its steps: compute steps take their
+time, data steps ask a data server with the token found in the sandbox — read again before each
+access (``reread``, correct) or kept from the start (``copy-at-start``, pitfall P16).
+
+A denied access fails the job with that reason. An unreachable data server is retried
+(``ACCESS_RETRIES`` times, ``ACCESS_RETRY_DELAY`` apart, as xrdcp and gfal do) before the job
+fails.
+"""
+
+from __future__ import annotations
+
+import random
+
+import attrs
+import trio
+
+from ..metrics import Recorder
+from ..protocol import (
+    AccessStep,
+    Ack,
+    ComputeStep,
+    CredentialUpdate,
+    DataRequest,
+    DataResponse,
+    JobFinished,
+    Message,
+    StartJob,
+)
+from ..tokens import Operation
+from ..transport import Transport, Unreachable
+from ._common import Clock, Logger
+
+__all__ = ["ACCESS_RETRIES", "ACCESS_RETRY_DELAY", "ExecuteHost"]
+
+#: A data server that does not answer is tried this many more times before the job fails.
+ACCESS_RETRIES = 5
+#: Seconds between those tries.
+ACCESS_RETRY_DELAY = 30.0
+
+
+@attrs.define
+class _StagedToken:
+    token: str = attrs.field(repr=False)
+    jti: str
+    exp: float
+
+
+@attrs.define
+class _Running:
+    start: StartJob
+    sandbox: _StagedToken
+    scope: trio.CancelScope
+    started: float
+
+
+@attrs.define(kw_only=True)
+class ExecuteHost:
+    """One execute host.
+
+    Args:
+        name: host name (``node-3``).
+        slots: how many jobs it runs at once.
+        sandbox_refresh: seconds between sandbox re-stagings (0: never).
+        clock: this host's clock (true time + skew; a ``clock_step`` changes the skew).
+    """
+
+    name: str
+    slots: int
+    sandbox_refresh: float
+    queue_manager: str = "queue_manager"
+    transport: Transport
+    clock: Clock
+    rng: random.Random
+    recorder: Recorder
+    log: Logger
+    _creds: dict[tuple[str, str], _StagedToken] = attrs.field(factory=dict, alias="_creds")
+    _running: dict[int, _Running] = attrs.field(factory=dict, alias="_running")
+    _nursery: trio.Nursery | None = attrs.field(default=None, alias="_nursery")
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Serve until cancelled (a crash cancels this and every job on the host)."""
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            task_status.started()
+            await trio.sleep_forever()
+
+    async def handle(self, message: Message) -> Message:
+        """Start jobs; take renewed credentials."""
+        if isinstance(message, StartJob):
+            return self._start(message)
+        if isinstance(message, CredentialUpdate):
+            key = (message.user, message.service)
+            held = self._creds.get(key)
+            if held is None or message.exp > held.exp:
+                self._creds[key] = _StagedToken(message.token, message.jti, message.exp)
+            return Ack()
+        raise TypeError(f"execute host {self.name}: unexpected message {type(message).__name__}")
+
+    def _start(self, msg: StartJob) -> Ack:
+        if self._nursery is None or len(self._running) >= self.slots:
+            return Ack(ok=False, detail="no free slot")
+        key = (msg.user, msg.service)
+        staged = _StagedToken(msg.token, msg.jti, msg.exp)
+        held = self._creds.get(key)
+        if held is None or staged.exp > held.exp:
+            self._creds[key] = staged
+        else:
+            staged = held
+        scope = trio.CancelScope()
+        self._running[msg.job] = _Running(msg, staged, scope, trio.current_time())
+        self._nursery.start_soon(self._starter, msg.job)
+        return Ack()
+
+    def _stage(self, run: _Running, token: _StagedToken) -> None:
+        run.sandbox = token
+        self.recorder.record(
+            self.name,
+            "stage",
+            job=run.start.job,
+            service=run.start.service,
+            jti=token.jti,
+            exp=token.exp,
+        )
+
+    async def _starter(self, job_id: int) -> None:
+        run = self._running[job_id]
+        exit_code, reason = 0, ""
+        with run.scope:
+            self._stage(run, run.sandbox)
+            async with trio.open_nursery() as nursery:
+                if self.sandbox_refresh > 0:
+                    nursery.start_soon(self._refresher, run)
+                exit_code, reason = await self._execute(run)
+                nursery.cancel_scope.cancel()
+        if run.scope.cancelled_caught:
+            return  # killed with the host: the queue manager has requeued the job
+        del self._running[job_id]
+        cpu = sum(s.seconds for s in run.start.program.steps if isinstance(s, ComputeStep))
+        done = JobFinished(
+            job=job_id, host=self.name, exit_code=exit_code, reason=reason, cpu_seconds=cpu
+        )
+        try:
+            await self.transport.request(self.name, self.queue_manager, done)
+        except Unreachable:
+            self.log.warning("job end not reported: queue manager unreachable", job=job_id)
+
+    async def _refresher(self, run: _Running) -> None:
+        """I13: every ``sandbox_refresh`` copy the host's newest credential into the sandbox."""
+        key = (run.start.user, run.start.service)
+        while True:
+            await trio.sleep(self.sandbox_refresh)
+            newest = self._creds.get(key)
+            if (
+                newest is not None
+                and newest.jti != run.sandbox.jti
+                and newest.exp > run.sandbox.exp
+            ):
+                self._stage(run, newest)
+
+    async def _execute(self, run: _Running) -> tuple[int, str]:
+        program = run.start.program
+        at_start = run.sandbox
+        for step in program.steps:
+            if isinstance(step, ComputeStep):
+                await trio.sleep(step.seconds)
+                continue
+            token = run.sandbox if program.reread else at_start
+            answer = await self._access(run.start.job, step, token.token)
+            if answer is None:
+                return 1, f"{step.server}: unreachable after {ACCESS_RETRIES + 1} tries"
+            if not answer.ok:
+                verb = "write" if step.write else "read"
+                why = answer.reason.value if answer.reason is not None else answer.detail
+                return 1, f"{verb} {step.path}: {answer.status} {why}"
+        return 0, ""
+
+    async def _access(self, job: int, step: AccessStep, token: str) -> DataResponse | None:
+        # A PUT is a PUT: the data server decides whether it creates or overwrites.
+        op = Operation.CREATE if step.write else Operation.READ
+        request = DataRequest(op=op, path=step.path, size=step.size, token=token, job=job)
+        for attempt in range(ACCESS_RETRIES + 1):
+            try:
+                answer = await self.transport.request(self.name, step.server, request)
+            except Unreachable:
+                if attempt < ACCESS_RETRIES:
+                    await trio.sleep(ACCESS_RETRY_DELAY)
+                continue
+            assert isinstance(answer, DataResponse)
+            return answer
+        return None
+
+    # -- faults ------------------------------------------------------------------------------
+
+    def crash(self) -> list[int]:
+        """Kill every job here and forget the credential store; returns the killed job ids."""
+        killed = sorted(self._running)
+        for run in self._running.values():
+            run.scope.cancel()
+        self._running.clear()
+        self._creds.clear()
+        return killed
+
+    @property
+    def running(self) -> int:
+        """Jobs running here now."""
+        return len(self._running)

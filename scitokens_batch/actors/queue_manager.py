@@ -1,0 +1,340 @@
+"""The queue manager: schedd (job queue, shadows) and negotiator (matching) in one actor.
+
+Jobs are submitted at their precomputed arrival times. Every ``negotiation_interval`` the
+negotiator matches idle jobs, oldest first, to free slots (the host with the most free slots
+first, so the pool fills breadth-first). Starting a matched job needs a usable access token from
+the token manager within ``credential_wait`` (I14 ``CREDD_POLLING_TIMEOUT``); without one the
+job is held with code 4 (CorruptedCredential), and a periodic release puts it back in the queue
+after ``release_held_after``.
+
+Renewed tokens that the token manager pushes are forwarded to every execute host running a job
+of that user and service; the starters there copy them into the sandboxes (I13).
+
+The job lifecycle itself is :class:`~scitokens_batch.protocol.JobLifecycle`: this actor feeds it
+events and never assigns a state.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import random
+from collections.abc import Iterable, Sequence
+
+import attrs
+import trio
+
+from ..metrics import Recorder
+from ..protocol import (
+    Ack,
+    CredentialRequest,
+    CredentialResponse,
+    CredentialUpdate,
+    Evict,
+    Execute,
+    Hold,
+    HoldCode,
+    JobFinished,
+    JobLifecycle,
+    JobProgram,
+    JobState,
+    Match,
+    Message,
+    Release,
+    StartJob,
+    Terminate,
+)
+from ..transport import Transport, Unreachable
+from ._common import Clock, Logger
+
+__all__ = ["QueueManager", "Submission"]
+
+
+@attrs.frozen(kw_only=True)
+class Submission:
+    """A job to submit at ``at`` (seconds since the scenario start)."""
+
+    job: int
+    at: float
+    workload: str
+    user: str
+    service: str
+    program: JobProgram
+
+
+@attrs.define
+class _Job:
+    sub: Submission
+    life: JobLifecycle
+    started_at: float = 0.0  # trio time when it last started running
+
+
+@attrs.define
+class _Host:
+    name: str
+    slots: int
+    free: list[int]
+    up: bool = True
+
+
+@attrs.define(kw_only=True)
+class QueueManager:
+    """Schedd + negotiator.
+
+    Args:
+        submissions: every job of the scenario, in submit order.
+        hosts: execute hosts and their slot counts, in name order.
+        negotiation_interval: seconds between matchmaking cycles.
+        credential_wait: how long a start waits for a usable token before holding (code 4).
+        release_held_after: periodic release of credential holds (0: never).
+    """
+
+    name: str = "queue_manager"
+    token_manager: str = "token_manager"
+    submissions: Sequence[Submission]
+    hosts: Sequence[tuple[str, int]]
+    negotiation_interval: float
+    credential_wait: float
+    release_held_after: float
+    transport: Transport
+    now: Clock
+    rng: random.Random
+    recorder: Recorder
+    log: Logger
+    _jobs: dict[int, _Job] = attrs.field(factory=dict, alias="_jobs")
+    _idle: dict[int, None] = attrs.field(factory=dict, alias="_idle")  # insertion-ordered set
+    _hosts: dict[str, _Host] = attrs.field(factory=dict, alias="_hosts")
+    _nursery: trio.Nursery | None = attrs.field(default=None, alias="_nursery")
+    _t0: float = attrs.field(default=0.0, alias="_t0")
+
+    def __attrs_post_init__(self) -> None:
+        for name, slots in self.hosts:
+            self._hosts[name] = _Host(name, slots, list(range(1, slots + 1)))
+
+    # -- main loop ---------------------------------------------------------------------------
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Submit jobs on schedule and negotiate every ``negotiation_interval``.
+
+        One loop does both, so the rule for a submission at the very instant of a cycle is
+        fixed by construction (it takes part in that cycle) rather than by which of two tasks
+        trio happens to wake first.
+        """
+        self._t0 = trio.current_time()
+        pending = iter(self.submissions)
+        sub = next(pending, None)
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            task_status.started()
+            cycle = 0
+            while True:
+                next_cycle = self._t0 + cycle * self.negotiation_interval
+                while sub is not None and self._t0 + sub.at <= next_cycle:
+                    await trio.sleep_until(self._t0 + sub.at)
+                    self._submit(sub)
+                    sub = next(pending, None)
+                await trio.sleep_until(next_cycle)
+                self._release_held()
+                self._negotiate()
+                cycle += 1
+
+    def _submit(self, sub: Submission) -> None:
+        life = JobLifecycle(sub.job, now=trio.current_time())
+        self._jobs[sub.job] = _Job(sub, life)
+        self._idle[sub.job] = None
+        self.recorder.record(self.name, "submit", job=sub.job, workload=sub.workload, user=sub.user)
+
+    def _negotiate(self) -> None:
+        assert self._nursery is not None
+        for job_id in list(self._idle):
+            host = self._best_host()
+            if host is None:
+                return
+            slot = host.free.pop(0)
+            del self._idle[job_id]
+            job = self._jobs[job_id]
+            job.life.process(Match(host=host.name, slot=slot), now=trio.current_time())
+            self._nursery.start_soon(self._activate, job, host, slot)
+
+    def _best_host(self) -> _Host | None:
+        best: _Host | None = None
+        for h in self._hosts.values():
+            if h.up and h.free and (best is None or len(h.free) > len(best.free)):
+                best = h
+        return best
+
+    def _release_held(self) -> None:
+        if self.release_held_after <= 0:
+            return
+        now = trio.current_time()
+        for job in self._jobs.values():
+            hold = job.life.hold
+            if (
+                job.life.state is JobState.HELD
+                and hold is not None
+                and hold.code == HoldCode.CORRUPTED_CREDENTIAL
+                and now - job.life.entered_at >= self.release_held_after
+            ):
+                job.life.process(Release(reason="periodic release of a credential hold"), now=now)
+                self._idle[job.sub.job] = None
+                self.recorder.record(
+                    self.name, "released", job=job.sub.job, reason="periodic_release"
+                )
+
+    # -- starting a job ----------------------------------------------------------------------
+
+    async def _credential(self, sub: Submission) -> CredentialResponse:
+        """A usable token within ``credential_wait``, asking again while the manager is down."""
+        deadline = trio.current_time() + self.credential_wait
+        while True:
+            request = CredentialRequest(
+                user=sub.user, service=sub.service, wait=max(0.0, deadline - trio.current_time())
+            )
+            try:
+                answer = await self.transport.request(self.name, self.token_manager, request)
+            except Unreachable:
+                if trio.current_time() >= deadline:
+                    return CredentialResponse(token=None)
+                await trio.sleep(min(1.0, deadline - trio.current_time()))
+                continue
+            assert isinstance(answer, CredentialResponse)
+            return answer
+
+    async def _activate(self, job: _Job, host: _Host, slot: int) -> None:
+        sub = job.sub
+        cred = await self._credential(sub)
+        now = trio.current_time()
+        if cred.token is None or cred.jti is None or cred.exp is None:
+            self._free(host, slot)
+            job.life.process(
+                Hold(code=HoldCode.CORRUPTED_CREDENTIAL, reason="no usable credential"), now=now
+            )
+            self.recorder.record(
+                self.name,
+                "held",
+                job=sub.job,
+                code=int(HoldCode.CORRUPTED_CREDENTIAL),
+                reason=f"no usable {sub.service} credential within {self.credential_wait:g} s",
+            )
+            return
+        start = StartJob(
+            job=sub.job,
+            slot=slot,
+            user=sub.user,
+            service=sub.service,
+            token=cred.token,
+            jti=cred.jti,
+            exp=cred.exp,
+            program=sub.program,
+        )
+        try:
+            ack = await self.transport.request(self.name, host.name, start)
+        except Unreachable:
+            ack = Ack(ok=False, detail="execute host unreachable")
+        now = trio.current_time()
+        if not (isinstance(ack, Ack) and ack.ok) or not host.up:
+            # The claim could not be activated: back to the queue (the job never ran).
+            self._free(host, slot)
+            self._idle[sub.job] = None
+            return
+        job.started_at = now
+        job.life.process(Execute(), now=now)
+        self.recorder.record(self.name, "execute", job=sub.job, host=host.name, slot=slot)
+
+    def _free(self, host: _Host, slot: int) -> None:
+        if host.up and slot not in host.free:
+            host.free.append(slot)
+            host.free.sort()
+
+    # -- messages ----------------------------------------------------------------------------
+
+    async def handle(self, message: Message) -> Message:
+        """Job completions from starters, and renewed tokens from the token manager."""
+        if isinstance(message, JobFinished):
+            return self._finished(message)
+        if isinstance(message, CredentialUpdate):
+            await self._forward(message)
+            return Ack()
+        raise TypeError(f"queue manager: unexpected message {type(message).__name__}")
+
+    def _finished(self, msg: JobFinished) -> Ack:
+        job = self._jobs.get(msg.job)
+        if job is None or job.life.state is not JobState.RUNNING or job.life.host != msg.host:
+            return Ack(ok=False, detail="not running there")  # a stale report after an eviction
+        now = trio.current_time()
+        slot = job.life.slot
+        job.life.process(Terminate(exit_code=msg.exit_code, reason=msg.reason), now=now)
+        host = self._hosts[msg.host]
+        if slot is not None:
+            self._free(host, slot)
+        status = "completed" if msg.exit_code == 0 else "failed"
+        self.recorder.record(
+            self.name,
+            "terminated",
+            job=msg.job,
+            host=msg.host,
+            exit_code=msg.exit_code,
+            status=status,
+            reason=msg.reason,
+            cpu_s=round(msg.cpu_seconds, 6),
+        )
+        return Ack()
+
+    async def _forward(self, update: CredentialUpdate) -> None:
+        hosts = sorted(
+            {
+                j.life.host
+                for j in self._jobs.values()
+                if j.life.state is JobState.RUNNING
+                and j.sub.user == update.user
+                and j.sub.service == update.service
+                and j.life.host is not None
+            }
+        )
+        for host in hosts:
+            # Unreachable: the starter keeps its old token; it may expire there (a visible effect).
+            with contextlib.suppress(Unreachable):
+                await self.transport.request(self.name, host, update)
+
+    # -- faults ------------------------------------------------------------------------------
+
+    def host_down(self, host_name: str, *, reason: str) -> list[int]:
+        """An execute host died: requeue its jobs (their work so far is lost). Returns job ids."""
+        host = self._hosts[host_name]
+        host.up = False
+        host.free = []
+        now = trio.current_time()
+        evicted = []
+        for job in self._running_on(host_name):
+            lost = now - job.started_at
+            job.life.process(Evict(reason=reason), now=now)
+            self._idle[job.sub.job] = None
+            evicted.append(job.sub.job)
+            self.recorder.record(
+                self.name,
+                "evicted",
+                job=job.sub.job,
+                host=host_name,
+                reason=reason,
+                lost_cpu_s=round(lost, 6),
+            )
+        return evicted
+
+    def host_up(self, host_name: str) -> None:
+        """An execute host is back with all its slots free."""
+        host = self._hosts[host_name]
+        host.up = True
+        host.free = list(range(1, host.slots + 1))
+
+    def _running_on(self, host_name: str) -> Iterable[_Job]:
+        return [
+            j
+            for j in self._jobs.values()
+            if j.life.state is JobState.RUNNING and j.life.host == host_name
+        ]
+
+    def states(self) -> dict[str, int]:
+        """How many jobs are in each state now."""
+        counts: dict[str, int] = {}
+        for j in self._jobs.values():
+            counts[j.life.state.name.lower()] = counts.get(j.life.state.name.lower(), 0) + 1
+        return counts

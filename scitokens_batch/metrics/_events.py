@@ -1,0 +1,176 @@
+"""Append-only event records ``(t, seq, actor, kind, fields)`` and where they go.
+
+``t`` is virtual seconds since the scenario started (live mode: wall seconds since start); ``seq``
+numbers events in the order they were recorded, so ``(t, seq)`` is a total order. A record never
+holds a token, refresh token or key: only ``jti`` and ``token_sha`` (12 hex digits of SHA-256).
+
+The event kinds, and their fields (the contract of events.jsonl, summary.json and the report):
+
+==================  ===============  =====================================================
+kind                actor            fields
+==================  ===============  =====================================================
+``submit``          queue_manager    job, workload, user
+``execute``         queue_manager    job, host, slot
+``held``            queue_manager    job, code, reason
+``released``        queue_manager    job, reason
+``evicted``         queue_manager    job, host, reason, lost_cpu_s
+``terminated``      queue_manager    job, host, exit_code, status ("completed"/"failed"),
+                                     reason, cpu_s
+``mint``            issuer           jti, token_sha, sub, client, grant, scope, aud, iat,
+                                     exp, kid
+``request``         issuer           endpoint ("token"/"jwks"), status, grant, error
+``refresh``         token_manager    user, service, jti, exp, initial
+``refresh_failed``  token_manager    user, service, error, attempt, retry_in_s
+``stage``           <execute host>   job, service, jti, exp
+``use``             <data server>    job, op, path, jti, exp, headroom_s, status, cached
+``reject``          <data server>    job, op, path, status, reason, detail, jti, exp,
+                                     headroom_s (jti/exp/headroom_s null when unparsable)
+``jwks_fetch``      <data server>    issuer, ok, unknown_kid
+``fault``           world            fault, phase ("start"/"end"), and the fault's keys
+==================  ===============  =====================================================
+
+``headroom_s`` is ``exp`` minus the *true* time of the access (not the server's skewed clock).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+from collections.abc import Callable, Iterator
+from typing import IO, Any, Protocol
+
+import attrs
+
+__all__ = ["Event", "EventSink", "JsonlSink", "ListSink", "Recorder"]
+
+
+@attrs.frozen(slots=True)
+class Event:
+    """One record. ``fields`` holds JSON-ready values only."""
+
+    t: float
+    seq: int
+    actor: str
+    kind: str
+    fields: dict[str, Any]
+
+    def to_json(self) -> str:
+        """One line of events.jsonl (keys: t, seq, actor, kind, then the fields, sorted)."""
+        head = (
+            f'{{"t":{self.t!r},"seq":{self.seq},"actor":{json.dumps(self.actor)},'
+            f'"kind":"{self.kind}"'
+        )
+        if not self.fields:
+            return head + "}"
+        body = json.dumps(self.fields, separators=(",", ":"), sort_keys=True)
+        return head + "," + body[1:]
+
+    @classmethod
+    def from_json(cls, line: str) -> Event:
+        """Parse one line of events.jsonl."""
+        d = json.loads(line)
+        return cls(d.pop("t"), d.pop("seq"), d.pop("actor"), d.pop("kind"), d)
+
+
+class EventSink(Protocol):
+    """Where recorded events go."""
+
+    def write(self, event: Event) -> None:
+        """Take one event."""
+        ...
+
+    def close(self) -> None:
+        """No more events."""
+        ...
+
+
+@attrs.define
+class ListSink:
+    """Keeps events in memory (tests, small runs)."""
+
+    events: list[Event] = attrs.field(factory=list)
+
+    def write(self, event: Event) -> None:
+        """Append."""
+        self.events.append(event)
+
+    def close(self) -> None:
+        """Nothing to release."""
+
+    def __iter__(self) -> Iterator[Event]:
+        return iter(self.events)
+
+
+@attrs.define
+class JsonlSink:
+    """Streams events to a file as JSON lines, through a temporary name.
+
+    The file appears under its final name only on :meth:`commit`; :meth:`discard` removes it
+    (no half-written output after a failed run).
+    """
+
+    path: str
+    _tmp: str = attrs.field(init=False, alias="_tmp")
+    _fh: IO[str] | None = attrs.field(init=False, default=None, alias="_fh")
+
+    def __attrs_post_init__(self) -> None:
+        directory, name = os.path.split(self.path)
+        self._tmp = os.path.join(directory, f".{name}.partial")
+        self._fh = open(self._tmp, "w", encoding="utf-8", buffering=1 << 20)  # noqa: SIM115
+
+    def write(self, event: Event) -> None:
+        """Append one line."""
+        assert self._fh is not None, "sink is closed"
+        self._fh.write(event.to_json())
+        self._fh.write("\n")
+
+    def close(self) -> None:
+        """Flush and close (the file stays under its temporary name)."""
+        if self._fh is not None:
+            self._fh.close()
+            self._fh = None
+
+    def commit(self) -> None:
+        """Close and move into place."""
+        self.close()
+        os.replace(self._tmp, self.path)
+
+    def discard(self) -> None:
+        """Close and delete."""
+        self.close()
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self._tmp)
+
+
+@attrs.define
+class Recorder:
+    """Numbers and timestamps events, and hands them to a sink and to observers.
+
+    Args:
+        clock: seconds since the scenario started (virtual or wall).
+        sink: where events go.
+        observers: callables that see every event as it is recorded (the summary builder,
+            the progress display).
+    """
+
+    clock: Callable[[], float]
+    sink: EventSink = attrs.field(factory=ListSink)
+    observers: list[Callable[[Event], None]] = attrs.field(factory=list)
+    _seq: int = attrs.field(default=0, alias="_seq")
+
+    def record(self, actor: str, kind: str, **fields: Any) -> Event:
+        """Record an event now."""
+        # Rounded to the microsecond: float noise below that is not information, and it would
+        # make two identical runs differ in their last digits when printed.
+        ev = Event(round(self.clock(), 6), self._seq, actor, kind, fields)
+        self._seq += 1
+        self.sink.write(ev)
+        for observe in self.observers:
+            observe(ev)
+        return ev
+
+    @property
+    def count(self) -> int:
+        """Events recorded so far."""
+        return self._seq

@@ -1,0 +1,207 @@
+"""summary.json, built by folding the event stream (the one source of every figure).
+
+:class:`SummaryBuilder` observes events as they are recorded (or replays an events.jsonl), so the
+summary can never disagree with the events. The paths below are a contract (design.md,
+"summary.json paths"): add more, never rename.
+"""
+
+from __future__ import annotations
+
+import math
+from array import array
+from collections import Counter
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import attrs
+
+from ._events import Event
+
+__all__ = ["DENIAL_REASONS", "SummaryBuilder", "percentile"]
+
+#: Every `data.denied.<reason>` path exists, zero or not (design.md lists them).
+DENIAL_REASONS = (
+    "expired",
+    "not_yet_valid",
+    "bad_signature",
+    "unknown_key",
+    "untrusted_issuer",
+    "wrong_audience",
+    "insufficient_scope",
+    "malformed",
+    "missing_token",
+)
+
+_JOB_STATE_AFTER = {
+    "submit": "idle",
+    "execute": "running",
+    "held": "held",
+    "released": "idle",
+    "evicted": "idle",
+}
+
+
+def percentile(sorted_values: array[float] | list[float], q: float) -> float | None:
+    """The ``q``-quantile (0..1) by nearest rank of already sorted values; None when empty."""
+    n = len(sorted_values)
+    if n == 0:
+        return None
+    rank = max(1, math.ceil(q * n))
+    return sorted_values[rank - 1]
+
+
+@attrs.define
+class SummaryBuilder:
+    """Folds events into the figures of summary.json."""
+
+    _kinds: Counter[str] = attrs.field(factory=Counter, alias="_kinds")
+    _job_state: dict[int, str] = attrs.field(factory=dict, alias="_job_state")
+    _holds: Counter[int] = attrs.field(factory=Counter, alias="_holds")
+    _denied: Counter[str] = attrs.field(factory=Counter, alias="_denied")
+    _headroom: array[float] = attrs.field(factory=lambda: array("d"), alias="_headroom")
+    _issuer_per_second: Counter[int] = attrs.field(factory=Counter, alias="_issuer_per_second")
+    _n: dict[str, float] = attrs.field(factory=dict, alias="_n")
+
+    def _add(self, key: str, amount: float = 1) -> None:
+        self._n[key] = self._n.get(key, 0) + amount
+
+    def __call__(self, ev: Event) -> None:
+        """Take one event (a :class:`Recorder` observer)."""
+        kind = ev.kind
+        f = ev.fields
+        self._kinds[kind] += 1
+        if kind == "use" or kind == "reject":
+            self._add("data.accesses")
+            headroom = f.get("headroom_s")
+            expired = headroom is not None and headroom <= 0
+            if kind == "use":
+                self._add("data.granted")
+                if headroom is not None:
+                    self._headroom.append(headroom)
+                if expired:
+                    self._add("data.accepted_after_exp")
+                if f.get("cached"):
+                    self._add("data.cache_hits")
+            else:
+                self._denied[f["reason"]] += 1
+            if expired:
+                self._add("data.expired_at_use")
+            return
+        state = _JOB_STATE_AFTER.get(kind)
+        if state is not None:
+            self._job_state[f["job"]] = state
+            if kind == "held":
+                self._holds[f["code"]] += 1
+            elif kind == "evicted":
+                self._add("jobs.lost_cpu_s", f.get("lost_cpu_s", 0.0))
+            return
+        if kind == "terminated":
+            self._job_state[f["job"]] = f["status"]
+            self._add("jobs.cpu_s", f.get("cpu_s", 0.0))
+        elif kind == "request":
+            self._issuer_per_second[math.floor(ev.t)] += 1
+            if f["status"] >= 400:
+                self._add("issuer.errors")
+            if f["status"] == 503:
+                self._add("issuer.rate_limited")
+        elif kind == "mint":
+            if f.get("grant") == "urn:ietf:params:oauth:grant-type:token-exchange":
+                self._add("tokens.exchanged")
+        elif kind == "refresh":
+            if not f.get("initial"):
+                self._add("tokens.renewed")
+        elif kind == "jwks_fetch":
+            self._add("keys.fetches")
+            if not f.get("ok"):
+                self._add("keys.fetch_failures")
+        elif kind == "transfer_done":
+            self._add("transfers.done")
+        elif kind == "transfer_failed":
+            self._add("transfers.failed")
+
+    @property
+    def event_count(self) -> int:
+        """Events seen so far."""
+        return sum(self._kinds.values())
+
+    def feed(self, events: Iterable[Event]) -> SummaryBuilder:
+        """Take many events (replaying an events.jsonl)."""
+        for ev in events:
+            self(ev)
+        return self
+
+    def figures(self) -> dict[str, Any]:
+        """The nested figures of summary.json (without run metadata)."""
+        n = self._n
+        states = Counter(self._job_state.values())
+        headroom = array("d", sorted(self._headroom))
+
+        def num(key: str) -> float:
+            v = n.get(key, 0)
+            return int(v) if float(v).is_integer() else round(v, 6)
+
+        def rounded(x: float | None) -> float | None:
+            return None if x is None else round(x, 6)
+
+        return {
+            "jobs": {
+                "submitted": self._kinds["submit"],
+                "completed": states["completed"],
+                "failed": states["failed"],
+                "running": states["running"],
+                "idle": states["idle"],
+                "held": states["held"],
+                "holds": sum(self._holds.values()),
+                "holds_by_code": {str(k): v for k, v in sorted(self._holds.items())},
+                "evictions": self._kinds["evicted"],
+                "cpu_s": num("jobs.cpu_s"),
+                "lost_cpu_s": num("jobs.lost_cpu_s"),
+            },
+            "tokens": {
+                "minted": self._kinds["mint"],
+                "renewed": num("tokens.renewed"),
+                "refresh_failures": self._kinds["refresh_failed"],
+                "exchanged": num("tokens.exchanged"),
+                "staged": self._kinds["stage"],
+            },
+            "data": {
+                "accesses": num("data.accesses"),
+                "granted": num("data.granted"),
+                "denied": {r: self._denied.get(r, 0) for r in DENIAL_REASONS}
+                | {r: c for r, c in sorted(self._denied.items()) if r not in DENIAL_REASONS},
+                "expired_at_use": num("data.expired_at_use"),
+                "accepted_after_exp": num("data.accepted_after_exp"),
+                "cache_hits": num("data.cache_hits"),
+            },
+            "headroom": {
+                "count": len(headroom),
+                "min_s": rounded(headroom[0] if headroom else None),
+                "p01_s": rounded(percentile(headroom, 0.01)),
+                "p50_s": rounded(percentile(headroom, 0.50)),
+                "max_s": rounded(headroom[-1] if headroom else None),
+            },
+            "issuer": {
+                "requests": self._kinds["request"],
+                "peak_rps": max(self._issuer_per_second.values(), default=0),
+                "errors": num("issuer.errors"),
+                "rate_limited": num("issuer.rate_limited"),
+            },
+            "keys": {
+                "fetches": num("keys.fetches"),
+                "fetch_failures": num("keys.fetch_failures"),
+            },
+            "transfers": {
+                "done": num("transfers.done"),
+                "failed": num("transfers.failed"),
+            },
+        }
+
+
+def lookup(summary: Mapping[str, Any], path: str) -> Any:
+    """The value at a dotted ``path`` of a nested summary; KeyError when absent."""
+    node: Any = summary
+    for part in path.split("."):
+        if not isinstance(node, Mapping) or part not in node:
+            raise KeyError(path)
+        node = node[part]
+    return node

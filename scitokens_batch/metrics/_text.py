@@ -1,0 +1,76 @@
+"""The human summary printed after a run (a rich table; plain text when not a terminal)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from rich.table import Table
+
+__all__ = ["summary_table"]
+
+
+def _fmt(v: Any) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, float):
+        return f"{v:,.1f}"
+    if isinstance(v, int):
+        return f"{v:,}"
+    return str(v)
+
+
+def summary_table(summary: Mapping[str, Any]) -> Table:
+    """The headline figures of a summary.json, and each expectation with its verdict."""
+    table = Table(
+        title=f"scenario {summary.get('scenario')!r}, seed {summary.get('seed')} "
+        f"({summary.get('events', 0):,} events, {summary.get('wall_seconds', 0):.1f} s wall)",
+        show_header=True,
+        header_style="bold",
+    )
+    table.add_column("figure")
+    table.add_column("value", justify="right")
+    jobs, tokens, data = summary["jobs"], summary["tokens"], summary["data"]
+    head, issuer = summary["headroom"], summary["issuer"]
+    rows: list[tuple[str, Any]] = [
+        (
+            "jobs submitted / completed / failed",
+            f"{jobs['submitted']:,} / {jobs['completed']:,} / {jobs['failed']:,}",
+        ),
+        (
+            "jobs running / idle / held at end",
+            f"{jobs['running']} / {jobs['idle']} / {jobs['held']}",
+        ),
+        ("holds by code", ", ".join(f"{k}: {v}" for k, v in jobs["holds_by_code"].items()) or "-"),
+        (
+            "tokens minted / renewed / refresh failures",
+            f"{tokens['minted']:,} / {tokens['renewed']:,} / {tokens['refresh_failures']:,}",
+        ),
+        ("data accesses / granted", f"{data['accesses']:,} / {data['granted']:,}"),
+    ]
+    rows += [(f"  denied: {r}", n) for r, n in data["denied"].items() if n]
+    rows += [
+        ("expired at use", data["expired_at_use"]),
+        ("accepted after exp (must be 0)", data["accepted_after_exp"]),
+        (
+            "headroom at use min / p01 / p50 (s)",
+            f"{_fmt(head['min_s'])} / {_fmt(head['p01_s'])} / {_fmt(head['p50_s'])}",
+        ),
+        (
+            "issuer requests / peak rps / errors",
+            f"{issuer['requests']:,} / {issuer['peak_rps']} / {_fmt(issuer['errors'])}",
+        ),
+    ]
+    if summary.get("transfers", {}).get("done") or summary.get("transfers", {}).get("failed"):
+        rows.append(
+            (
+                "transfers done / failed",
+                f"{summary['transfers']['done']} / {summary['transfers']['failed']}",
+            )
+        )
+    for name, value in rows:
+        table.add_row(name, _fmt(value))
+    for exp in summary.get("expectations", []):
+        verdict = "[green]pass[/green]" if exp["passed"] else "[bold red]FAIL[/bold red]"
+        table.add_row(f"check: {exp['check']}", f"{verdict} ({_fmt(exp.get('actual'))})")
+    return table

@@ -1,0 +1,81 @@
+"""Pure protocol pieces: messages, the job state table, back-off. No I/O, no clock."""
+
+from ._backoff import Backoff as Backoff
+from ._jobs import EVENT_TYPES as EVENT_TYPES
+from ._jobs import TRANSITIONS as TRANSITIONS
+from ._jobs import Evict as Evict
+from ._jobs import Execute as Execute
+from ._jobs import Hold as Hold
+from ._jobs import HoldCode as HoldCode
+from ._jobs import JobEvent as JobEvent
+from ._jobs import JobLifecycle as JobLifecycle
+from ._jobs import JobState as JobState
+from ._jobs import JobStateError as JobStateError
+from ._jobs import Match as Match
+from ._jobs import Release as Release
+from ._jobs import Remove as Remove
+from ._jobs import Submit as Submit
+from ._jobs import Terminate as Terminate
+from ._messages import GRANT_CLIENT_CREDENTIALS as GRANT_CLIENT_CREDENTIALS
+from ._messages import GRANT_REFRESH as GRANT_REFRESH
+from ._messages import GRANT_TOKEN_EXCHANGE as GRANT_TOKEN_EXCHANGE
+from ._messages import AccessStep as AccessStep
+from ._messages import Ack as Ack
+from ._messages import ComputeStep as ComputeStep
+from ._messages import CredentialRequest as CredentialRequest
+from ._messages import CredentialResponse as CredentialResponse
+from ._messages import CredentialUpdate as CredentialUpdate
+from ._messages import DataRequest as DataRequest
+from ._messages import DataResponse as DataResponse
+from ._messages import JobFinished as JobFinished
+from ._messages import JobProgram as JobProgram
+from ._messages import JobStep as JobStep
+from ._messages import JwksRequest as JwksRequest
+from ._messages import JwksResponse as JwksResponse
+from ._messages import Message as Message
+from ._messages import OAuthError as OAuthError
+from ._messages import RefreshCredential as RefreshCredential
+from ._messages import StartJob as StartJob
+from ._messages import TokenRequest as TokenRequest
+from ._messages import TokenResponse as TokenResponse
+
+__all__ = [
+    "EVENT_TYPES",
+    "GRANT_CLIENT_CREDENTIALS",
+    "GRANT_REFRESH",
+    "GRANT_TOKEN_EXCHANGE",
+    "TRANSITIONS",
+    "AccessStep",
+    "Ack",
+    "Backoff",
+    "ComputeStep",
+    "CredentialRequest",
+    "CredentialResponse",
+    "CredentialUpdate",
+    "DataRequest",
+    "DataResponse",
+    "Evict",
+    "Execute",
+    "Hold",
+    "HoldCode",
+    "JobEvent",
+    "JobFinished",
+    "JobLifecycle",
+    "JobProgram",
+    "JobState",
+    "JobStateError",
+    "JobStep",
+    "JwksRequest",
+    "JwksResponse",
+    "Match",
+    "Message",
+    "OAuthError",
+    "RefreshCredential",
+    "Release",
+    "Remove",
+    "StartJob",
+    "Submit",
+    "Terminate",
+    "TokenRequest",
+    "TokenResponse",
+]

@@ -1,0 +1,286 @@
+"""The messages actors exchange: frozen, keyword-only attrs classes that validate on creation.
+
+The same messages travel over the in-memory network (virtual time) and, in live mode, are
+mapped onto HTTP requests and responses (OAuth2 form posts, JWKS documents, WebDAV-style data
+requests). Tokens inside messages are never shown by ``repr`` (no token in a log line).
+"""
+
+from __future__ import annotations
+
+from typing import Any, TypeAlias
+
+import attrs
+
+from ..tokens import Operation, PublicKey, Reason
+
+__all__ = [
+    "AccessStep",
+    "Ack",
+    "ComputeStep",
+    "CredentialRequest",
+    "CredentialResponse",
+    "CredentialUpdate",
+    "DataRequest",
+    "DataResponse",
+    "JobFinished",
+    "JobProgram",
+    "JobStep",
+    "JwksRequest",
+    "JwksResponse",
+    "Message",
+    "OAuthError",
+    "RefreshCredential",
+    "StartJob",
+    "TokenRequest",
+    "TokenResponse",
+]
+
+#: RFC 6749 §4.4 / §6, RFC 8693 §2.1: the grant types the issuer understands.
+GRANT_REFRESH = "refresh_token"
+GRANT_CLIENT_CREDENTIALS = "client_credentials"
+GRANT_TOKEN_EXCHANGE = "urn:ietf:params:oauth:grant-type:token-exchange"
+
+
+def _non_negative(_: object, attribute: attrs.Attribute[Any], value: float) -> None:
+    if value < 0:
+        raise ValueError(f"{attribute.name} must be >= 0 (got {value!r})")
+
+
+# -- issuer: OAuth2 token endpoint and JWKS --------------------------------------------------
+
+
+@attrs.frozen(kw_only=True)
+class TokenRequest:
+    """A token endpoint request (RFC 6749 §6 refresh, §4.4 client credentials; RFC 8693).
+
+    Attributes:
+        grant_type: one of the GRANT_* constants.
+        client_id: the OAuth client (the token manager, FTS, Rucio...).
+        refresh_token: for the refresh grant.
+        scope: requested scopes, space-separated; None asks for what the grant allows.
+        audience: requested audience (RFC 8693 / the non-standard IAM form field, K3).
+        subject_token: for token exchange.
+    """
+
+    grant_type: str
+    client_id: str
+    refresh_token: str | None = attrs.field(default=None, repr=False)
+    scope: str | None = None
+    audience: str | None = None
+    subject_token: str | None = attrs.field(default=None, repr=False)
+
+
+@attrs.frozen(kw_only=True)
+class TokenResponse:
+    """A successful token response (RFC 6749 §5.1)."""
+
+    access_token: str = attrs.field(repr=False)
+    expires_in: float = attrs.field(validator=_non_negative)
+    scope: str
+    refresh_token: str | None = attrs.field(default=None, repr=False)
+    token_type: str = "Bearer"
+
+
+@attrs.frozen(kw_only=True)
+class OAuthError:
+    """An error response (RFC 6749 §5.2), or an HTTP-level failure such as 503."""
+
+    error: str
+    description: str = ""
+    status: int = 400
+
+
+@attrs.frozen(kw_only=True)
+class JwksRequest:
+    """GET the issuer's JWKS (D2; the discovery document step is folded in here)."""
+
+    issuer: str
+
+
+@attrs.frozen(kw_only=True)
+class JwksResponse:
+    """The JWKS, and the ``Cache-Control: max-age`` the issuer sends with it (D4)."""
+
+    keys: tuple[PublicKey, ...]
+    max_age: float = 3600.0
+
+
+# -- token manager <-> queue manager ----------------------------------------------------------
+
+
+@attrs.frozen(kw_only=True)
+class CredentialRequest:
+    """Ask the token manager for a user's current access token for a service.
+
+    Attributes:
+        wait: how long the token manager may wait for a usable token to appear (I14:
+            ``CREDD_POLLING_TIMEOUT``; the scenario's ``credential_wait``).
+        min_valid: a token with less validity left than this is not usable.
+    """
+
+    user: str
+    service: str
+    wait: float = attrs.field(default=0.0, validator=_non_negative)
+    min_valid: float = attrs.field(default=0.0, validator=_non_negative)
+
+
+@attrs.frozen(kw_only=True)
+class CredentialResponse:
+    """The access token (None when there is no usable one), with its ``jti`` and ``exp``."""
+
+    token: str | None = attrs.field(repr=False)
+    jti: str | None = None
+    exp: float | None = None
+
+
+# -- queue manager <-> execute host ------------------------------------------------------------
+
+
+@attrs.frozen(kw_only=True)
+class AccessStep:
+    """A data access step of a job: ``op`` on ``path`` at ``server`` (paths already resolved).
+
+    Attributes:
+        server: the data server's name.
+        path: the *server* path (the server's base path for the job's issuer + token path).
+        size: bytes to move.
+        write: a PUT (the server decides create vs overwrite); else a GET.
+    """
+
+    server: str
+    path: str
+    size: int = attrs.field(validator=_non_negative)
+    write: bool = False
+
+
+@attrs.frozen(kw_only=True)
+class ComputeStep:
+    """A compute step of a job: ``seconds`` of CPU (drawn at submit from the workload's RNG)."""
+
+    seconds: float = attrs.field(validator=_non_negative)
+
+
+JobStep: TypeAlias = AccessStep | ComputeStep
+
+
+@attrs.frozen(kw_only=True)
+class JobProgram:
+    """What a job does, fully resolved at submit time so a rerun of the job does the same.
+
+    Attributes:
+        steps: in order.
+        reread: read the sandbox token before each access (True, correct) or keep the one seen
+            at job start (False: the "copy-at-start" anti-pattern, P16).
+    """
+
+    steps: tuple[AccessStep | ComputeStep, ...]
+    reread: bool = True
+
+
+@attrs.frozen(kw_only=True)
+class StartJob:
+    """Start a matched job in a slot, with its credentials to stage (I12, I13)."""
+
+    job: int
+    slot: int
+    user: str
+    service: str
+    token: str = attrs.field(repr=False)
+    jti: str
+    exp: float
+    program: JobProgram
+
+
+@attrs.frozen(kw_only=True)
+class CredentialUpdate:
+    """A renewed access token pushed toward the execute hosts (token manager -> queue manager
+    -> every host running the user's jobs), where the starters pick it up (I13)."""
+
+    user: str
+    service: str
+    token: str = attrs.field(repr=False)
+    jti: str
+    exp: float
+
+
+@attrs.frozen(kw_only=True)
+class Ack:
+    """A request that needs no other answer was taken."""
+
+    ok: bool = True
+    detail: str = ""
+
+
+@attrs.frozen(kw_only=True)
+class RefreshCredential:
+    """The execute host asks the queue manager (its shadow) for a fresh token (I13)."""
+
+    job: int
+    user: str
+    service: str
+
+
+@attrs.frozen(kw_only=True)
+class JobFinished:
+    """The starter reports a job's end (exit code 0: completed)."""
+
+    job: int
+    host: str
+    exit_code: int
+    reason: str = ""
+    cpu_seconds: float = attrs.field(default=0.0, validator=_non_negative)
+
+
+# -- data server -------------------------------------------------------------------------------
+
+
+@attrs.frozen(kw_only=True)
+class DataRequest:
+    """One access to a data server, as a WebDAV/HTTP request with a bearer token (F3).
+
+    Attributes:
+        op: the operation (READ is GET, CREATE a PUT of a new file, ...).
+        path: the server path (the token path plus the server's base path for the issuer).
+        size: bytes moved (written for CREATE/MODIFY; expected for READ).
+        token: the bearer token, None when the client found none.
+    """
+
+    op: Operation
+    path: str
+    size: int = attrs.field(default=0, validator=_non_negative)
+    token: str | None = attrs.field(default=None, repr=False)
+    #: the job making the access (an X-header in live mode), for the events; None for others
+    job: int | None = None
+
+
+@attrs.frozen(kw_only=True)
+class DataResponse:
+    """The server's answer: HTTP status, and the reason when refused (M1-M6)."""
+
+    status: int
+    reason: Reason | None = None
+    detail: str = ""
+    size: int = 0
+
+    @property
+    def ok(self) -> bool:
+        """2xx."""
+        return 200 <= self.status < 300
+
+
+Message: TypeAlias = (
+    Ack
+    | CredentialUpdate
+    | TokenRequest
+    | TokenResponse
+    | OAuthError
+    | JwksRequest
+    | JwksResponse
+    | CredentialRequest
+    | CredentialResponse
+    | StartJob
+    | RefreshCredential
+    | JobFinished
+    | DataRequest
+    | DataResponse
+)

@@ -1,0 +1,278 @@
+"""Run a scenario in virtual time and write its outputs.
+
+The scenario epoch is mapped onto trio's :class:`~trio.testing.MockClock` (autojump: the clock
+jumps to the next deadline whenever every task is blocked), trio's scheduler is seeded, and each
+actor has its own seeded RNG: the same scenario and seed give the same events.jsonl, byte for
+byte, once the ``token_sha`` fields (hashes of token bytes, which hold random signatures) are
+left out.
+
+Outputs go to ``--out`` through temporary names and appear only when the run completed: a failed
+run leaves nothing half-written.
+"""
+
+from __future__ import annotations
+
+import functools
+import gc
+import json
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import attrs
+import trio
+import trio.testing
+
+from .. import _files
+from .._version import __version__
+from ..metrics import (
+    Event,
+    JobTable,
+    JsonlSink,
+    ListSink,
+    Recorder,
+    ReportBuilder,
+    SummaryBuilder,
+    TokenTable,
+)
+from ._determinism import seeded_trio_scheduler
+from ._expect import CheckResult, evaluate
+from ._faults import begin_fault, run_fault
+from ._spec import Scenario
+from ._world import World, structured_logger
+
+__all__ = ["RunResult", "check_scenario", "drive", "run_virtual"]
+
+
+@attrs.frozen
+class RunResult:
+    """What a run produced.
+
+    Attributes:
+        summary: the summary.json document.
+        checks: each expectation's result.
+        out: the output directory, or None.
+    """
+
+    summary: dict[str, Any]
+    checks: tuple[CheckResult, ...]
+    out: Path | None
+
+    @property
+    def passed(self) -> bool:
+        """Every expectation held."""
+        return all(c.passed for c in self.checks)
+
+
+@attrs.define
+class _CountingSink:
+    """Keeps nothing (no --out): the summary is built by the observer."""
+
+    n: int = 0
+
+    def write(self, event: Event) -> None:
+        self.n += 1
+
+    def close(self) -> None:
+        pass
+
+
+def check_scenario(spec: Scenario) -> None:
+    """Validate what only wiring can tell (dangling ``{random_file}``, I15 conflicts, scopes no
+    user may have) by building the world once; raises :class:`ScenarioError`."""
+    rec = Recorder(clock=lambda: 0.0, sink=_CountingSink())
+    World.build(
+        spec,
+        seed=spec.meta.seed,
+        recorder=rec,
+        true_now=lambda: spec.meta.epoch,
+        log=structured_logger("error", lambda: 0.0),
+    )
+
+
+def run_virtual(
+    spec: Scenario,
+    *,
+    seed: int | None = None,
+    out: Path | None = None,
+    log_level: str = "warning",
+    observers: Sequence[Callable[[Event], None]] = (),
+    progress: Callable[[float, float], None] | None = None,
+    keep_events: bool = False,
+) -> RunResult:
+    """Run ``spec`` in virtual time.
+
+    Args:
+        seed: overrides ``scenario.seed``.
+        out: where to write the outputs (created); None writes nothing.
+        log_level: structlog level for the actors' logs (stderr).
+        observers: more callables to see every event as it is recorded.
+        progress: called with (virtual seconds done, duration) about 200 times per run.
+        keep_events: keep events in memory (``summary`` gets them under ``"_events"``; tests).
+    """
+    the_seed = spec.meta.seed if seed is None else seed
+    check_scenario(spec)  # before anything is written
+
+    builder = SummaryBuilder()
+    tables: list[Any] = []
+    report: Any = None
+    sink: Any
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        sink = JsonlSink(str(out / "events.jsonl"))
+        tables = [JobTable(), TokenTable()]
+        report = ReportBuilder(duration_s=spec.meta.duration)
+    elif keep_events:
+        sink = ListSink()
+    else:
+        sink = _CountingSink()
+    all_observers: list[Callable[[Event], None]] = [builder, *tables, *observers]
+    if report is not None:
+        all_observers.append(report)
+
+    wall0 = time.perf_counter()
+    try:
+        with seeded_trio_scheduler(the_seed), _gc_tuned():
+            trio.run(
+                functools.partial(
+                    drive,
+                    spec,
+                    seed=the_seed,
+                    sink=sink,
+                    observers=all_observers,
+                    log_level=log_level,
+                    progress=progress,
+                ),
+                clock=trio.testing.MockClock(autojump_threshold=0),
+            )
+    except BaseException:
+        if isinstance(sink, JsonlSink):
+            sink.discard()
+        raise
+    wall = time.perf_counter() - wall0
+
+    summary: dict[str, Any] = {
+        "scenario": spec.meta.name,
+        "seed": the_seed,
+        "version": __version__,
+        "mode": "virtual",
+        "duration_s": spec.meta.duration,
+        "wall_seconds": round(wall, 3),
+        "events": builder.event_count,
+        **builder.figures(),
+    }
+    checks = tuple(evaluate(spec.expect.checks, summary))
+    summary["expectations"] = [
+        {
+            "check": c.line,
+            "passed": c.passed,
+            "actual": c.actual,
+            **({"error": c.error} if c.error else {}),
+        }
+        for c in checks
+    ]
+    if out is not None:
+        assert isinstance(sink, JsonlSink)
+        try:
+            _write_outputs(out, summary, tables, report, spec)
+        except BaseException:
+            sink.discard()
+            raise
+        sink.commit()
+    if keep_events and isinstance(sink, ListSink):
+        summary["_events"] = sink.events
+    return RunResult(summary=summary, checks=checks, out=out)
+
+
+def _write_outputs(
+    out: Path, summary: dict[str, Any], tables: list[Any], report: Any, spec: Scenario
+) -> None:
+    _files.write_public(out / "summary.json", json.dumps(summary, indent=2, sort_keys=True) + "\n")
+    jobs, tokens = tables
+    jobs.write_csv(out / "jobs.csv")
+    tokens.write_csv(out / "tokens.csv")
+    report.write(
+        out, title=f"{spec.meta.name}: {spec.meta.description}".rstrip(": "), summary=summary
+    )
+
+
+class _gc_tuned:
+    """perf-notes.md: full collections of a large live heap cut throughput 4x; freeze the setup
+    and raise the thresholds for the run, then restore."""
+
+    def __enter__(self) -> None:
+        self._saved = gc.get_threshold()
+        gc.collect()
+        gc.freeze()
+        gc.set_threshold(200_000, 50, 1000)
+
+    def __exit__(self, *exc: object) -> None:
+        gc.set_threshold(*self._saved)
+        gc.unfreeze()
+
+
+async def drive(
+    spec: Scenario,
+    *,
+    seed: int,
+    sink: Any,
+    observers: Sequence[Callable[[Event], None]] = (),
+    log_level: str = "warning",
+    progress: Callable[[float, float], None] | None = None,
+    until: float | None = None,
+) -> World:
+    """Build the world and run it for the scenario's duration (or ``until`` seconds).
+
+    Must run inside trio with a clock that jumps (MockClock autojump, as pytest-trio's
+    ``autojump_clock`` fixture gives); returns the world for inspection.
+    """
+    t0 = trio.current_time()
+    epoch = spec.meta.epoch
+
+    def since_start() -> float:
+        return trio.current_time() - t0
+
+    def true_now() -> float:
+        return epoch + (trio.current_time() - t0)
+
+    recorder = Recorder(clock=since_start, sink=sink, observers=list(observers))
+    world = World.build(
+        spec,
+        seed=seed,
+        recorder=recorder,
+        true_now=true_now,
+        log=structured_logger(log_level, since_start),
+    )
+    async with trio.open_nursery() as nursery:
+        # Faults at t=0 are in effect before any actor acts (the first request sees them).
+        for fault in spec.faults:
+            if fault.at <= 0:
+                lasting = begin_fault(world, fault)
+                if lasting is not None:
+                    nursery.start_soon(
+                        functools.partial(run_fault, world, fault, nursery, t0, begun=lasting)
+                    )
+        await world.start(nursery)
+        for fault in spec.faults:
+            if fault.at > 0:
+                nursery.start_soon(run_fault, world, fault, nursery, t0)
+        # Always started, even with nobody watching: an extra task changes trio's (seeded)
+        # shuffle of tasks woken together, and a run must not depend on having a terminal.
+        nursery.start_soon(_progress, progress or _no_progress, t0, spec.meta.duration)
+        await trio.sleep_until(t0 + (spec.meta.duration if until is None else until))
+        nursery.cancel_scope.cancel()
+    return world
+
+
+def _no_progress(done: float, total: float) -> None:
+    pass
+
+
+async def _progress(report: Callable[[float, float], None], t0: float, duration: float) -> None:
+    step = duration / 200
+    k = 1
+    while True:
+        await trio.sleep_until(t0 + k * step)
+        report(min(k * step, duration), duration)
+        k += 1

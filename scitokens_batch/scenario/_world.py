@@ -1,0 +1,429 @@
+"""The world: everything a scenario run owns, built from the spec (no globals anywhere).
+
+It holds the issuers' keys, the network, the clocks, one seeded RNG per actor, the recorder and
+the actors, and knows which transport is in use. Only this module and the runners know whether
+time is virtual; actors receive clocks and a transport.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Callable, Mapping, MutableMapping, Sequence
+from typing import Any
+
+import attrs
+import structlog
+import trio
+
+from ..actors import (
+    Credential,
+    DataServer,
+    ExecuteHost,
+    HostClock,
+    Issuer,
+    QueueManager,
+    SharedLink,
+    Submission,
+    TokenManager,
+    UserPolicy,
+    namespace,
+)
+from ..errors import ScenarioError, ScopeError
+from ..metrics import Recorder
+from ..protocol import AccessStep, Backoff, ComputeStep, JobProgram
+from ..tokens import (
+    KeyCachePolicy,
+    KeyRing,
+    RenewalPolicy,
+    SigningKey,
+    TrustedIssuer,
+    Verifier,
+    parse_scope,
+)
+from ..transport import InMemoryNetwork
+from ._spec import (
+    BurstArrival,
+    EveryArrival,
+    FixedCompute,
+    LognormalCompute,
+    PoissonArrival,
+    ReadStep,
+    Scenario,
+    TokenUse,
+    UniformCompute,
+    WorkloadSpec,
+    WriteStep,
+)
+from ._spec import (
+    ComputeStep as ComputeStepSpec,
+)
+
+__all__ = ["World", "derive_rng", "submissions"]
+
+
+def derive_rng(seed: int, *names: object) -> random.Random:
+    """An independent RNG for one entity, reproducible from the scenario seed and its name.
+
+    String seeds are hashed with SHA-512 by :class:`random.Random`, so two names never share a
+    stream and the stream does not depend on the order entities are created or woken in.
+    """
+    return random.Random("/".join([str(seed), *map(str, names)]))
+
+
+def _arrival_times(w: WorkloadSpec, rng: random.Random) -> list[float]:
+    a = w.arrival
+    if isinstance(a, BurstArrival):
+        return [a.at] * w.jobs
+    if isinstance(a, EveryArrival):
+        return [k * a.interval for k in range(w.jobs)]
+    assert isinstance(a, PoissonArrival)
+    times, t = [], 0.0
+    for _ in range(w.jobs):
+        t += rng.expovariate(1.0 / a.mean_interval)
+        times.append(t)
+    return times
+
+
+def _compute_seconds(step: ComputeStepSpec, rng: random.Random) -> float:
+    c = step.compute
+    if isinstance(c, FixedCompute):
+        return c.duration
+    if isinstance(c, UniformCompute):
+        return rng.uniform(c.low, c.high)
+    assert isinstance(c, LognormalCompute)
+    return rng.lognormvariate(math.log(c.median), c.sigma)
+
+
+def _resolve_program(
+    spec: Scenario,
+    wi: int,
+    w: WorkloadSpec,
+    job: int,
+    rng: random.Random,
+    listing: Mapping[str, Mapping[str, Sequence[str]]],
+) -> JobProgram:
+    steps: list[AccessStep | ComputeStep] = []
+    for si, step in enumerate(w.steps):
+        if isinstance(step, ComputeStepSpec):
+            steps.append(ComputeStep(seconds=_compute_seconds(step, rng)))
+            continue
+        assert isinstance(step, ReadStep | WriteStep)
+        server = spec.data_server(step.server)
+        base = server.issuers.get(w.issuer, "/")
+        for _ in range(step.repeat):
+            path = step.path.replace("{job}", str(job))
+            if "{random_file}" in path:
+                directory = path.split("{random_file}")[0].rstrip("/") or "/"
+                server_dir = _join(base, directory)
+                names = listing.get(step.server, {}).get(server_dir)
+                if not names:
+                    raise ScenarioError(
+                        spec_file(spec),
+                        f"workloads[{wi}].steps[{si}]",
+                        f"{{random_file}} needs pre-populated files in {server_dir!r} on "
+                        f"{step.server!r} (expected a data_servers.files entry with that path, "
+                        f"received none)",
+                    )
+                path = path.replace("{random_file}", names[rng.randrange(len(names))])
+            steps.append(
+                AccessStep(
+                    server=step.server,
+                    path=_join(base, path),
+                    size=step.size,
+                    write=isinstance(step, WriteStep),
+                )
+            )
+    return JobProgram(steps=tuple(steps), reread=w.token_use is TokenUse.REREAD)
+
+
+def spec_file(spec: Scenario) -> str:
+    """The file name errors about ``spec`` should name."""
+    return getattr(spec, "source", None) or f"scenario {spec.meta.name!r}"
+
+
+def _join(base: str, path: str) -> str:
+    if base in ("", "/"):
+        return path
+    return base.rstrip("/") + (path if path.startswith("/") else "/" + path)
+
+
+def submissions(spec: Scenario) -> list[Submission]:
+    """Every job of the scenario, ids in submit order, programs resolved (deterministic)."""
+    listing: dict[str, dict[str, list[str]]] = {}
+    for ds in spec.data_servers:
+        for fs in ds.files:
+            listing.setdefault(ds.name, {})[fs.path.rstrip("/") or "/"] = [
+                str(i) for i in range(fs.count)
+            ]
+    planned: list[tuple[float, int, int, WorkloadSpec]] = []
+    for wi, w in enumerate(spec.workloads):
+        times = _arrival_times(w, derive_rng(spec.meta.seed, "arrivals", w.name))
+        planned.extend((t, wi, k, w) for k, t in enumerate(times))
+    planned.sort(key=lambda p: (p[0], p[1], p[2]))
+    subs = []
+    for job, (t, wi, k, w) in enumerate(planned, start=1):
+        rng = derive_rng(spec.meta.seed, "job", w.name, k)
+        program = _resolve_program(spec, wi, w, job, rng, listing)
+        subs.append(
+            Submission(
+                job=job,
+                at=t,
+                workload=w.name,
+                user=w.user,
+                service=w.token.service,
+                program=program,
+            )
+        )
+    return subs
+
+
+@attrs.define
+class World:
+    """Everything one run owns.
+
+    Build it inside ``trio.run`` (actors create trio objects) with :meth:`build`, then
+    :meth:`start` the actors in a nursery.
+    """
+
+    spec: Scenario
+    seed: int
+    network: InMemoryNetwork
+    recorder: Recorder
+    true_now: Callable[[], float]
+    issuers: dict[str, Issuer]
+    token_manager: TokenManager
+    queue_manager: QueueManager
+    hosts: dict[str, ExecuteHost]
+    host_clocks: dict[str, HostClock]
+    data_servers: dict[str, DataServer]
+    log: Any
+
+    @classmethod
+    def build(
+        cls,
+        spec: Scenario,
+        *,
+        seed: int,
+        recorder: Recorder,
+        true_now: Callable[[], float],
+        log: Any,
+    ) -> World:
+        """Wire the actors of ``spec`` onto an in-memory network."""
+        net = InMemoryNetwork()
+        issuers: dict[str, Issuer] = {}
+        for isp in spec.issuers:
+            key = SigningKey.generate(isp.algorithm, kid=f"{isp.name}-1")
+            users = {
+                u.name: UserPolicy(
+                    name=u.name, scopes=tuple(parse_scope(s) for s in u.scopes), groups=u.groups
+                )
+                for u in isp.users
+            }
+            issuers[isp.name] = Issuer(
+                name=isp.name,
+                url=isp.url,
+                profile=isp.profile,
+                keys=KeyRing.single(key, since=-math.inf),
+                users=users,
+                access_token_lifetime=isp.access_token_lifetime,
+                refresh_token_lifetime=isp.refresh_token_lifetime,
+                nbf_backdate=isp.nbf_backdate,
+                max_requests_per_second=isp.max_requests_per_second,
+                now=true_now,
+                rng=derive_rng(seed, "issuer", isp.name),
+                recorder=recorder,
+                log=log.bind(actor=isp.name),
+            )
+            net.register(isp.name, issuers[isp.name].handle, latency=isp.latency)
+
+        tms = spec.token_manager
+        tm = TokenManager(
+            policy=RenewalPolicy(fraction=tms.renew_fraction),
+            scan_interval=tms.scan_interval,
+            backoff=Backoff(first=tms.retry_backoff, maximum=tms.retry_backoff_max),
+            transport=net,
+            now=true_now,
+            rng=derive_rng(seed, "token_manager"),
+            recorder=recorder,
+            log=log.bind(actor="token_manager"),
+        )
+        net.register(tm.name, tm.handle)
+
+        host_slots: list[tuple[str, int]] = []
+        hosts: dict[str, ExecuteHost] = {}
+        clocks: dict[str, HostClock] = {}
+        for hs in spec.execute_hosts:
+            for name in hs.host_names:
+                clocks[name] = HostClock(true_now, hs.clock_skew)
+                hosts[name] = ExecuteHost(
+                    name=name,
+                    slots=hs.slots,
+                    sandbox_refresh=hs.sandbox_refresh,
+                    transport=net,
+                    clock=clocks[name],
+                    rng=derive_rng(seed, "host", name),
+                    recorder=recorder,
+                    log=log.bind(actor=name),
+                )
+                net.register(name, hosts[name].handle)
+                host_slots.append((name, hs.slots))
+
+        url_to_actor = {i.url: i.name for i in spec.issuers}
+        servers: dict[str, DataServer] = {}
+        for ds in spec.data_servers:
+            clocks[ds.name] = HostClock(true_now, ds.clock_skew)
+            verifier = Verifier(
+                issuers=[TrustedIssuer(spec.issuer(n).url, base) for n, base in ds.issuers.items()],
+                audiences=[ds.audience],
+                leeway=ds.leeway,
+                key_policy=KeyCachePolicy(
+                    refresh=ds.key_refresh,
+                    expiry=ds.key_expiry,
+                    unknown_kid_refetch=ds.unknown_kid_refetch,
+                ),
+                token_cache=ds.token_cache,
+            )
+            servers[ds.name] = DataServer(
+                name=ds.name,
+                verifier=verifier,
+                issuer_actors=url_to_actor,
+                files=namespace((f.path, f.count, f.size) for f in ds.files),
+                link=SharedLink(ds.bandwidth),
+                transport=net,
+                clock=clocks[ds.name],
+                true_now=true_now,
+                rng=derive_rng(seed, "data_server", ds.name),
+                recorder=recorder,
+                log=log.bind(actor=ds.name),
+            )
+            net.register(ds.name, servers[ds.name].handle)
+
+        qms = spec.queue_manager
+        qm = QueueManager(
+            submissions=submissions(spec),
+            hosts=host_slots,
+            negotiation_interval=qms.negotiation_interval,
+            credential_wait=qms.credential_wait,
+            release_held_after=qms.release_held_after,
+            transport=net,
+            now=true_now,
+            rng=derive_rng(seed, "queue_manager"),
+            recorder=recorder,
+            log=log.bind(actor="queue_manager"),
+        )
+        net.register(qm.name, qm.handle)
+
+        world = cls(
+            spec=spec,
+            seed=seed,
+            network=net,
+            recorder=recorder,
+            true_now=true_now,
+            issuers=issuers,
+            token_manager=tm,
+            queue_manager=qm,
+            hosts=hosts,
+            host_clocks=clocks,
+            data_servers=servers,
+            log=log,
+        )
+        world._store_credentials()
+        return world
+
+    def _store_credentials(self) -> None:
+        """Each user's login before the scenario: a refresh token per (user, service) at the
+        token manager (HTCondor's ``condor_submit`` OAuth flow / ``condor_store_cred``)."""
+        seen: dict[tuple[str, str], tuple[int, WorkloadSpec]] = {}
+        for wi, w in enumerate(self.spec.workloads):
+            key = (w.user, w.token.service)
+            if key in seen:
+                first_i, first = seen[key]
+                if (first.issuer, first.token.scopes, first.token.audience) != (
+                    w.issuer,
+                    w.token.scopes,
+                    w.token.audience,
+                ):
+                    # I15: the same user and service with other scopes or audience is refused.
+                    raise ScenarioError(
+                        spec_file(self.spec),
+                        f"workloads[{wi}].token",
+                        f"user {w.user!r} already has service {w.token.service!r} with other "
+                        f"scopes, audience or issuer in workloads[{first_i}] (expected the same "
+                        f"token request, or another service name)",
+                    )
+                continue
+            seen[key] = (wi, w)
+            try:
+                refresh = self.issuers[w.issuer].enroll(
+                    w.user,
+                    client=self.token_manager.name,
+                    scopes=w.token.scopes,
+                    audience=w.token.audience,
+                )
+            except ScopeError as exc:
+                raise ScenarioError(
+                    spec_file(self.spec),
+                    f"workloads[{wi}].token.scopes",
+                    f"{exc} (the issuer's users[].scopes is the most a user may get)",
+                ) from None
+            self.token_manager.store(
+                Credential(
+                    user=w.user,
+                    service=w.token.service,
+                    issuer=w.issuer,
+                    scopes=" ".join(w.token.scopes),
+                    audience=w.token.audience,
+                    refresh_token=refresh,
+                )
+            )
+
+    async def start(self, nursery: trio.Nursery) -> None:
+        """Start every actor, each in its own restartable cancel scope."""
+        for issuer in self.issuers.values():
+            await nursery.start(issuer.run)
+        for ds in self.data_servers.values():
+            await nursery.start(ds.run)
+        for host in self.hosts.values():
+            await nursery.start(host.run)
+        if not self._tm_scope.cancel_called:  # a crash at t=0 keeps it down until its restart
+            await nursery.start(self._supervise_token_manager)
+        await nursery.start(self.queue_manager.run)
+
+    _tm_scope: trio.CancelScope = attrs.field(init=False, factory=trio.CancelScope)
+
+    async def _supervise_token_manager(
+        self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        with self._tm_scope:
+            await self.token_manager.run(task_status=task_status)
+
+    def stop_token_manager(self) -> None:
+        """Crash: cancel its loop (:meth:`restart_token_manager` starts it again)."""
+        self._tm_scope.cancel()
+
+    def restart_token_manager(self, nursery: trio.Nursery) -> None:
+        """Start the token manager loop again after a crash."""
+        self._tm_scope = trio.CancelScope()
+        nursery.start_soon(self._supervise_token_manager)
+
+
+def structured_logger(level: str, now: Callable[[], float]) -> Any:
+    """A structlog logger writing JSON lines to stderr, each stamped with the run time ``t``."""
+
+    def add_time(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+        event["t"] = round(now(), 6)
+        return event
+
+    import logging
+    import sys
+
+    return structlog.wrap_logger(
+        structlog.PrintLogger(file=sys.stderr),
+        wrapper_class=structlog.make_filtering_bound_logger(getattr(logging, level.upper())),
+        processors=[
+            structlog.processors.add_log_level,
+            add_time,
+            structlog.processors.JSONRenderer(sort_keys=True),
+        ],
+    )

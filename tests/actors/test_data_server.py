@@ -1,0 +1,102 @@
+"""The data server and its shared link in virtual time (M1-M6, B7, bandwidth)."""
+
+from __future__ import annotations
+
+import trio
+import trio.testing
+
+from scitokens_batch.actors import SharedLink
+
+from .helpers import of, scenario, simulate, workload
+
+
+async def test_equal_share(autojump_clock: trio.testing.MockClock) -> None:
+    """Two 100-byte transfers on a 100 B/s link both end at exactly 2 s."""
+    link = SharedLink(100.0)
+    ends: list[float] = []
+
+    async def one(size: float) -> None:
+        await link.transfer(size)
+        ends.append(trio.current_time())
+
+    async with trio.open_nursery() as n:
+        await n.start(link.run)
+        n.start_soon(one, 100.0)
+        n.start_soon(one, 100.0)
+        await trio.sleep(5)
+        n.cancel_scope.cancel()
+    assert ends == [2.0, 2.0]
+
+
+async def test_late_arrival_shares(autojump_clock: trio.testing.MockClock) -> None:
+    """Processor sharing: 100 B at 0 and 30 B at 0.5 on 100 B/s end at 1.3 and 1.1."""
+    link = SharedLink(100.0)
+    ends: dict[str, float] = {}
+
+    async def one(name: str, at: float, size: float) -> None:
+        await trio.sleep(at)
+        await link.transfer(size)
+        ends[name] = trio.current_time()
+
+    async with trio.open_nursery() as n:
+        await n.start(link.run)
+        n.start_soon(one, "a", 0.0, 100.0)
+        n.start_soon(one, "b", 0.5, 30.0)
+        await trio.sleep(5)
+        n.cancel_scope.cancel()
+    assert abs(ends["a"] - 1.3) < 1e-9 and abs(ends["b"] - 1.1) < 1e-9
+
+
+async def test_read_takes_size_over_bandwidth(autojump_clock: trio.testing.MockClock) -> None:
+    """A 100 MB read at 100 MB/s takes 1 s; the job ends at exactly 1 s."""
+    _, events = await simulate(
+        scenario(workload('{ read = "store:/data/1", size = "100MB" }')), until=10
+    )
+    assert [e.t for e in of(events, "terminated")] == [1.0]
+    (use,) = of(events, "use")
+    assert (use.t, use.fields["status"], use.fields["path"]) == (0.0, 200, "/vo/data/1")
+
+
+async def test_missing_file_is_404_after_authorization(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """M3: an authorized read of a missing file is 404 (and the job fails), not 403."""
+    _, events = await simulate(
+        scenario(workload('{ read = "store:/data/nope", size = "1MB" }')), until=10
+    )
+    assert [e.fields["status"] for e in of(events, "use")] == [404]
+    assert of(events, "terminated")[0].fields["reason"] == "read /vo/data/nope: 404 no such file"
+
+
+async def test_create_then_overwrite(autojump_clock: trio.testing.MockClock) -> None:
+    """M4: write: creates (201) and, holding write:, overwrites (200) the same file."""
+    steps = '{ write = "store:/out/alice/f", size = "1MB", repeat = 2 }'
+    _, events = await simulate(scenario(workload(steps)), until=10)
+    assert [(e.fields["op"], e.fields["status"]) for e in of(events, "use")] == [
+        ("create", 201),
+        ("modify", 200),
+    ]
+
+
+async def test_keys_fetched_once_then_cached(autojump_clock: trio.testing.MockClock) -> None:
+    """D2/H2: the first access fetches the JWKS; later ones within key_refresh use the cache."""
+    steps = '{ read = "store:/data/1", size = "1MB", repeat = 5 }'
+    _, events = await simulate(scenario(workload(steps)), until=10)
+    assert [(e.t, e.fields["ok"]) for e in of(events, "jwks_fetch")] == [(0.0, True)]
+    assert len(of(events, "use")) == 5
+
+
+async def test_restart_during_transfer_is_retried(autojump_clock: trio.testing.MockClock) -> None:
+    """A restart cuts the transfer; the job retries 30 s later, after the downtime, and succeeds."""
+    faults = """
+[[faults]]
+kind = "data_server_restart"
+server = "store"
+at = "500ms"
+downtime = "10s"
+"""
+    steps = '{ read = "store:/data/1", size = "100MB" }'
+    _, events = await simulate(scenario(workload(steps) + faults), until=100)
+    assert [e.t for e in of(events, "use")] == [0.0, 30.5]
+    assert [e.t for e in of(events, "terminated")] == [31.5]
+    assert [e.t for e in of(events, "jwks_fetch")] == [0.0, 30.5]  # the restart dropped the cache
