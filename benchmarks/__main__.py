@@ -1,0 +1,138 @@
+"""``python -m benchmarks [--quick] [--json FILE] [--markdown FILE]``: the performance report.
+
+Runs each section (today: the token core) with the interleaved-rounds harness, prints the rich
+tables with PASS/MISS per target, and optionally writes JSON and splices the markdown section
+into a document (``--markdown docs/performance.md``). The exit status is 0 whether or not the
+targets are met: this is a report, not a test.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from rich.console import Console
+
+from . import tokens
+from ._report import (
+    CpuCounters,
+    MachineLoad,
+    SectionResult,
+    machine_info,
+    markdown_section,
+    print_section,
+    splice_markdown,
+    to_json,
+)
+from ._timing import Section, SectionOptions, Settings, evaluate_all, run_interleaved
+
+#: Every section, in run order: name -> factory.
+SECTIONS: dict[str, Callable[[SectionOptions], Section]] = {
+    "tokens": tokens.section,
+}
+
+#: ~45 s of timing for the token section: many short rounds pair the ratios closely in time.
+FULL = Settings(rounds=21, seconds=0.12)
+QUICK = Settings(rounds=5, seconds=0.04, calibration_floor=0.01)
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m benchmarks",
+        description="Measure ops/s and paired ratios on this machine; print PASS/MISS per target.",
+    )
+    p.add_argument("--quick", action="store_true", help="short run (a smoke test, noisy)")
+    p.add_argument("--json", type=Path, metavar="FILE", help="also write every figure as JSON")
+    p.add_argument(
+        "--markdown",
+        type=Path,
+        metavar="FILE",
+        help="splice each section between its <!-- bench:NAME:start/end --> markers in FILE",
+    )
+    p.add_argument(
+        "--section",
+        action="append",
+        choices=sorted(SECTIONS),
+        help="run only this section (repeatable; default: all)",
+    )
+    p.add_argument(
+        "--breakdown",
+        action="store_true",
+        help="also time the steps of our verify and mint one by one (where the time goes)",
+    )
+    p.add_argument("--rounds", type=int, help="override the number of interleaved rounds")
+    p.add_argument("--seconds", type=float, help="override the seconds per benchmark per round")
+    return p
+
+
+def run_section(
+    factory: Callable[[SectionOptions], Section],
+    options: SectionOptions,
+    settings: Settings,
+    err: Console,
+) -> SectionResult:
+    """Build one section, time it, evaluate its ratios and release its resources."""
+    start = time.perf_counter()
+    counters = CpuCounters.read()
+    section = factory(options)
+    try:
+        err.print(
+            f"[dim]{section.title}: {len(section.benchmarks)} benchmarks, "
+            f"setup {time.perf_counter() - start:.1f} s[/dim]"
+        )
+        measurements = run_interleaved(
+            section.benchmarks,
+            settings,
+            order=section.run_order,
+            progress=lambda msg: err.print(f"[dim]  {section.name}: {msg}[/dim]"),
+        )
+        problems = section.postcheck() if section.postcheck else []
+    finally:
+        if section.close:
+            section.close()
+    return SectionResult(
+        section=section,
+        measurements=measurements,
+        ratios=evaluate_all(section.ratios, measurements),
+        problems=problems,
+        elapsed=time.perf_counter() - start,
+        load=MachineLoad.between(counters, CpuCounters.read()),
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point; returns the exit status (0 even when a target is missed)."""
+    args = _parser().parse_args(argv)
+    base = QUICK if args.quick else FULL
+    settings = Settings(
+        rounds=args.rounds if args.rounds is not None else base.rounds,
+        seconds=args.seconds if args.seconds is not None else base.seconds,
+        calibration_floor=base.calibration_floor,
+    )
+    options = SectionOptions(quick=args.quick, breakdown=args.breakdown)
+    # Piped or redirected (make bench | tee), rich would wrap the tables at 80 columns.
+    out = Console() if sys.stdout.isatty() else Console(width=150)
+    err = Console(stderr=True)
+    info = machine_info()
+    results: list[SectionResult] = []
+    for name in args.section or list(SECTIONS):
+        result = run_section(SECTIONS[name], options, settings, err)
+        results.append(result)
+        print_section(out, result, info, settings)
+        if args.markdown:
+            splice_markdown(args.markdown, name, markdown_section(result, info, settings))
+    if args.markdown:
+        err.print(f"[dim]wrote {args.markdown}[/dim]")
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(to_json(results, info, settings), indent=2) + "\n")
+        err.print(f"[dim]wrote {args.json}[/dim]")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
