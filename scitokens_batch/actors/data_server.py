@@ -61,6 +61,7 @@ class DataServer:
     recorder: Recorder
     log: Logger
     _inflight: set[trio.CancelScope] = attrs.field(factory=set, alias="_inflight")
+    _fetching: dict[str, trio.Event] = attrs.field(factory=dict, alias="_fetching")
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Drive the bandwidth link until cancelled."""
@@ -88,7 +89,9 @@ class DataServer:
                 # M3: authorized, not found. Counted as a granted access (the token was good).
                 self._record_use(message, op, verdict, headroom, 404, cached)
                 return DataResponse(status=404, detail="no such file")
-            size = self.files[path]
+            # A read moves what the client asked for, at most the file (a ranged GET).
+            stored = self.files[path]
+            size = min(message.size, stored) if message.size > 0 else stored
         else:
             size = message.size
             status = 201 if op is Operation.CREATE else 200
@@ -118,6 +121,20 @@ class DataServer:
         return verdict
 
     async def _fetch_keys(self, need: NeedKeys) -> None:
+        """Fetch once per issuer at a time: accesses that need the same JWKS while a fetch is
+        under way wait for it instead of sending their own (single flight)."""
+        running = self._fetching.get(need.issuer)
+        if running is not None:
+            await running.wait()
+            return
+        done = self._fetching[need.issuer] = trio.Event()
+        try:
+            await self._fetch_keys_now(need)
+        finally:
+            del self._fetching[need.issuer]
+            done.set()
+
+    async def _fetch_keys_now(self, need: NeedKeys) -> None:
         actor = self.issuer_actors.get(need.issuer)
         ok = False
         if actor is not None:

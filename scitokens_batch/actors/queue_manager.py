@@ -102,6 +102,7 @@ class QueueManager:
     log: Logger
     _jobs: dict[int, _Job] = attrs.field(factory=dict, alias="_jobs")
     _idle: dict[int, None] = attrs.field(factory=dict, alias="_idle")  # insertion-ordered set
+    _held: dict[int, None] = attrs.field(factory=dict, alias="_held")  # held with a credential code
     _hosts: dict[str, _Host] = attrs.field(factory=dict, alias="_hosts")
     _nursery: trio.Nursery | None = attrs.field(default=None, alias="_nursery")
     _t0: float = attrs.field(default=0.0, alias="_t0")
@@ -166,19 +167,15 @@ class QueueManager:
         if self.release_held_after <= 0:
             return
         now = trio.current_time()
-        for job in self._jobs.values():
-            hold = job.life.hold
-            if (
-                job.life.state is JobState.HELD
-                and hold is not None
-                and hold.code == HoldCode.CORRUPTED_CREDENTIAL
-                and now - job.life.entered_at >= self.release_held_after
-            ):
+        # Only credential holds are released (periodic_release of hold code 4); the dict holds
+        # exactly those, so a cycle costs O(held), not O(jobs).
+        for job_id in list(self._held):
+            job = self._jobs[job_id]
+            if now - job.life.entered_at >= self.release_held_after:
                 job.life.process(Release(reason="periodic release of a credential hold"), now=now)
-                self._idle[job.sub.job] = None
-                self.recorder.record(
-                    self.name, "released", job=job.sub.job, reason="periodic_release"
-                )
+                del self._held[job_id]
+                self._idle[job_id] = None
+                self.recorder.record(self.name, "released", job=job_id, reason="periodic_release")
 
     # -- starting a job ----------------------------------------------------------------------
 
@@ -208,6 +205,7 @@ class QueueManager:
             job.life.process(
                 Hold(code=HoldCode.CORRUPTED_CREDENTIAL, reason="no usable credential"), now=now
             )
+            self._held[sub.job] = None
             self.recorder.record(
                 self.name,
                 "held",

@@ -83,7 +83,9 @@ def build_claims(
             (peers.md rule 5: a future ``iat`` is rejected by every peer).
         lifetime: seconds until ``exp``.
         jti: unique id (A5); the caller draws it from its own seeded RNG.
-        nbf_backdate: ``nbf = iat - nbf_backdate`` (E1: absorbs validator clocks that lag).
+        nbf_backdate: ``nbf = iat - nbf_backdate`` (E1). This helps only validators that check
+            ``nbf`` and not ``iat``: every peer in peers.md (and our verifier) also refuses a
+            future ``iat``, so against them only leeway absorbs a lagging validator clock.
         groups: ``wlcg.groups`` (WLCG profile only, A7).
         extra: additional claims (ignored by 2.0 validators, A14).
 

@@ -111,6 +111,11 @@ class KeyCache:
             return None
         return entry.keys.get(kid)
 
+    def has_keys(self, issuer: str, *, now: float) -> bool:
+        """Whether unexpired keys of ``issuer`` are cached (a cold cache is not an unknown kid)."""
+        entry = self._entries.get(issuer)
+        return entry is not None and bool(entry.keys) and now < entry.expires
+
     def fetch_due(self, issuer: str, kid: str | None, *, now: float) -> bool:
         """Should the caller fetch ``issuer``'s JWKS before deciding on a token with ``kid``?
 

@@ -89,7 +89,8 @@ class NeedKeys:
     """The verdict needs ``issuer``'s JWKS; fetch it and ask again."""
 
     issuer: str
-    #: the fetch is because the token's ``kid`` is not cached (not a periodic refresh)
+    #: the fetch is because the token's ``kid`` is not among the issuer's cached keys (not a
+    #: periodic refresh, and not a cold cache)
     unknown_kid: bool
 
 
@@ -208,7 +209,8 @@ class Verifier:
         kid = parsed.kid
         key = self.keys.lookup(iss, kid, now=now)
         if self.keys.fetch_due(iss, kid, now=now):
-            return NeedKeys(issuer=iss, unknown_kid=key is None and kid is not None)
+            unknown = key is None and kid is not None and self.keys.has_keys(iss, now=now)
+            return NeedKeys(issuer=iss, unknown_kid=unknown)
         if key is None:
             if kid is None:
                 return Rejection(

@@ -99,10 +99,10 @@ class TestVerdicts:
 
 class TestKeys:
     def test_first_use_needs_keys(self, es256_key: SigningKey) -> None:
-        """D2: with no cached keys the verifier asks for the trusted issuer's JWKS."""
+        """D2: with no cached keys the verifier asks for the JWKS (a cold cache, not an unknown kid)."""
         v = Verifier(issuers=[TrustedIssuer(ISSUER)], audiences=[AUDIENCE])
         tok = token(es256_key)
-        assert v.check(tok, now=T0) == NeedKeys(issuer=ISSUER, unknown_kid=True)
+        assert v.check(tok, now=T0) == NeedKeys(issuer=ISSUER, unknown_kid=False)
         v.keys_fetched(ISSUER, [es256_key.public], now=T0)
         assert isinstance(v.check(tok, now=T0), VerifiedToken)
 
