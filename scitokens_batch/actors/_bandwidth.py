@@ -93,10 +93,19 @@ class SharedLink:
             self._wake = None
             now = trio.current_time()
             self._advance(now)
-            # Finish every flow whose target is reached (float tolerance: a ppb of a byte).
-            while self._heap and self._heap[0][0] <= self._v * (1 + 1e-12) + 1e-9:
-                _, _, flow = heapq.heappop(self._heap)
-                flow.done.set()
+            self._finish_due(now)
+
+    def _finish_due(self, now: float) -> None:
+        """Finish every flow whose target is reached, or whose remaining time cannot be
+        represented: near a large clock value, ``now + remaining`` may round back to ``now``,
+        and a driver waiting for that instant would spin without time ever moving."""
+        while self._heap:
+            target = self._heap[0][0]
+            remaining = (target - self._v) * len(self._heap) / self.bandwidth
+            if remaining > 0 and now + remaining > now:
+                return
+            _, _, flow = heapq.heappop(self._heap)
+            flow.done.set()
 
     @property
     def bytes_moved(self) -> float:

@@ -95,46 +95,81 @@ def _compute_seconds(step: ComputeStepSpec, rng: random.Random) -> float:
     return rng.lognormvariate(math.log(c.median), c.sigma)
 
 
-def _resolve_program(
-    spec: Scenario,
-    wi: int,
-    w: WorkloadSpec,
-    job: int,
-    rng: random.Random,
-    listing: Mapping[str, Mapping[str, Sequence[str]]],
-) -> JobProgram:
-    steps: list[AccessStep | ComputeStep] = []
+@attrs.frozen
+class _AccessPlan:
+    """One read/write step of a workload, resolved once: only ``{job}`` and the random file
+    vary per job, so a 100-access job costs a few string operations per access."""
+
+    server: str
+    template: str  # the server path (base path joined), placeholders still in
+    size: int
+    write: bool
+    repeat: int
+    names: tuple[str, ...]  # files of the {random_file} directory; () when not used
+
+
+def _plans(
+    spec: Scenario, wi: int, w: WorkloadSpec, listing: Mapping[str, Mapping[str, Sequence[str]]]
+) -> list[_AccessPlan | ComputeStepSpec]:
+    plans: list[_AccessPlan | ComputeStepSpec] = []
     for si, step in enumerate(w.steps):
         if isinstance(step, ComputeStepSpec):
-            steps.append(ComputeStep(seconds=_compute_seconds(step, rng)))
+            plans.append(step)
             continue
         assert isinstance(step, ReadStep | WriteStep)
-        server = spec.data_server(step.server)
-        base = server.issuers.get(w.issuer, "/")
-        for _ in range(step.repeat):
-            path = step.path.replace("{job}", str(job))
-            if "{random_file}" in path:
-                directory = path.split("{random_file}")[0].rstrip("/") or "/"
-                server_dir = _join(base, directory)
-                names = listing.get(step.server, {}).get(server_dir)
-                if not names:
-                    raise ScenarioError(
-                        spec_file(spec),
-                        f"workloads[{wi}].steps[{si}]",
-                        f"{{random_file}} needs pre-populated files in {server_dir!r} on "
-                        f"{step.server!r} (expected a data_servers.files entry with that path, "
-                        f"received none)",
-                    )
-                path = path.replace("{random_file}", names[rng.randrange(len(names))])
-            steps.append(
-                AccessStep(
-                    server=step.server,
-                    path=_join(base, path),
-                    size=step.size,
-                    write=isinstance(step, WriteStep),
+        base = spec.data_server(step.server).issuers.get(w.issuer, "/")
+        names: tuple[str, ...] = ()
+        if "{random_file}" in step.path:
+            directory = step.path.split("{random_file}")[0].rstrip("/") or "/"
+            server_dir = _join(base, directory)
+            names = tuple(listing.get(step.server, {}).get(server_dir, ()))
+            if not names:
+                raise ScenarioError(
+                    spec_file(spec),
+                    f"workloads[{wi}].steps[{si}]",
+                    f"{{random_file}} needs pre-populated files in {server_dir!r} on "
+                    f"{step.server!r} (expected a data_servers.files entry with that path, "
+                    f"received none)",
                 )
+        plans.append(
+            _AccessPlan(
+                step.server,
+                _join(base, step.path),
+                step.size,
+                isinstance(step, WriteStep),
+                step.repeat,
+                names,
             )
-    return JobProgram(steps=tuple(steps), reread=w.token_use is TokenUse.REREAD)
+        )
+    return plans
+
+
+def _resolve_program(
+    plans: Sequence[_AccessPlan | ComputeStepSpec], reread: bool, job: int, rng: random.Random
+) -> JobProgram:
+    steps: list[AccessStep | ComputeStep] = []
+    job_text = str(job)
+    for plan in plans:
+        if not isinstance(plan, _AccessPlan):
+            steps.append(ComputeStep(seconds=_compute_seconds(plan, rng)))
+            continue
+        path = plan.template.replace("{job}", job_text)
+        if plan.names:
+            head, tail = path.split("{random_file}", 1)
+            names, n = plan.names, len(plan.names)
+            for _ in range(plan.repeat):
+                steps.append(
+                    AccessStep(
+                        server=plan.server,
+                        path=head + names[rng.randrange(n)] + tail,
+                        size=plan.size,
+                        write=plan.write,
+                    )
+                )
+        else:
+            one = AccessStep(server=plan.server, path=path, size=plan.size, write=plan.write)
+            steps.extend([one] * plan.repeat)  # immutable: one object serves every repeat
+    return JobProgram(steps=tuple(steps), reread=reread)
 
 
 def spec_file(spec: Scenario) -> str:
@@ -156,6 +191,7 @@ def submissions(spec: Scenario) -> list[Submission]:
             listing.setdefault(ds.name, {})[fs.path.rstrip("/") or "/"] = [
                 str(i) for i in range(fs.count)
             ]
+    plans = [_plans(spec, wi, w, listing) for wi, w in enumerate(spec.workloads)]
     planned: list[tuple[float, int, int, WorkloadSpec]] = []
     for wi, w in enumerate(spec.workloads):
         times = _arrival_times(w, derive_rng(spec.meta.seed, "arrivals", w.name))
@@ -164,7 +200,7 @@ def submissions(spec: Scenario) -> list[Submission]:
     subs = []
     for job, (t, wi, k, w) in enumerate(planned, start=1):
         rng = derive_rng(spec.meta.seed, "job", w.name, k)
-        program = _resolve_program(spec, wi, w, job, rng, listing)
+        program = _resolve_program(plans[wi], w.token_use is TokenUse.REREAD, job, rng)
         subs.append(
             Submission(
                 job=job,

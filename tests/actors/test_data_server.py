@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Awaitable, Callable
+
 import trio
 import trio.testing
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from scitokens_batch.actors import SharedLink
 
@@ -100,3 +105,62 @@ downtime = "10s"
     assert [e.t for e in of(events, "use")] == [0.0, 30.5]
     assert [e.t for e in of(events, "terminated")] == [31.5]
     assert [e.t for e in of(events, "jwks_fetch")] == [0.0, 30.5]  # the restart dropped the cache
+
+
+def _run_bounded(main: Callable[[], Awaitable[None]], clock: trio.testing.MockClock) -> None:
+    """trio.run in a daemon thread, failing after 60 s of wall time: a driver that spins at
+    one virtual instant never lets a virtual-time timeout fire, so only the wall clock bounds it."""
+    errors: list[BaseException] = []
+
+    def target() -> None:
+        try:
+            trio.run(main, clock=clock)
+        except BaseException as exc:  # re-raised in the test thread below
+            errors.append(exc)
+
+    thread = threading.Thread(target=target, daemon=True)
+    thread.start()
+    thread.join(60)
+    assert not thread.is_alive(), "the simulation did not finish: virtual time stopped moving"
+    if errors:
+        raise errors[0]
+
+
+@given(
+    flows=st.lists(st.tuples(st.floats(0, 50), st.floats(1e-6, 1e9)), min_size=1, max_size=30),
+    clock_start=st.sampled_from([0.0, 1.7e9]),
+)
+@settings(max_examples=60, deadline=None)
+def test_link_always_finishes_and_conserves_work(
+    flows: list[tuple[float, float]], clock_start: float
+) -> None:
+    """Property: every transfer ends, none faster than size/bandwidth, and the link never idles
+    while busy (work conservation), even at clock values where tiny remainders round away."""
+    bandwidth = 1e6
+    ends: list[float] = []
+
+    async def main() -> None:
+        link = SharedLink(bandwidth)
+
+        async def one(at: float, size: float) -> None:
+            await trio.sleep(at)
+            start = trio.current_time()
+            await link.transfer(size)
+            assert trio.current_time() - start >= size / bandwidth * (1 - 1e-9) - 1e-6
+            ends.append(trio.current_time())
+
+        async with trio.open_nursery() as n:
+            await n.start(link.run)
+            async with trio.open_nursery() as inner:
+                for at, size in flows:
+                    inner.start_soon(one, at, size)
+            n.cancel_scope.cancel()
+
+    clock = trio.testing.MockClock(autojump_threshold=0)
+    clock.jump(clock_start)
+    _run_bounded(main, clock)
+    assert len(ends) == len(flows)
+    # Work conservation: all is through no later than if everything arrived at the last arrival.
+    last_arrival = clock_start + max(at for at, _ in flows)
+    total = sum(size for _, size in flows)
+    assert max(ends) <= last_arrival + total / bandwidth * (1 + 1e-9) + 1e-6
