@@ -21,7 +21,7 @@ kind                actor            fields
 ``request``         issuer           endpoint ("token"/"jwks"), status, grant, error
 ``refresh``         token_manager    user, service, jti, exp, initial
 ``refresh_failed``  token_manager    user, service, error, attempt, retry_in_s
-``stage``           <execute host>   job, service, jti, exp
+``stage``           <execute host>   job, service, jti, exp, host_time (the host's own clock)
 ``use``             <data server>    job, op, path, jti, exp, headroom_s, status, cached
 ``reject``          <data server>    job, op, path, status, reason, detail, jti, exp,
                                      headroom_s (jti/exp/headroom_s null when unparsable)

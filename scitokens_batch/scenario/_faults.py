@@ -58,8 +58,8 @@ def begin_fault(world: World, fault: Fault) -> float | None:
         )
         return None
     if isinstance(fault, ClockStep):
-        for host in world.spec.resolve_hosts(fault.host):
-            world.host_clocks[host].skew += fault.offset
+        for host in world.spec.resolve_hosts(fault.host) or (fault.host,):
+            world.host_clocks[host].skew += fault.offset  # data servers have a clock there too
         return None
     if isinstance(fault, RefreshTokenRevoked):
         targets = [fault.issuer] if fault.issuer else sorted(world.issuers)

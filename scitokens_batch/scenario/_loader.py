@@ -649,7 +649,14 @@ def _check_references(scenario: Scenario) -> None:
         here = ["faults", i]
         if isinstance(fault, IssuerOutage | KeyRotation):
             _check_name_in(fault.issuer, issuers, "an issuer", [*here, "issuer"])
-        elif isinstance(fault, ClockStep | ExecuteHostCrash):
+        elif isinstance(fault, ClockStep):
+            _check_name_in(
+                fault.host,
+                sorted(set(host_names) | servers),
+                "an execute host, host group or data server",
+                [*here, "host"],
+            )
+        elif isinstance(fault, ExecuteHostCrash):
             _check_name_in(fault.host, host_names, "an execute host or host group", [*here, "host"])
         elif isinstance(fault, DataServerRestart):
             _check_name_in(fault.server, servers, "a data server", [*here, "server"])

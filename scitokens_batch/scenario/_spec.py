@@ -669,9 +669,12 @@ class KeyRotation:
 
 @attrs.frozen(kw_only=True)
 class ClockStep:
-    """An execute host's clock jumps by ``offset`` seconds (may be negative) at ``at``.
+    """A host's clock jumps by ``offset`` seconds (may be negative) at ``at``.
 
-    ``host`` names one host (``"node-3"``) or a group (``"node"``: all its hosts).
+    ``host`` names one execute host (``"node-3"``), a group (``"node"``: all its hosts), or a
+    data server, whose verification then judges ``exp``/``nbf``/``iat`` by the stepped clock.
+    An execute host's clock shows in the ``host_time`` of its ``stage`` events; token checks
+    happen at the data servers, so its skew alone never refuses a token.
     """
 
     kind: ClassVar[str] = "clock_step"

@@ -164,3 +164,23 @@ def test_link_always_finishes_and_conserves_work(
     last_arrival = clock_start + max(at for at, _ in flows)
     total = sum(size for _, size in flows)
     assert max(ends) <= last_arrival + total / bandwidth * (1 + 1e-9) + 1e-6
+
+
+async def test_clock_step_on_a_data_server(autojump_clock: trio.testing.MockClock) -> None:
+    """A data server whose clock steps 30 min ahead refuses fresh 20-minute tokens as expired."""
+    faults = """
+[[faults]]
+kind = "clock_step"
+host = "store"
+at = "100s"
+offset = "30m"
+"""
+    steps = '{ read = "store:/data/1", size = "1MB" }, { compute = { kind = "fixed", duration = "200s" } }, { read = "store:/data/2", size = "1MB" }'
+    _, events = await simulate(scenario(workload(steps) + faults), until=400)
+    assert [e.t for e in of(events, "use")] == [0.0]
+    (reject,) = of(events, "reject")
+    assert (reject.t, reject.fields["reason"], reject.fields["headroom_s"]) == (
+        200.01,
+        "expired",
+        999.99,
+    )

@@ -147,7 +147,7 @@ CASES: dict[str, tuple[str, tuple[str, ...]]] = {
     "fault_host_dangling": (
         "faults[1].host",
         (
-            "expected the name of an execute host or host group (node, node-0, node-1)",
+            "expected the name of an execute host, host group or data server (node, node-0, node-1, store)",
             "received 'node-2'",
         ),
     ),
