@@ -16,12 +16,17 @@ import math
 import attrs
 import trio
 
-__all__ = ["SharedLink"]
+__all__ = ["LinkReset", "SharedLink"]
+
+
+class LinkReset(Exception):
+    """The link was reset (its server restarted) while this transfer was under way."""
 
 
 @attrs.define
 class _Flow:
     done: trio.Event = attrs.field(factory=trio.Event)
+    reset: bool = False
 
 
 @attrs.define
@@ -74,6 +79,10 @@ class SharedLink:
             self._wake.deadline = min(self._wake.deadline, self._next_deadline())
         try:
             await flow.done.wait()
+            if flow.reset:
+                raise LinkReset
+        except LinkReset:
+            raise
         except BaseException:
             # Abandoned (job killed, server restarted): stop counting it in the share.
             if not flow.done.is_set():
@@ -106,6 +115,16 @@ class SharedLink:
                 return
             _, _, flow = heapq.heappop(self._heap)
             flow.done.set()
+
+    def reset(self) -> None:
+        """Abort every transfer under way (a restart): each raises :class:`LinkReset`."""
+        self._advance(trio.current_time())
+        for _, _, flow in self._heap:
+            flow.reset = True
+            flow.done.set()
+        self._heap.clear()
+        if self._wake is not None:
+            self._wake.deadline = self._next_deadline()
 
     @property
     def bytes_moved(self) -> float:

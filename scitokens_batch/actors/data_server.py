@@ -29,7 +29,7 @@ from ..tokens import (
     parse,
 )
 from ..transport import Transport, Unreachable
-from ._bandwidth import SharedLink
+from ._bandwidth import LinkReset, SharedLink
 from ._common import Clock, Logger
 
 __all__ = ["DataServer"]
@@ -60,7 +60,6 @@ class DataServer:
     rng: random.Random
     recorder: Recorder
     log: Logger
-    _inflight: set[trio.CancelScope] = attrs.field(factory=set, alias="_inflight")
     _fetching: dict[str, trio.Event] = attrs.field(factory=dict, alias="_fetching")
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
@@ -77,7 +76,9 @@ class DataServer:
         if op is Operation.CREATE and exists:
             op = Operation.MODIFY  # B7/M4: an upload over an existing file is an overwrite
         hits = self.verifier.cache_hits
-        verdict = await self._authorize(message.token, op, path)
+        verdict = self.verifier.authorize(message.token, now=self.clock(), op=op, path=path)
+        if isinstance(verdict, NeedKeys):  # the only path that waits: fetch, then decide
+            verdict = await self._authorize_with_keys(verdict, message.token, op, path)
         if isinstance(verdict, Rejection):
             self._record_reject(message, op, verdict)
             return DataResponse(status=verdict.status, reason=verdict.reason, detail=verdict.detail)
@@ -96,28 +97,22 @@ class DataServer:
             size = message.size
             status = 201 if op is Operation.CREATE else 200
         self._record_use(message, op, verdict, headroom, status, cached)
-        with trio.CancelScope() as scope:
-            self._inflight.add(scope)
-            try:
-                await self.link.transfer(size)
-            finally:
-                self._inflight.discard(scope)
-        if scope.cancelled_caught:
-            raise Unreachable(f"job {message.job}", self.name, "down")  # connection reset
+        try:
+            await self.link.transfer(size)
+        except LinkReset:
+            raise Unreachable(f"job {message.job}", self.name, "down") from None  # reset
         if op is not Operation.READ:
             self.files[path] = size
         return DataResponse(status=status, size=size)
 
-    async def _authorize(
-        self, token: str | None, op: Operation, path: str
+    async def _authorize_with_keys(
+        self, need: NeedKeys, token: str | None, op: Operation, path: str
     ) -> VerifiedToken | Rejection:
+        await self._fetch_keys(need)
         verdict = self.verifier.authorize(token, now=self.clock(), op=op, path=path)
         if isinstance(verdict, NeedKeys):
-            await self._fetch_keys(verdict)
-            verdict = self.verifier.authorize(token, now=self.clock(), op=op, path=path)
-            if isinstance(verdict, NeedKeys):
-                # Still nothing usable after one fetch: the key is not there to be had.
-                return Rejection(Reason.UNKNOWN_KEY, f"no usable key for {verdict.issuer!r}")
+            # Still nothing usable after one fetch: the key is not there to be had.
+            return Rejection(Reason.UNKNOWN_KEY, f"no usable key for {verdict.issuer!r}")
         return verdict
 
     async def _fetch_keys(self, need: NeedKeys) -> None:
@@ -207,8 +202,7 @@ class DataServer:
 
     def restart(self) -> None:
         """Drop in-flight transfers and every in-memory cache (keys, accepted tokens)."""
-        for scope in list(self._inflight):
-            scope.cancel()
+        self.link.reset()
         self.verifier.forget()
 
 
