@@ -327,7 +327,7 @@ def _load(args: argparse.Namespace) -> Scenario:
 
 def _cmd_check(args: argparse.Namespace) -> int:
     spec = _load(args)
-    check_scenario(spec)
+    check_scenario(spec, source=args.scenario)
     jobs = sum(w.jobs for w in spec.workloads)
     hosts = len(spec.host_names)
     sys.stdout.write(
@@ -357,10 +357,17 @@ def _cmd_run(args: argparse.Namespace) -> int:
                 bar.update(task, completed=done, t=f"{done / 3600:.2f} h / {total / 3600:.2f} h")
 
             result = run_virtual(
-                spec, seed=args.seed, out=out, log_level=args.log_level, progress=progress
+                spec,
+                seed=args.seed,
+                out=out,
+                log_level=args.log_level,
+                progress=progress,
+                source=args.scenario,
             )
     else:
-        result = run_virtual(spec, seed=args.seed, out=out, log_level=args.log_level)
+        result = run_virtual(
+            spec, seed=args.seed, out=out, log_level=args.log_level, source=args.scenario
+        )
     console.print(summary_table(result.summary))
     for check in result.checks:
         if not check.passed:
@@ -376,6 +383,11 @@ def _cmd_run(args: argparse.Namespace) -> int:
 def _cmd_demo(args: argparse.Namespace) -> int:
     """Run the bundled reference scenario and print its summary (``make demo``)."""
     scenario = Path(__file__).resolve().parent.parent / "scenarios" / "reference.toml"
+    if not scenario.is_file():
+        raise _Usage(
+            f"demo runs the bundled {scenario.relative_to(scenario.parents[1])} of a source "
+            f"checkout, which is not at {scenario} (run 'scitokens-batch run SCENARIO' instead)"
+        )
     ns = argparse.Namespace(
         scenario=str(scenario), set=[], seed=None, out=args.out, log_level="error"
     )
@@ -415,7 +427,7 @@ def _cmd_token_demo(args: argparse.Namespace) -> int:
     ]:
         v = verifier.authorize(token, now=now, op=op, path=path)
         if isinstance(v, VerifiedToken):
-            table.add_row(op.value, path, "accepted", "200")
+            table.add_row(op.value, path, "accepted", "201" if op is Operation.CREATE else "200")
         else:
             assert isinstance(v, Rejection)
             table.add_row(op.value, path, f"rejected: {v.reason.value}", str(v.status))

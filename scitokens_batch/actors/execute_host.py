@@ -56,6 +56,7 @@ class _Running:
     sandbox: _StagedToken
     scope: trio.CancelScope
     started: float
+    cpu: float = 0.0
 
 
 @attrs.define(kw_only=True)
@@ -118,6 +119,8 @@ class ExecuteHost:
 
     def _stage(self, run: _Running, token: _StagedToken) -> None:
         run.sandbox = token
+        # host_time: this host's (skewed) clock when the sandbox file was written, as its mtime
+        # would show it; the event's t stays true time.
         self.recorder.record(
             self.name,
             "stage",
@@ -125,6 +128,7 @@ class ExecuteHost:
             service=run.start.service,
             jti=token.jti,
             exp=token.exp,
+            host_time=round(self.clock(), 6),
         )
 
     async def _starter(self, job_id: int) -> None:
@@ -140,7 +144,7 @@ class ExecuteHost:
         if run.scope.cancelled_caught:
             return  # killed with the host: the queue manager has requeued the job
         del self._running[job_id]
-        cpu = sum(s.seconds for s in run.start.program.steps if isinstance(s, ComputeStep))
+        cpu = run.cpu
         done = JobFinished(
             job=job_id, host=self.name, exit_code=exit_code, reason=reason, cpu_seconds=cpu
         )
@@ -168,6 +172,7 @@ class ExecuteHost:
         for step in program.steps:
             if isinstance(step, ComputeStep):
                 await trio.sleep(step.seconds)
+                run.cpu += step.seconds  # only what ran: a job that fails early used less
                 continue
             token = run.sandbox if program.reread else at_start
             answer = await self._access(run.start.job, step, token.token)

@@ -34,7 +34,6 @@ from ._messages import JwksRequest as JwksRequest
 from ._messages import JwksResponse as JwksResponse
 from ._messages import Message as Message
 from ._messages import OAuthError as OAuthError
-from ._messages import RefreshCredential as RefreshCredential
 from ._messages import StartJob as StartJob
 from ._messages import TokenRequest as TokenRequest
 from ._messages import TokenResponse as TokenResponse
@@ -70,7 +69,6 @@ __all__ = [
     "Match",
     "Message",
     "OAuthError",
-    "RefreshCredential",
     "Release",
     "Remove",
     "StartJob",

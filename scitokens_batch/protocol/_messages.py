@@ -29,7 +29,6 @@ __all__ = [
     "JwksResponse",
     "Message",
     "OAuthError",
-    "RefreshCredential",
     "StartJob",
     "TokenRequest",
     "TokenResponse",
@@ -212,15 +211,6 @@ class Ack:
 
 
 @attrs.frozen(kw_only=True)
-class RefreshCredential:
-    """The execute host asks the queue manager (its shadow) for a fresh token (I13)."""
-
-    job: int
-    user: str
-    service: str
-
-
-@attrs.frozen(kw_only=True)
 class JobFinished:
     """The starter reports a job's end (exit code 0: completed)."""
 
@@ -279,7 +269,6 @@ Message: TypeAlias = (
     | CredentialRequest
     | CredentialResponse
     | StartJob
-    | RefreshCredential
     | JobFinished
     | DataRequest
     | DataResponse

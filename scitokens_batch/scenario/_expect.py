@@ -9,7 +9,8 @@ Missing figures: the counters under ``data.denied.<reason>`` and ``jobs.holds_by
 are only written when they are non-zero, so a missing one counts as ``0``. To keep a typo from
 silently reading as zero, the reason must be one of :class:`~scitokens_batch.tokens._reasons.Reason`
 and the code an integer, which is checked when the line is parsed. Any other missing path fails
-the check with ``"no such figure in summary.json: <path>"``.
+the check with ``"<path> is no figure of summary.json"``, or with
+``"<path> has no value in this run (null)"`` when the figure exists but is null.
 """
 
 from __future__ import annotations
@@ -44,7 +45,8 @@ _OPERATORS: Final[dict[str, Callable[[float, float], bool]]] = {
     "<": operator.lt,
 }
 
-#: Path prefixes whose missing figures count as 0 (counters written only when non-zero).
+#: Path prefixes whose missing figures count as 0: a denial reason or hold code that a release
+#: adds later, or one a summary from another tool leaves out, reads as "none happened".
 ZERO_WHEN_MISSING: Final[tuple[str, ...]] = ("data.denied.", "jobs.holds_by_code.")
 
 _CHECK_RE: Final = re.compile(
@@ -96,8 +98,8 @@ class CheckResult:
         passed: whether it held.
         actual: the figure found in the summary (``0`` for a missing counter that counts as
             zero), or None when there was no usable figure.
-        error: why the check could not be judged (e.g. ``"no such figure in summary.json:
-            jobs.faild"``), or None.
+        error: why the check could not be judged (e.g. ``"jobs.faild is no figure of
+            summary.json"``), or None.
     """
 
     line: str
@@ -177,13 +179,14 @@ def evaluate(checks: Iterable[Check], summary: Mapping[str, object]) -> list[Che
         if figure is None and check.path.startswith(ZERO_WHEN_MISSING):
             figure = 0
         if figure is None:
+            # A present key with a null value (headroom of a run that granted nothing) is not
+            # the same as a typo in the path; say which.
+            parent, _, leaf = check.path.rpartition(".")
+            holder = lookup_figure(summary, parent) if parent else summary
+            exists = isinstance(holder, Mapping) and leaf in holder
+            why = "has no value in this run (null)" if exists else "is no figure of summary.json"
             results.append(
-                CheckResult(
-                    line=check.line,
-                    passed=False,
-                    actual=None,
-                    error=f"no such figure in summary.json: {check.path}",
-                )
+                CheckResult(line=check.line, passed=False, actual=None, error=f"{check.path} {why}")
             )
         elif isinstance(figure, bool) or not isinstance(figure, int | float):
             results.append(

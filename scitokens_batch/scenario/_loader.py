@@ -284,6 +284,8 @@ def _describe_type(tp: object) -> str:
     if item is not None:
         if _is_table_type(item):
             return "an array of tables"
+        if item is Check:
+            return 'an array of checks such as "jobs.failed >= 5"'
         return f"an array of {_plural(_describe_type(item))}"
     fixed = _fixed_tuple_items(tp)
     if fixed is not None:

@@ -26,6 +26,7 @@ import trio.testing
 
 from .. import _files
 from .._version import __version__
+from ..errors import LocalInputError
 from ..metrics import (
     Event,
     JobTable,
@@ -78,7 +79,7 @@ class _CountingSink:
         pass
 
 
-def check_scenario(spec: Scenario) -> None:
+def check_scenario(spec: Scenario, *, source: str | None = None) -> None:
     """Validate what only wiring can tell (dangling ``{random_file}``, I15 conflicts, scopes no
     user may have) by building the world once; raises :class:`ScenarioError`."""
     rec = Recorder(clock=lambda: 0.0, sink=_CountingSink())
@@ -88,6 +89,7 @@ def check_scenario(spec: Scenario) -> None:
         recorder=rec,
         true_now=lambda: spec.meta.epoch,
         log=structured_logger("error", lambda: 0.0),
+        source=source or f"scenario {spec.meta.name!r}",
     )
 
 
@@ -100,6 +102,7 @@ def run_virtual(
     observers: Sequence[Callable[[Event], None]] = (),
     progress: Callable[[float, float], None] | None = None,
     keep_events: bool = False,
+    source: str | None = None,
 ) -> RunResult:
     """Run ``spec`` in virtual time.
 
@@ -110,15 +113,22 @@ def run_virtual(
         observers: more callables to see every event as it is recorded.
         progress: called with (virtual seconds done, duration) about 200 times per run.
         keep_events: keep events in memory (``summary`` gets them under ``"_events"``; tests).
+        source: the scenario file, for error messages.
+
+    Raises:
+        LocalInputError: bad input found by the wiring or by an actor during the run, never
+            wrapped in an exception group (the command line turns it into exit code 2).
     """
     the_seed = spec.meta.seed if seed is None else seed
-    check_scenario(spec)  # before anything is written
+    check_scenario(spec, source=source)  # before anything is written
 
     builder = SummaryBuilder()
     tables: list[Any] = []
     report: Any = None
     sink: Any
+    created_out = False
     if out is not None:
+        created_out = not out.exists()
         out.mkdir(parents=True, exist_ok=True)
         sink = JsonlSink(str(out / "events.jsonl"))
         tables = [JobTable(), TokenTable()]
@@ -146,9 +156,20 @@ def run_virtual(
                 ),
                 clock=trio.testing.MockClock(autojump_threshold=0),
             )
-    except BaseException:
+    except BaseException as exc:
         if isinstance(sink, JsonlSink):
             sink.discard()
+        if created_out and out is not None and not any(out.iterdir()):
+            out.rmdir()  # we made it for this run: leave no trace of a failed one
+        # trio raises what a task raised inside an exception group; bad input must reach the
+        # command line as itself (exit 2 and one line), not as a traceback of the group.
+        if isinstance(exc, BaseExceptionGroup):
+            group, _ = exc.split(LocalInputError)
+            found: BaseException | None = group
+            while isinstance(found, BaseExceptionGroup):
+                found = found.exceptions[0]
+            if found is not None:
+                raise found from None
         raise
     wall = time.perf_counter() - wall0
 

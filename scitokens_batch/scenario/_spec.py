@@ -154,8 +154,16 @@ def _absolute_path(value: object) -> str | None:
     return 'an absolute, normalised path (e.g. "/ligo/frames": no "//", ".", ".." or trailing "/")'
 
 
+#: A7: group ::= '/' groupname | group '/' groupname; groupname ::= [a-zA-Z0-9][a-zA-Z0-9_.-]*
+_GROUP_RE = re.compile(r"\A(/[a-zA-Z0-9][a-zA-Z0-9_.-]*)+\Z")
+
+
 def _group(value: object) -> str | None:
-    return None if isinstance(value, str) and value.startswith("/") else 'a group such as "/ligo"'
+    if isinstance(value, str) and _GROUP_RE.match(value):
+        return None
+    return (
+        'a group such as "/ligo/analysis" (conformance A7: /name[/name...], names [a-zA-Z0-9_.-])'
+    )
 
 
 def _issuer_url(value: object) -> str | None:

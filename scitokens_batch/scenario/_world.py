@@ -109,7 +109,11 @@ class _AccessPlan:
 
 
 def _plans(
-    spec: Scenario, wi: int, w: WorkloadSpec, listing: Mapping[str, Mapping[str, Sequence[str]]]
+    spec: Scenario,
+    wi: int,
+    w: WorkloadSpec,
+    listing: Mapping[str, Mapping[str, Sequence[str]]],
+    source: str,
 ) -> list[_AccessPlan | ComputeStepSpec]:
     plans: list[_AccessPlan | ComputeStepSpec] = []
     for si, step in enumerate(w.steps):
@@ -125,7 +129,7 @@ def _plans(
             names = tuple(listing.get(step.server, {}).get(server_dir, ()))
             if not names:
                 raise ScenarioError(
-                    spec_file(spec),
+                    source,
                     f"workloads[{wi}].steps[{si}]",
                     f"{{random_file}} needs pre-populated files in {server_dir!r} on "
                     f"{step.server!r} (expected a data_servers.files entry with that path, "
@@ -172,26 +176,25 @@ def _resolve_program(
     return JobProgram(steps=tuple(steps), reread=reread)
 
 
-def spec_file(spec: Scenario) -> str:
-    """The file name errors about ``spec`` should name."""
-    return getattr(spec, "source", None) or f"scenario {spec.meta.name!r}"
-
-
 def _join(base: str, path: str) -> str:
     if base in ("", "/"):
         return path
     return base.rstrip("/") + (path if path.startswith("/") else "/" + path)
 
 
-def submissions(spec: Scenario) -> list[Submission]:
-    """Every job of the scenario, ids in submit order, programs resolved (deterministic)."""
+def submissions(spec: Scenario, *, source: str = "scenario") -> list[Submission]:
+    """Every job of the scenario, ids in submit order, programs resolved (deterministic).
+
+    Args:
+        source: the scenario file, for error messages.
+    """
     listing: dict[str, dict[str, list[str]]] = {}
     for ds in spec.data_servers:
         for fs in ds.files:
             listing.setdefault(ds.name, {})[fs.path.rstrip("/") or "/"] = [
                 str(i) for i in range(fs.count)
             ]
-    plans = [_plans(spec, wi, w, listing) for wi, w in enumerate(spec.workloads)]
+    plans = [_plans(spec, wi, w, listing, source) for wi, w in enumerate(spec.workloads)]
     planned: list[tuple[float, int, int, WorkloadSpec]] = []
     for wi, w in enumerate(spec.workloads):
         times = _arrival_times(w, derive_rng(spec.meta.seed, "arrivals", w.name))
@@ -234,6 +237,7 @@ class World:
     host_clocks: dict[str, HostClock]
     data_servers: dict[str, DataServer]
     log: Any
+    source: str
 
     @classmethod
     def build(
@@ -244,6 +248,7 @@ class World:
         recorder: Recorder,
         true_now: Callable[[], float],
         log: Any,
+        source: str = "scenario",
     ) -> World:
         """Wire the actors of ``spec`` onto an in-memory network."""
         net = InMemoryNetwork()
@@ -337,7 +342,7 @@ class World:
 
         qms = spec.queue_manager
         qm = QueueManager(
-            submissions=submissions(spec),
+            submissions=submissions(spec, source=source),
             hosts=host_slots,
             negotiation_interval=qms.negotiation_interval,
             credential_wait=qms.credential_wait,
@@ -363,6 +368,7 @@ class World:
             host_clocks=clocks,
             data_servers=servers,
             log=log,
+            source=source,
         )
         world._store_credentials()
         return world
@@ -382,7 +388,7 @@ class World:
                 ):
                     # I15: the same user and service with other scopes or audience is refused.
                     raise ScenarioError(
-                        spec_file(self.spec),
+                        self.source,
                         f"workloads[{wi}].token",
                         f"user {w.user!r} already has service {w.token.service!r} with other "
                         f"scopes, audience or issuer in workloads[{first_i}] (expected the same "
@@ -399,7 +405,7 @@ class World:
                 )
             except ScopeError as exc:
                 raise ScenarioError(
-                    spec_file(self.spec),
+                    self.source,
                     f"workloads[{wi}].token.scopes",
                     f"{exc} (the issuer's users[].scopes is the most a user may get)",
                 ) from None

@@ -123,7 +123,16 @@ class TestEvaluate:
             line="jobs.faild == 0",
             passed=False,
             actual=None,
-            error="no such figure in summary.json: jobs.faild",
+            error="jobs.faild is no figure of summary.json",
+        )
+
+    def test_null_figure_is_told_apart_from_a_typo(self) -> None:
+        """A figure that exists but is null (no data in this run) says so, not 'no such figure'."""
+        summary = {"headroom": {"min_s": None}}
+        (result,) = evaluate([parse_check("headroom.min_s > 0")], summary)
+        assert (result.passed, result.error) == (
+            False,
+            "headroom.min_s has no value in this run (null)",
         )
 
     def test_not_a_number_fails(self) -> None:
