@@ -24,7 +24,7 @@ import attrs
 
 from ..errors import LocalInputError, ScopeError
 from ._claims import check_claims, check_times
-from ._codec import parse, signature_valid
+from ._codec import ParsedToken, parse, signature_valid
 from ._keycache import KeyCache, KeyCachePolicy
 from ._keys import PublicKey
 from ._profiles import Profile
@@ -114,6 +114,24 @@ def _str_set(items: Iterable[str]) -> frozenset[str]:
     return frozenset(items)
 
 
+@attrs.frozen(slots=True)
+class _Static:
+    """What a token string says for one server, whatever the keys and the time.
+
+    Attributes:
+        early: a verdict due before any key is looked at (format, profile, untrusted issuer).
+        parsed: the parsed token when there is no early verdict.
+        verified: what the token is once signature and times hold (when ``late`` is None).
+        late: a verdict due after signature and time checks (audience, scopes), keeping the
+            order in which reasons are reported.
+    """
+
+    early: Rejection | None = None
+    parsed: ParsedToken | None = None
+    verified: VerifiedToken | None = None
+    late: Rejection | None = None
+
+
 @attrs.define
 class _Cached:
     verified: VerifiedToken
@@ -134,6 +152,9 @@ class Verifier:
             used at or after the token's ``exp`` (unlike XRootD 5.5.3, peers.md table), and the
             time claims are checked again on every hit.
         max_cached_tokens: bound on the accepted-token cache.
+        parse_memo: how many token strings to remember the time- and key-independent part of
+            the verdict for (parse, claim shapes, issuer trust, audience, scopes); 0 disables.
+            Signature and times are checked on every call whatever this is.
     """
 
     issuers: tuple[TrustedIssuer, ...] = attrs.field(converter=_issuer_tuple)
@@ -142,6 +163,7 @@ class Verifier:
     key_policy: KeyCachePolicy = attrs.field(factory=KeyCachePolicy)
     token_cache: float = 0.0
     max_cached_tokens: int = 100_000
+    parse_memo: int = 100_000
     keys: KeyCache = attrs.field(init=False)
     _by_issuer: dict[str, TrustedIssuer] = attrs.field(init=False, alias="_by_issuer")
     _cache: dict[str, _Cached] = attrs.field(init=False, factory=dict, alias="_cache")
@@ -152,6 +174,7 @@ class Verifier:
     _scope_memo: dict[str, tuple[Scope, ...] | ScopeError] = attrs.field(
         init=False, factory=dict, alias="_scope_memo"
     )
+    _static: dict[str, _Static] = attrs.field(init=False, factory=dict, alias="_static")
 
     def __attrs_post_init__(self) -> None:
         if "ANY" in self.audiences:
@@ -176,6 +199,7 @@ class Verifier:
         """Drop every cached key and accepted token (a restart without persistent caches)."""
         self.keys.drop()
         self._cache.clear()
+        self._static.clear()
 
     # -- verdicts ------------------------------------------------------------------------
     def check(self, token: str | None, *, now: float) -> VerifiedToken | Rejection | NeedKeys:
@@ -194,17 +218,18 @@ class Verifier:
                     return late
                 del self._cache[token]
 
-        parsed = parse(token)
-        if isinstance(parsed, Rejection):
-            return parsed
-        claims = parsed.claims
-        profile = check_claims(claims)
-        if isinstance(profile, Rejection):
-            return profile
-        iss = claims["iss"]
-        trusted = self._by_issuer.get(iss)
-        if trusted is None:
-            return Rejection(Reason.UNTRUSTED_ISSUER, f"issuer {iss!r} is not trusted here")
+        static = self._static.get(token)
+        if static is None:
+            static = self._analyse(token)
+            if self.parse_memo:
+                if len(self._static) >= self.parse_memo:
+                    self._static.clear()  # bounded; rebuilt from the tokens still in use
+                self._static[token] = static
+        if static.early is not None:
+            return static.early
+        parsed = static.parsed
+        assert parsed is not None and static.verified is not None
+        iss: str = parsed.claims["iss"]
 
         kid = parsed.kid
         key = self.keys.lookup(iss, kid, now=now)
@@ -217,34 +242,63 @@ class Verifier:
                     Reason.UNKNOWN_KEY, "token has no kid and the issuer has several keys"
                 )
             return Rejection(Reason.UNKNOWN_KEY, f"kid {kid!r} is not published by {iss!r}")
+        # Every check from here depends on the keys or on the time: done on every access.
         self._sig_checks += 1
         if not signature_valid(parsed, key):
             return Rejection(
                 Reason.BAD_SIGNATURE, f"signature does not verify with key {key.kid!r}"
             )
-
-        late = check_times(claims, now=now, leeway=self.leeway)
+        late = check_times(parsed.claims, now=now, leeway=self.leeway)
         if late is not None:
             return late
-        if not audience_matches(claims["aud"], self.audiences, profile):
-            return Rejection(
-                Reason.WRONG_AUDIENCE,
-                f"aud {claims['aud']!r} does not name this server ({sorted(self.audiences)})",
-            )
-        scopes = self._scopes(claims.get("scope", ""))
-        if isinstance(scopes, ScopeError):
-            # A15/G10: the python library refuses the whole token for a traversal in a scope;
-            # scitokens-cpp normalises it and can grant outside the directory (peers.md).
-            return Rejection(Reason.MALFORMED, f"bad scope claim: {scopes}")
-        verified = VerifiedToken(
-            claims=claims, profile=profile, scopes=scopes, base_path=trusted.base_path
-        )
+        if static.late is not None:
+            return static.late
+        verified = static.verified
         if self.token_cache:
             if len(self._cache) >= self.max_cached_tokens:
                 self._evict(now)
             # Never past exp (the XRootD 5.5.3 flaw in peers.md is exactly the opposite).
             self._cache[token] = _Cached(verified, min(now + self.token_cache, verified.exp))
         return verified
+
+    def _analyse(self, token: str) -> _Static:
+        """Everything about ``token`` that depends on its text and this server's configuration
+        only, not on keys or time: parse, profile and claim shapes, issuer trust, audience,
+        scopes. Kept per token string, so that a token presented a hundred times is parsed
+        once; its signature and times are still checked on every access."""
+        parsed = parse(token)
+        if isinstance(parsed, Rejection):
+            return _Static(early=parsed)
+        claims = parsed.claims
+        profile = check_claims(claims)
+        if isinstance(profile, Rejection):
+            return _Static(early=profile)
+        trusted = self._by_issuer.get(claims["iss"])
+        if trusted is None:
+            return _Static(
+                early=Rejection(
+                    Reason.UNTRUSTED_ISSUER, f"issuer {claims['iss']!r} is not trusted here"
+                )
+            )
+        late: Rejection | None = None
+        scopes: tuple[Scope, ...] = ()
+        if not audience_matches(claims["aud"], self.audiences, profile):
+            late = Rejection(
+                Reason.WRONG_AUDIENCE,
+                f"aud {claims['aud']!r} does not name this server ({sorted(self.audiences)})",
+            )
+        else:
+            found = self._scopes(claims.get("scope", ""))
+            if isinstance(found, ScopeError):
+                # A15/G10: the python library refuses the whole token for a traversal in a
+                # scope; scitokens-cpp normalises it and can grant outside the directory.
+                late = Rejection(Reason.MALFORMED, f"bad scope claim: {found}")
+            else:
+                scopes = found
+        verified = VerifiedToken(
+            claims=claims, profile=profile, scopes=scopes, base_path=trusted.base_path
+        )
+        return _Static(parsed=parsed, verified=verified, late=late)
 
     def authorize(
         self, token: str | None, *, now: float, op: Operation, path: str

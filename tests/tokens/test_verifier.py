@@ -195,3 +195,36 @@ def test_verifier_for_preloads(es256_key: SigningKey) -> None:
     """verifier_for trusts one issuer whose keys never need fetching."""
     v = verifier_for(ISSUER, [AUDIENCE], [es256_key.public], now=T0)
     assert isinstance(v.check(token(es256_key), now=T0 + 1), VerifiedToken)
+
+
+def _verdict_key(verdict: object) -> object:
+    if isinstance(verdict, Rejection):
+        return ("reject", verdict.reason, verdict.detail)
+    if isinstance(verdict, VerifiedToken):
+        return ("ok", verdict.jti, verdict.scopes)
+    return verdict
+
+
+def test_parse_memo_never_changes_a_verdict(es256_key: SigningKey) -> None:
+    """The per-token memo is invisible: the same checks with it on and off give the same verdicts
+    (expiry, key rotation, bad signature, audience and scope problems included)."""
+    rogue = SigningKey.generate(kid=es256_key.kid)
+    tokens = [
+        token(es256_key),
+        token(es256_key, aud="https://other.example"),
+        token(es256_key, scope="read:/a/../b"),
+        token(rogue),
+        "not-a-token",
+    ]
+    results = []
+    for memo in (0, 100):
+        v = _verifier(es256_key, parse_memo=memo)
+        seq = []
+        for now in (T0 + 1, T0 + 300, T0 + 600, T0 + 1):
+            for tok in tokens * 2:
+                seq.append(_verdict_key(v.check(tok, now=now)))
+        v.keys_fetched(ISSUER, [SigningKey.generate().public], now=T0)  # our key withdrawn
+        seq += [_verdict_key(v.check(tok, now=T0 + 2)) for tok in tokens]
+        results.append(seq)
+    assert results[0] == results[1]
+    assert ("reject", Reason.EXPIRED, "expired 0.000 s ago (leeway 0 s)") in results[0]
