@@ -13,7 +13,7 @@ import os
 import sys
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -540,24 +540,26 @@ def _build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _positive_float(text: str) -> float:
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number of seconds (got {text!r})") from None
-    if not v > 0:
-        raise argparse.ArgumentTypeError(f"expected > 0 seconds (got {text!r})")
-    return v
+def _seconds(*, strictly_positive: bool) -> Callable[[str], float]:
+    """An argparse type for a number of seconds, > 0 or >= 0."""
+    bound = "> 0" if strictly_positive else ">= 0"
+
+    def parse(text: str) -> float:
+        try:
+            v = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"expected a number of seconds (got {text!r})"
+            ) from None
+        if v < 0 or (strictly_positive and v == 0) or v != v:
+            raise argparse.ArgumentTypeError(f"expected {bound} seconds (got {text!r})")
+        return v
+
+    return parse
 
 
-def _nonneg_float(text: str) -> float:
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number of seconds (got {text!r})") from None
-    if v < 0:
-        raise argparse.ArgumentTypeError(f"expected >= 0 seconds (got {text!r})")
-    return v
+_positive_float = _seconds(strictly_positive=True)
+_nonneg_float = _seconds(strictly_positive=False)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -533,8 +533,24 @@ class StepTarget:
         return f"{self.server}:{self.path}"
 
 
+class _Targeted:
+    """``step.server`` and ``step.path``, shortcuts to a read or write step's target."""
+
+    target: StepTarget
+
+    @property
+    def server(self) -> str:
+        """The data server's name."""
+        return self.target.server
+
+    @property
+    def path(self) -> str:
+        """The path as the token sees it."""
+        return self.target.path
+
+
 @attrs.frozen(kw_only=True)
-class ReadStep:
+class ReadStep(_Targeted):
     """``{ read = "server:/path", size = "400MB" }``: download ``size`` bytes.
 
     Attributes:
@@ -549,19 +565,9 @@ class ReadStep:
     size: int = attrs.field(metadata=_meta("size"))
     repeat: int = attrs.field(default=1, metadata=_meta(check=_positive_int))
 
-    @property
-    def server(self) -> str:
-        """The data server's name."""
-        return self.target.server
-
-    @property
-    def path(self) -> str:
-        """The path as the token sees it."""
-        return self.target.path
-
 
 @attrs.frozen(kw_only=True)
-class WriteStep:
+class WriteStep(_Targeted):
     """``{ write = "server:/path", size = "20MB" }``: upload ``size`` bytes.
 
     Attributes:
@@ -575,16 +581,6 @@ class WriteStep:
     target: StepTarget = attrs.field(metadata=_meta("target", toml_key="write"))
     size: int = attrs.field(metadata=_meta("size"))
     repeat: int = attrs.field(default=1, metadata=_meta(check=_positive_int))
-
-    @property
-    def server(self) -> str:
-        """The data server's name."""
-        return self.target.server
-
-    @property
-    def path(self) -> str:
-        """The path as the token sees it."""
-        return self.target.path
 
 
 @attrs.frozen(kw_only=True)
