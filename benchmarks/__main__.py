@@ -1,9 +1,11 @@
 """``python -m benchmarks [--quick] [--json FILE] [--markdown FILE]``: the performance report.
 
-Runs each section (today: the token core) with the interleaved-rounds harness, prints the rich
-tables with PASS/MISS per target, and optionally writes JSON and splices the markdown section
-into a document (``--markdown docs/performance.md``). The exit status is 0 whether or not the
-targets are met: this is a report, not a test.
+Runs each section with the interleaved-rounds harness (the token core), then the simulator
+section (``sim``: the reference day ``benchmarks/day-10k.toml`` run once against its crypto
+floor, see :mod:`benchmarks.sim`), prints the rich tables with PASS/MISS per target, and
+optionally writes JSON and splices each markdown section into a document
+(``--markdown docs/performance.md``). The exit status is 0 whether or not the targets are met:
+this is a report, not a test.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from pathlib import Path
 
 from rich.console import Console
 
-from . import tokens
+from . import sim, tokens
 from ._report import (
     CpuCounters,
     MachineLoad,
@@ -56,13 +58,21 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--section",
         action="append",
-        choices=sorted(SECTIONS),
+        choices=sorted([*SECTIONS, sim.NAME]),
         help="run only this section (repeatable; default: all)",
     )
     p.add_argument(
         "--breakdown",
         action="store_true",
-        help="also time the steps of our verify and mint one by one (where the time goes)",
+        help="also time the steps of our verify and mint one by one, and profile a scaled-down "
+        "simulator run (where the time goes)",
+    )
+    p.add_argument(
+        "--sim-out",
+        type=Path,
+        metavar="DIR",
+        help="sim section: write the run's outputs (events.jsonl, summary.json...) to DIR "
+        "(slower: the wall time then includes writing them)",
     )
     p.add_argument("--rounds", type=int, help="override the number of interleaved rounds")
     p.add_argument("--seconds", type=float, help="override the seconds per benchmark per round")
@@ -119,7 +129,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     err = Console(stderr=True)
     info = machine_info()
     results: list[SectionResult] = []
-    for name in args.section or list(SECTIONS):
+    sim_result: sim.SimResult | None = None
+    for name in args.section or [*SECTIONS, sim.NAME]:
+        if name == sim.NAME:
+            sim_result = sim.measure(
+                quick=args.quick, breakdown=args.breakdown, out=args.sim_out, err=err
+            )
+            sim.print_result(out, sim_result, info)
+            if args.markdown:
+                splice_markdown(args.markdown, name, sim.markdown_section(sim_result, info))
+            continue
         result = run_section(SECTIONS[name], options, settings, err)
         results.append(result)
         print_section(out, result, info, settings)
@@ -129,7 +148,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         err.print(f"[dim]wrote {args.markdown}[/dim]")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(to_json(results, info, settings), indent=2) + "\n")
+        doc = to_json(results, info, settings)
+        if sim_result is not None:
+            doc["sections"][sim.NAME] = sim.to_json(sim_result)
+        args.json.write_text(json.dumps(doc, indent=2, default=str) + "\n")
         err.print(f"[dim]wrote {args.json}[/dim]")
     return 0
 
