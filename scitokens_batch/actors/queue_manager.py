@@ -329,10 +329,3 @@ class QueueManager:
             for j in self._jobs.values()
             if j.life.state is JobState.RUNNING and j.life.host == host_name
         ]
-
-    def states(self) -> dict[str, int]:
-        """How many jobs are in each state now."""
-        counts: dict[str, int] = {}
-        for j in self._jobs.values():
-            counts[j.life.state.name.lower()] = counts.get(j.life.state.name.lower(), 0) + 1
-        return counts

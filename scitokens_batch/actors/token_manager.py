@@ -93,7 +93,6 @@ class TokenManager:
     log: Logger
     _store: dict[tuple[str, str], Credential] = attrs.field(factory=dict, alias="_store")
     _wake: trio.Event = attrs.field(factory=trio.Event, alias="_wake")
-    _crashed: bool = attrs.field(default=False, alias="_crashed")
 
     def store(self, cred: Credential) -> None:
         """Deposit a credential (the user's ``condor_store_cred``; before the scenario starts)."""
@@ -242,7 +241,6 @@ class TokenManager:
 
     def crash(self, *, lose_state: bool) -> None:
         """Stop (the world cancels ``run`` and takes us off the network); maybe lose the store."""
-        self._crashed = True
         if lose_state:
             for cred in self._store.values():
                 cred.refresh_token = None
@@ -252,6 +250,5 @@ class TokenManager:
 
     def restarted(self) -> Mapping[tuple[str, str], Credential]:
         """Back after a crash: the store is as the crash left it."""
-        self._crashed = False
         self._wake = trio.Event()
         return self._store

@@ -12,11 +12,12 @@ run leaves nothing half-written.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import gc
 import json
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -218,18 +219,18 @@ def _write_outputs(
     )
 
 
-class _gc_tuned:
+@contextlib.contextmanager
+def _gc_tuned() -> Iterator[None]:
     """perf-notes.md: full collections of a large live heap cut throughput 4x; freeze the setup
     and raise the thresholds for the run, then restore."""
-
-    def __enter__(self) -> None:
-        self._saved = gc.get_threshold()
-        gc.collect()
-        gc.freeze()
-        gc.set_threshold(200_000, 50, 1000)
-
-    def __exit__(self, *exc: object) -> None:
-        gc.set_threshold(*self._saved)
+    saved = gc.get_threshold()
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(200_000, 50, 1000)
+    try:
+        yield
+    finally:
+        gc.set_threshold(*saved)
         gc.unfreeze()
 
 

@@ -7,8 +7,10 @@ time is virtual; actors receive clocks and a transport.
 
 from __future__ import annotations
 
+import logging
 import math
 import random
+import sys
 from collections.abc import Callable, Mapping, MutableMapping, Sequence
 from typing import Any
 
@@ -456,9 +458,6 @@ def structured_logger(level: str, now: Callable[[], float]) -> Any:
     def add_time(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
         event["t"] = round(now(), 6)
         return event
-
-    import logging
-    import sys
 
     return structlog.wrap_logger(
         structlog.PrintLogger(file=sys.stderr),
