@@ -1,17 +1,16 @@
 """A link whose bandwidth is shared equally by the transfers in progress (processor sharing).
 
 Every active transfer gets ``bandwidth / n`` bytes per second. Instead of recomputing every
-transfer's finish time when ``n`` changes, the link keeps the *service per transfer* ``V(t)``
+transfer's progress when ``n`` changes, the link keeps the *service per transfer* ``V(t)``
 (bytes each active transfer has received since the link started): ``dV/dt = bandwidth / n``.
 A transfer of ``size`` bytes that starts when ``V = v0`` ends when ``V = v0 + size``; that target
-never changes, so a heap ordered by it gives the next finish in O(log n). One driver task sleeps
-until the next finish; an arrival with an earlier target moves its deadline forward.
+never changes. Each transfer sleeps in its own cancel scope until the instant ``V`` reaches its
+target; when ``n`` changes (an arrival or a departure) the link moves the deadlines of the
+transfers under way. One wake-up per transfer, no helper task: the simulator's benchmark measured
+a trio wake-up at ~38 µs, the largest cost of an access after the signature check.
 """
 
 from __future__ import annotations
-
-import heapq
-import math
 
 import attrs
 import trio
@@ -23,9 +22,10 @@ class LinkReset(Exception):
     """The link was reset (its server restarted) while this transfer was under way."""
 
 
-@attrs.define
+@attrs.define(eq=False)
 class _Flow:
-    done: trio.Event = attrs.field(factory=trio.Event)
+    target: float
+    scope: trio.CancelScope | None = None
     reset: bool = False
 
 
@@ -40,9 +40,7 @@ class SharedLink:
     bandwidth: float
     _v: float = attrs.field(default=0.0, alias="_v")
     _last: float = attrs.field(default=0.0, alias="_last")
-    _heap: list[tuple[float, int, _Flow]] = attrs.field(factory=list, alias="_heap")
-    _seq: int = attrs.field(default=0, alias="_seq")
-    _wake: trio.CancelScope | None = attrs.field(default=None, alias="_wake")
+    _flows: list[_Flow] = attrs.field(factory=list, alias="_flows")
     _bytes: float = attrs.field(default=0.0, alias="_bytes")
 
     def __attrs_post_init__(self) -> None:
@@ -52,79 +50,68 @@ class SharedLink:
     @property
     def active(self) -> int:
         """Transfers in progress."""
-        return len(self._heap)
+        return len(self._flows)
 
     def _advance(self, now: float) -> None:
-        n = len(self._heap)
+        n = len(self._flows)
         if n:
             self._v += (now - self._last) * self.bandwidth / n
         self._last = now
 
-    def _next_deadline(self) -> float:
-        if not self._heap:
-            return math.inf
-        target = self._heap[0][0]
-        return self._last + max(0.0, target - self._v) * len(self._heap) / self.bandwidth
+    def _retime(self) -> None:
+        """Move every sleeping transfer's deadline to when ``V`` reaches its target."""
+        per_byte = len(self._flows) / self.bandwidth
+        for f in self._flows:
+            if f.scope is not None:
+                f.scope.deadline = self._last + max(0.0, f.target - self._v) * per_byte
 
     async def transfer(self, size: float) -> None:
-        """Move ``size`` bytes; returns when they are through. Cancellation abandons the flow."""
+        """Move ``size`` bytes; returns when they are through.
+
+        Raises:
+            LinkReset: the link was reset meanwhile (cancellation also abandons the flow).
+        """
         if size <= 0:
             return
-        now = trio.current_time()
-        self._advance(now)
-        flow = _Flow()
-        heapq.heappush(self._heap, (self._v + size, self._seq, flow))
-        self._seq += 1
-        if self._wake is not None:
-            self._wake.deadline = min(self._wake.deadline, self._next_deadline())
+        self._advance(trio.current_time())
+        flow = _Flow(self._v + size)
+        self._flows.append(flow)
         try:
-            await flow.done.wait()
-            if flow.reset:
-                raise LinkReset
-        except LinkReset:
-            raise
-        except BaseException:
-            # Abandoned (job killed, server restarted): stop counting it in the share.
-            if not flow.done.is_set():
+            while True:
+                with trio.CancelScope() as scope:
+                    flow.scope = scope
+                    self._retime()  # the share of every flow changed: ours and theirs
+                    await trio.sleep_forever()
+                flow.scope = None
+                if flow.reset:
+                    raise LinkReset
+                now = trio.current_time()
+                self._advance(now)
+                remaining = (flow.target - self._v) * len(self._flows) / self.bandwidth
+                # Done, or a remainder the clock cannot represent (near a large clock value
+                # now + remaining == now: waiting for it would spin at one instant forever).
+                if remaining <= 0 or now + remaining <= now:
+                    break
+        finally:
+            if not flow.reset:
                 self._advance(trio.current_time())
-                self._heap = [e for e in self._heap if e[2] is not flow]
-                heapq.heapify(self._heap)
-            raise
+                self._flows.remove(flow)
+                self._retime()  # the others speed up
         self._bytes += size
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        """The driver: wakes each finishing transfer at its exact virtual time."""
+        """Nothing to drive: transfers time themselves. Kept so a server's ``run`` has a body."""
         task_status.started()
-        while True:
-            with trio.CancelScope(deadline=self._next_deadline()) as scope:
-                self._wake = scope
-                await trio.sleep_forever()
-            self._wake = None
-            now = trio.current_time()
-            self._advance(now)
-            self._finish_due(now)
-
-    def _finish_due(self, now: float) -> None:
-        """Finish every flow whose target is reached, or whose remaining time cannot be
-        represented: near a large clock value, ``now + remaining`` may round back to ``now``,
-        and a driver waiting for that instant would spin without time ever moving."""
-        while self._heap:
-            target = self._heap[0][0]
-            remaining = (target - self._v) * len(self._heap) / self.bandwidth
-            if remaining > 0 and now + remaining > now:
-                return
-            _, _, flow = heapq.heappop(self._heap)
-            flow.done.set()
+        await trio.sleep_forever()
 
     def reset(self) -> None:
         """Abort every transfer under way (a restart): each raises :class:`LinkReset`."""
-        self._advance(trio.current_time())
-        for _, _, flow in self._heap:
+        for flow in self._flows:
             flow.reset = True
-            flow.done.set()
-        self._heap.clear()
-        if self._wake is not None:
-            self._wake.deadline = self._next_deadline()
+            if flow.scope is not None:
+                flow.scope.cancel()
+        self._flows.clear()
+        self._advance(trio.current_time())
 
     @property
     def bytes_moved(self) -> float:
