@@ -799,12 +799,12 @@ def _options_text(r: SimResult) -> list[str]:
         "one-driver heap at 2× `trio.sleep` and SimPy at ~20×; at 2× to 5× this saves "
         f"{lo:.0f}–{hi:.0f} of the {trio_us:.0f} µs (wall / floor {ratio(lo)} to {ratio(hi)}). "
         "The most work: every actor's waits move to the new primitives.",
-        f"2. **Fewer wake-ups per access, staying on trio**: an access costs "
+        f"2. **Fewer wake-ups per access, staying on trio** (done in a1b9804: a transfer "
+        "sleeps to its own finish time, moved when the share changes, instead of a driver task "
+        "waking it through an Event): an access now costs "
         f"{b.wakeups_per_access:.2f} wake-ups and {b.run_loop_passes_per_access:.2f} run-loop "
-        "passes, because the link's driver task wakes at the transfer's deadline and then wakes "
-        "the job through an Event. If the transferring task sleeps to its own finish time "
-        "(moved when the share changes; the driver only for contended links), one wake-up and "
-        f"one pass go: ≈ {per_wake:.0f} µs (wall / floor {ratio(per_wake)}).",
+        f"passes, ≈ {per_wake:.0f} µs each; what is left of trio's cost is one sleep per "
+        "transfer and per compute step, which only option 1 removes.",
         f"3. **Trim the per-access Python around the engine**: link, data server, host, "
         f"messages, recorder and the rest cost {glue:.0f} µs per access (validated message "
         "objects, an event dict per access, link bookkeeping); a third of it is ≈ "
@@ -816,8 +816,7 @@ def _options_text(r: SimResult) -> list[str]:
         "Not an option: verifying in a worker thread. Under MockClock autojump a task waiting "
         "on `trio.to_thread` counts as blocked, so virtual time would jump while the thread "
         "verifies (perf-notes.md). The second core pays off for independent replicas (sweeps), "
-        "not for one run. Options 1 and 2 overlap (2 is part of what 1 removes). Combined: "
-        f"2 + 3 ≈ {per_wake + glue / 3:.0f} µs (wall / floor {ratio(per_wake + glue / 3)}), "
+        "not for one run. Combined: "
         f"1 + 3 ≈ {lo + glue / 3:.0f}–{hi + glue / 3:.0f} µs (wall / floor "
         f"{ratio(lo + glue / 3)} to {ratio(hi + glue / 3)}). The raw verify drifts between "
         f"timings on this shared machine ({r.floor_before.verify_us:.0f} µs before the run, "
