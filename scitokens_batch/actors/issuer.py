@@ -33,20 +33,16 @@ from ..protocol import (
 from ..tokens import (
     KeyRing,
     Profile,
-    Reason,
-    Rejection,
     Scope,
     SigningKey,
+    VerifiedToken,
     build_claims,
-    check_claims,
-    check_times,
     encode,
     format_scopes,
     narrow,
-    parse,
     parse_scopes,
     short_hash,
-    signature_valid,
+    verifier_for,
 )
 from ._common import Clock, Logger, new_jti, new_secret
 
@@ -258,45 +254,24 @@ class Issuer:
         )
 
     def _exchange(self, req: TokenRequest) -> Message:
-        """RFC 8693: a token for a token, never wider than the subject token (K4, K5)."""
-        subject = self._own_token(req.subject_token or "")
-        if isinstance(subject, Rejection):
+        """RFC 8693: a token for a token, never wider than the subject token (K4, K5).
+
+        The subject token is checked like any data server would (format, issuer, key,
+        signature, time, scopes), except its audience: the issuer is the authority on its own
+        tokens, whoever they were meant for.
+        """
+        now = self.now()
+        verifier = verifier_for(self.url, None, self.keys.published(now), now=now)
+        subject = verifier.check(req.subject_token, now=now)
+        if not isinstance(subject, VerifiedToken):
+            # The keys are given, so the verdict is a Rejection (never NeedKeys).
             return self._error(req, "invalid_grant", f"subject token: {subject}")
-        claims, held = subject
-        scopes = self._requested(req, held)
+        scopes = self._requested(req, subject.scopes)
         if isinstance(scopes, OAuthError):
             return scopes
         return self._mint(
-            str(claims["sub"]), req.client_id, scopes, req.audience, GRANT_TOKEN_EXCHANGE
+            subject.subject, req.client_id, scopes, req.audience, GRANT_TOKEN_EXCHANGE
         )
-
-    def _own_token(self, token: str) -> tuple[Mapping[str, object], tuple[Scope, ...]] | Rejection:
-        """Check a token this issuer signed: format, issuer, key, signature, time.
-
-        Its audience is not checked: the issuer is the authority on its own tokens, whoever
-        they were meant for.
-        """
-        now = self.now()
-        parsed = parse(token)
-        if isinstance(parsed, Rejection):
-            return parsed
-        profile = check_claims(parsed.claims)
-        if isinstance(profile, Rejection):
-            return profile
-        if parsed.claims["iss"] != self.url:
-            return Rejection(Reason.UNTRUSTED_ISSUER, "not issued here")
-        key = next((k for k in self.keys.published(now) if k.kid == parsed.kid), None)
-        if key is None:
-            return Rejection(Reason.UNKNOWN_KEY, f"kid {parsed.kid!r} is not published")
-        if not signature_valid(parsed, key):
-            return Rejection(Reason.BAD_SIGNATURE, "signature does not verify")
-        late = check_times(parsed.claims, now=now)
-        if late is not None:
-            return late
-        try:
-            return parsed.claims, parse_scopes(parsed.claims.get("scope", ""))
-        except ScopeError as exc:
-            return Rejection(Reason.MALFORMED, str(exc))
 
     def _mint(
         self, user: str, client: str, scopes: Sequence[Scope], audience: str | None, grant: str

@@ -110,8 +110,8 @@ def _issuer_tuple(issuers: Iterable[TrustedIssuer]) -> tuple[TrustedIssuer, ...]
     return tuple(issuers)
 
 
-def _str_set(items: Iterable[str]) -> frozenset[str]:
-    return frozenset(items)
+def _str_set(items: Iterable[str] | None) -> frozenset[str] | None:
+    return None if items is None else frozenset(items)
 
 
 @attrs.frozen(slots=True)
@@ -145,6 +145,8 @@ class Verifier:
     Args:
         issuers: the issuers this server trusts, with their base paths.
         audiences: the server's own audiences (C2: exact, case-sensitive); never ``ANY``.
+            None checks no audience: only for an issuer judging its own tokens (token
+            exchange), which is their authority whoever they were meant for.
         leeway: seconds of clock tolerance for ``exp``/``nbf``/``iat`` (default 0, like every
             peer: E1, G2, H6).
         key_policy: key cache timing.
@@ -158,7 +160,7 @@ class Verifier:
     """
 
     issuers: tuple[TrustedIssuer, ...] = attrs.field(converter=_issuer_tuple)
-    audiences: frozenset[str] = attrs.field(converter=_str_set)
+    audiences: frozenset[str] | None = attrs.field(converter=_str_set)
     leeway: float = 0.0
     key_policy: KeyCachePolicy = attrs.field(factory=KeyCachePolicy)
     token_cache: float = 0.0
@@ -177,7 +179,7 @@ class Verifier:
     _static: dict[str, _Static] = attrs.field(init=False, factory=dict, alias="_static")
 
     def __attrs_post_init__(self) -> None:
-        if "ANY" in self.audiences:
+        if self.audiences is not None and "ANY" in self.audiences:
             raise LocalInputError("a server's audience must not be 'ANY' (C5, G7)")
         if self.leeway < 0 or self.token_cache < 0:
             raise LocalInputError("leeway and token_cache must be >= 0 seconds")
@@ -282,7 +284,9 @@ class Verifier:
             )
         late: Rejection | None = None
         scopes: tuple[Scope, ...] = ()
-        if not audience_matches(claims["aud"], self.audiences, profile):
+        if self.audiences is not None and not audience_matches(
+            claims["aud"], self.audiences, profile
+        ):
             late = Rejection(
                 Reason.WRONG_AUDIENCE,
                 f"aud {claims['aud']!r} does not name this server ({sorted(self.audiences)})",
@@ -348,7 +352,7 @@ class Verifier:
 
 def verifier_for(
     issuer: str,
-    audiences: Collection[str],
+    audiences: Collection[str] | None,
     keys: Iterable[PublicKey],
     *,
     now: float,

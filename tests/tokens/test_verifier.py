@@ -228,3 +228,19 @@ def test_parse_memo_never_changes_a_verdict(es256_key: SigningKey) -> None:
         results.append(seq)
     assert results[0] == results[1]
     assert ("reject", Reason.EXPIRED, "expired 0.000 s ago (leeway 0 s)") in results[0]
+
+
+def test_no_audience_check_only_when_asked(es256_key: SigningKey) -> None:
+    """audiences=None (an issuer judging its own tokens) skips C2; every other check stays."""
+    own = verifier_for(ISSUER, None, [es256_key.public], now=T0)
+    assert isinstance(
+        own.check(token(es256_key, aud="https://anyone.example"), now=T0), VerifiedToken
+    )
+    assert _reason(own.check(token(es256_key), now=T0 + 600)) is Reason.EXPIRED
+    assert (
+        _reason(own.check(token(SigningKey.generate(kid=es256_key.kid)), now=T0))
+        is Reason.BAD_SIGNATURE
+    )
+    assert _reason(
+        _verifier(es256_key).check(token(es256_key, aud="https://anyone.example"), now=T0)
+    ) is (Reason.WRONG_AUDIENCE)
