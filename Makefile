@@ -10,7 +10,7 @@ STAMP   = $(VENV)/.installed
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[test,dev,plots]'
+	$(PY) -m pip install --quiet -e '.[test,dev,plots,http]'
 	touch $(STAMP)
 
 ## demo: set up, run the bundled demo and print its summary
