@@ -16,9 +16,16 @@ from ._jobs import Release as Release
 from ._jobs import Remove as Remove
 from ._jobs import Submit as Submit
 from ._jobs import Terminate as Terminate
+from ._messages import CLIENT_AUTH_BASIC as CLIENT_AUTH_BASIC
+from ._messages import CLIENT_AUTH_NONE as CLIENT_AUTH_NONE
+from ._messages import CLIENT_AUTH_POST as CLIENT_AUTH_POST
 from ._messages import GRANT_CLIENT_CREDENTIALS as GRANT_CLIENT_CREDENTIALS
+from ._messages import GRANT_DEVICE_CODE as GRANT_DEVICE_CODE
 from ._messages import GRANT_REFRESH as GRANT_REFRESH
 from ._messages import GRANT_TOKEN_EXCHANGE as GRANT_TOKEN_EXCHANGE
+from ._messages import TOKEN_TYPE_ACCESS as TOKEN_TYPE_ACCESS
+from ._messages import TOKEN_TYPE_JWT as TOKEN_TYPE_JWT
+from ._messages import TOKEN_TYPE_REFRESH as TOKEN_TYPE_REFRESH
 from ._messages import AccessStep as AccessStep
 from ._messages import Ack as Ack
 from ._messages import ComputeStep as ComputeStep
@@ -27,6 +34,9 @@ from ._messages import CredentialResponse as CredentialResponse
 from ._messages import CredentialUpdate as CredentialUpdate
 from ._messages import DataRequest as DataRequest
 from ._messages import DataResponse as DataResponse
+from ._messages import DeviceApproval as DeviceApproval
+from ._messages import DeviceAuthorizationRequest as DeviceAuthorizationRequest
+from ._messages import DeviceAuthorizationResponse as DeviceAuthorizationResponse
 from ._messages import JobFinished as JobFinished
 from ._messages import JobProgram as JobProgram
 from ._messages import JobStep as JobStep
@@ -34,15 +44,24 @@ from ._messages import JwksRequest as JwksRequest
 from ._messages import JwksResponse as JwksResponse
 from ._messages import Message as Message
 from ._messages import OAuthError as OAuthError
+from ._messages import RevocationRequest as RevocationRequest
 from ._messages import StartJob as StartJob
+from ._messages import StoreCredential as StoreCredential
 from ._messages import TokenRequest as TokenRequest
 from ._messages import TokenResponse as TokenResponse
 
 __all__ = [
+    "CLIENT_AUTH_BASIC",
+    "CLIENT_AUTH_NONE",
+    "CLIENT_AUTH_POST",
     "EVENT_TYPES",
     "GRANT_CLIENT_CREDENTIALS",
+    "GRANT_DEVICE_CODE",
     "GRANT_REFRESH",
     "GRANT_TOKEN_EXCHANGE",
+    "TOKEN_TYPE_ACCESS",
+    "TOKEN_TYPE_JWT",
+    "TOKEN_TYPE_REFRESH",
     "TRANSITIONS",
     "AccessStep",
     "Ack",
@@ -53,6 +72,9 @@ __all__ = [
     "CredentialUpdate",
     "DataRequest",
     "DataResponse",
+    "DeviceApproval",
+    "DeviceAuthorizationRequest",
+    "DeviceAuthorizationResponse",
     "Evict",
     "Execute",
     "Hold",
@@ -71,7 +93,9 @@ __all__ = [
     "OAuthError",
     "Release",
     "Remove",
+    "RevocationRequest",
     "StartJob",
+    "StoreCredential",
     "Submit",
     "Terminate",
     "TokenRequest",

@@ -14,6 +14,16 @@ import attrs
 from ..tokens import Operation, PublicKey, Reason
 
 __all__ = [
+    "CLIENT_AUTH_BASIC",
+    "CLIENT_AUTH_NONE",
+    "CLIENT_AUTH_POST",
+    "GRANT_CLIENT_CREDENTIALS",
+    "GRANT_DEVICE_CODE",
+    "GRANT_REFRESH",
+    "GRANT_TOKEN_EXCHANGE",
+    "TOKEN_TYPE_ACCESS",
+    "TOKEN_TYPE_JWT",
+    "TOKEN_TYPE_REFRESH",
     "AccessStep",
     "Ack",
     "ComputeStep",
@@ -22,6 +32,9 @@ __all__ = [
     "CredentialUpdate",
     "DataRequest",
     "DataResponse",
+    "DeviceApproval",
+    "DeviceAuthorizationRequest",
+    "DeviceAuthorizationResponse",
     "JobFinished",
     "JobProgram",
     "JobStep",
@@ -29,7 +42,9 @@ __all__ = [
     "JwksResponse",
     "Message",
     "OAuthError",
+    "RevocationRequest",
     "StartJob",
+    "StoreCredential",
     "TokenRequest",
     "TokenResponse",
 ]
@@ -38,6 +53,17 @@ __all__ = [
 GRANT_REFRESH = "refresh_token"
 GRANT_CLIENT_CREDENTIALS = "client_credentials"
 GRANT_TOKEN_EXCHANGE = "urn:ietf:params:oauth:grant-type:token-exchange"
+#: RFC 8628 §3.4
+GRANT_DEVICE_CODE = "urn:ietf:params:oauth:grant-type:device_code"
+#: RFC 8693 §3: token type identifiers
+TOKEN_TYPE_ACCESS = "urn:ietf:params:oauth:token-type:access_token"
+TOKEN_TYPE_REFRESH = "urn:ietf:params:oauth:token-type:refresh_token"
+TOKEN_TYPE_JWT = "urn:ietf:params:oauth:token-type:jwt"
+
+#: How a client authenticated (RFC 6749 §2.3.1): HTTP Basic, form fields, or not at all.
+CLIENT_AUTH_BASIC = "client_secret_basic"
+CLIENT_AUTH_POST = "client_secret_post"
+CLIENT_AUTH_NONE = "none"
 
 
 def _non_negative(_: object, attribute: attrs.Attribute[Any], value: float) -> None:
@@ -50,23 +76,35 @@ def _non_negative(_: object, attribute: attrs.Attribute[Any], value: float) -> N
 
 @attrs.frozen(kw_only=True)
 class TokenRequest:
-    """A token endpoint request (RFC 6749 §6 refresh, §4.4 client credentials; RFC 8693).
+    """A token endpoint request (RFC 6749 §6 refresh, §4.4 client credentials; RFC 8693 token
+    exchange; RFC 8628 device code).
 
     Attributes:
         grant_type: one of the GRANT_* constants.
         client_id: the OAuth client (the token manager, FTS, Rucio...).
+        client_secret: the client's secret, however it was sent (see ``client_auth``).
+        client_auth: how the client authenticated: one of the CLIENT_AUTH_* constants. An
+            ``invalid_client`` answer to HTTP Basic is a 401 with ``WWW-Authenticate: Basic``.
         refresh_token: for the refresh grant.
         scope: requested scopes, space-separated; None asks for what the grant allows.
         audience: requested audience (RFC 8693 / the non-standard IAM form field, K3).
         subject_token: for token exchange.
+        subject_token_type: for token exchange (TOKEN_TYPE_ACCESS).
+        requested_token_type: for token exchange; TOKEN_TYPE_REFRESH asks for a refresh token.
+        device_code: for the device code grant.
     """
 
     grant_type: str
     client_id: str
+    client_secret: str | None = attrs.field(default=None, repr=False)
+    client_auth: str = CLIENT_AUTH_NONE
     refresh_token: str | None = attrs.field(default=None, repr=False)
     scope: str | None = None
     audience: str | None = None
     subject_token: str | None = attrs.field(default=None, repr=False)
+    subject_token_type: str | None = None
+    requested_token_type: str | None = None
+    device_code: str | None = attrs.field(default=None, repr=False)
 
 
 @attrs.frozen(kw_only=True)
@@ -78,6 +116,8 @@ class TokenResponse:
     scope: str
     refresh_token: str | None = attrs.field(default=None, repr=False)
     token_type: str = "Bearer"
+    #: RFC 8693 §2.2.1: set on token exchange answers
+    issued_token_type: str | None = None
 
 
 @attrs.frozen(kw_only=True)
@@ -87,6 +127,51 @@ class OAuthError:
     error: str
     description: str = ""
     status: int = 400
+
+
+@attrs.frozen(kw_only=True)
+class DeviceAuthorizationRequest:
+    """RFC 8628 §3.1: a device (the token manager) asks to start a user's login."""
+
+    client_id: str
+    client_secret: str | None = attrs.field(default=None, repr=False)
+    client_auth: str = CLIENT_AUTH_NONE
+    scope: str | None = None
+    audience: str | None = None
+
+
+@attrs.frozen(kw_only=True)
+class DeviceAuthorizationResponse:
+    """RFC 8628 §3.2: what the device polls with, and what the user enters."""
+
+    device_code: str = attrs.field(repr=False)
+    user_code: str
+    verification_uri: str
+    expires_in: float = attrs.field(validator=_non_negative)
+    interval: float = attrs.field(default=5.0, validator=_non_negative)
+
+
+@attrs.frozen(kw_only=True)
+class DeviceApproval:
+    """The user, logged in at the verification page, approves (or denies) a user code.
+
+    The issuer's stand-in for its login page: a scenario or a test calls it as the user.
+    """
+
+    user_code: str
+    user: str
+    approve: bool = True
+
+
+@attrs.frozen(kw_only=True)
+class RevocationRequest:
+    """RFC 7009 §2.1: revoke a refresh token (answered with :class:`Ack`, even when unknown)."""
+
+    token: str = attrs.field(repr=False)
+    client_id: str
+    client_secret: str | None = attrs.field(default=None, repr=False)
+    client_auth: str = CLIENT_AUTH_NONE
+    token_type_hint: str | None = None
 
 
 @attrs.frozen(kw_only=True)
@@ -105,6 +190,23 @@ class JwksResponse:
 
 
 # -- token manager <-> queue manager ----------------------------------------------------------
+
+
+@attrs.frozen(kw_only=True)
+class StoreCredential:
+    """The user's ``condor_store_cred``: deposit a refresh token for a service (I2 ``.top``).
+
+    Attributes:
+        issuer: the issuer actor's name.
+        scopes: what access tokens for this service ask for, space-separated.
+    """
+
+    user: str
+    service: str
+    issuer: str
+    scopes: str
+    audience: str
+    refresh_token: str = attrs.field(repr=False)
 
 
 @attrs.frozen(kw_only=True)
@@ -261,6 +363,11 @@ class DataResponse:
 Message: TypeAlias = (
     Ack
     | CredentialUpdate
+    | StoreCredential
+    | DeviceAuthorizationRequest
+    | DeviceAuthorizationResponse
+    | DeviceApproval
+    | RevocationRequest
     | TokenRequest
     | TokenResponse
     | OAuthError
