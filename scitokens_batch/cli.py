@@ -341,6 +341,8 @@ def _cmd_check(args: argparse.Namespace) -> int:
 def _cmd_run(args: argparse.Namespace) -> int:
     spec = _load(args)
     out = Path(args.out) if args.out else None
+    if getattr(args, "live", False):
+        return _run_live(args, spec, out)
     console = _console()
     if console.is_terminal:
         with Progress(
@@ -378,6 +380,82 @@ def _cmd_run(args: argparse.Namespace) -> int:
             f"outputs in {out}/: summary.json events.jsonl jobs.csv tokens.csv report.html\n"
         )
     return EXIT_OK if result.passed else EXIT_FAILED
+
+
+def _run_live(args: argparse.Namespace, spec: Scenario, out: Path | None) -> int:
+    from .live import LiveError, RunCA, run_live
+
+    tls = None
+    given = [args.ca, args.cert, args.key]
+    if any(given):
+        if not all(given):
+            raise _Usage("--ca, --cert and --key go together (expected all three or none)")
+        tls = RunCA.existing(ca=Path(args.ca), cert=Path(args.cert), key=Path(args.key))
+    console = _console()
+    try:
+        if console.is_terminal:
+            with Progress(
+                TextColumn("[bold]{task.description}"),
+                BarColumn(),
+                TextColumn("{task.fields[t]}"),
+                TimeElapsedColumn(),
+                console=console,
+                transient=True,
+            ) as bar:
+                task = bar.add_task(f"{spec.meta.name} (live)", total=spec.meta.duration, t="")
+
+                def progress(done: float, total: float) -> None:
+                    bar.update(task, completed=done, t=f"{done:.0f} s / {total:.0f} s")
+
+                result = run_live(
+                    spec,
+                    Path(args.scenario),
+                    overrides=args.set or (),
+                    seed=args.seed,
+                    out=out,
+                    log_level=args.log_level,
+                    tls=tls,
+                    keep_workdir=args.keep_workdir,
+                    progress=progress,
+                )
+        else:
+            result = run_live(
+                spec,
+                Path(args.scenario),
+                overrides=args.set or (),
+                seed=args.seed,
+                out=out,
+                log_level=args.log_level,
+                tls=tls,
+                keep_workdir=args.keep_workdir,
+            )
+    except LiveError as exc:
+        sys.stderr.write(f"scitokens-batch: live run failed: {exc}\n")
+        return EXIT_FAILED
+    console.print(summary_table(result.summary))
+    for check in result.checks:
+        if not check.passed:
+            why = f" ({check.error})" if check.error else f" (actual {check.actual!r})"
+            sys.stdout.write(f"FAILED: {check.line}{why}\n")
+    if out is not None:
+        sys.stdout.write(f"outputs in {out}/ (service logs in {out}/logs/)\n")
+    return EXIT_OK if result.passed else EXIT_FAILED
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    """Run one actor as a service until SIGTERM (``scitokens-batch serve ROLE --config F``)."""
+    import trio
+
+    from .live import load_service_config, serve
+
+    config = load_service_config(Path(args.config))
+    if config.role != args.role:
+        raise _Usage(
+            f"{args.config}: role: expected {args.role!r} (the command line), "
+            f"received {config.role!r}"
+        )
+    trio.run(serve, config)
+    return EXIT_OK
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
@@ -466,7 +544,28 @@ def _build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--log-level", default="warning", choices=["debug", "info", "warning", "error", "critical"]
     )
+    run.add_argument(
+        "--live",
+        action="store_true",
+        help="run every actor as a real HTTPS service on 127.0.0.1, on the wall clock",
+    )
+    run.add_argument("--ca", metavar="PEM", help="live: CA bundle to trust (with --cert/--key)")
+    run.add_argument("--cert", metavar="PEM", help="live: server certificate for 127.0.0.1")
+    run.add_argument("--key", metavar="PEM", help="live: the certificate's private key")
+    run.add_argument(
+        "--keep-workdir",
+        action="store_true",
+        help="live: keep the services' configurations, logs and sandboxes",
+    )
     run.set_defaults(func=_cmd_run)
+
+    srv = sub.add_parser("serve", help="run one actor as a long-lived HTTPS service")
+    srv.add_argument(
+        "role",
+        choices=["issuer", "token-manager", "queue-manager", "execute-host", "data-server"],
+    )
+    srv.add_argument("--config", required=True, metavar="FILE", help="service configuration")
+    srv.set_defaults(func=_cmd_serve)
 
     check = sub.add_parser("check", help="validate a scenario without running it")
     scenario_args(check)

@@ -7,6 +7,9 @@ from ._common import HostClock as HostClock
 from .data_server import DataServer as DataServer
 from .data_server import namespace as namespace
 from .execute_host import ExecuteHost as ExecuteHost
+from .execute_host import MemorySandbox as MemorySandbox
+from .execute_host import Sandbox as Sandbox
+from .execute_host import SandboxFactory as SandboxFactory
 from .issuer import Issuer as Issuer
 from .issuer import UserPolicy as UserPolicy
 from .queue_manager import QueueManager as QueueManager
@@ -20,7 +23,10 @@ __all__ = [
     "ExecuteHost",
     "HostClock",
     "Issuer",
+    "MemorySandbox",
     "QueueManager",
+    "Sandbox",
+    "SandboxFactory",
     "SharedLink",
     "Submission",
     "TokenManager",

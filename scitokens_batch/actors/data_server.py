@@ -12,7 +12,7 @@ or ``write``): ``storage.create`` never overwrites (B7, M4).
 from __future__ import annotations
 
 import random
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, MutableMapping
 
 import attrs
 import trio
@@ -43,7 +43,8 @@ class DataServer:
         name: actor name.
         verifier: trusted issuers (with base paths), audiences, leeway, key and token caches.
         issuer_actors: ``iss`` URL -> issuer actor name, to fetch JWKS from.
-        files: the namespace: server path -> size in bytes.
+        files: the namespace: server path -> size in bytes (in live mode a view of a real
+            directory tree).
         link: the shared bandwidth.
         clock: this server's clock (true time + skew).
         true_now: the true clock, only for the headroom figure in the events.
@@ -52,7 +53,7 @@ class DataServer:
     name: str
     verifier: Verifier
     issuer_actors: Mapping[str, str]
-    files: dict[str, int]
+    files: MutableMapping[str, int]
     link: SharedLink
     transport: Transport
     clock: Clock
@@ -67,9 +68,27 @@ class DataServer:
         await self.link.run(task_status=task_status)
 
     async def handle(self, message: Message) -> Message:
-        """Serve one :class:`DataRequest`."""
+        """Serve one :class:`DataRequest` in virtual time: decide, then move the bytes over the
+        shared link and update the namespace."""
         if not isinstance(message, DataRequest):
             raise TypeError(f"data server {self.name}: unexpected message {type(message).__name__}")
+        answer = await self.admit(message)
+        if not answer.ok:
+            return answer
+        try:
+            await self.link.transfer(answer.size)
+        except LinkReset:
+            raise Unreachable(f"job {message.job}", self.name, "down") from None  # reset
+        if message.op is not Operation.READ and message.op is not Operation.STAT:
+            self.files[message.path] = answer.size
+        return answer
+
+    async def admit(self, message: DataRequest) -> DataResponse:
+        """Decide one access and record it: the status, and the bytes it may move.
+
+        Live mode's HTTP front end calls this and moves the bytes itself (real files); the
+        decision and the events are the same in both modes.
+        """
         op = message.op
         path = message.path
         exists = path in self.files
@@ -84,8 +103,7 @@ class DataServer:
             return DataResponse(status=verdict.status, reason=verdict.reason, detail=verdict.detail)
         headroom = round(verdict.exp - self.true_now(), 6)
         cached = self.verifier.cache_hits != hits
-        status = 200
-        if op is Operation.READ:
+        if op is Operation.READ or op is Operation.STAT:
             if not exists:
                 # M3: authorized, not found. Counted as a granted access (the token was good).
                 self._record_use(message, op, verdict, headroom, 404, cached)
@@ -93,16 +111,13 @@ class DataServer:
             # A read moves what the client asked for, at most the file (a ranged GET).
             stored = self.files[path]
             size = min(message.size, stored) if message.size > 0 else stored
+            status = 200
+            if op is Operation.STAT:
+                size = 0
         else:
             size = message.size
             status = 201 if op is Operation.CREATE else 200
         self._record_use(message, op, verdict, headroom, status, cached)
-        try:
-            await self.link.transfer(size)
-        except LinkReset:
-            raise Unreachable(f"job {message.job}", self.name, "down") from None  # reset
-        if op is not Operation.READ:
-            self.files[path] = size
         return DataResponse(status=status, size=size)
 
     async def _authorize_with_keys(

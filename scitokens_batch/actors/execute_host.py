@@ -7,6 +7,11 @@ the sandbox (I13, ``SEC_CREDENTIAL_REFRESH``). The job runs its steps: compute s
 time, data steps ask a data server with the token found in the sandbox — read again before each
 access (``reread``, correct) or kept from the start (``copy-at-start``, pitfall P16).
 
+The sandbox itself is a seam (:class:`Sandbox`): in virtual time a value in memory
+(:class:`MemorySandbox`), in live mode a real directory with ``.condor_creds/<service>.use``
+written 0600 and atomically, where an exec step (a real command) finds its token by WLCG
+discovery. The starter reads the token through the same seam before each access.
+
 A denied access fails the job with that reason. An unreachable data server is retried
 (``ACCESS_RETRIES`` times, ``ACCESS_RETRY_DELAY`` apart, as xrdcp and gfal do) before the job
 fails.
@@ -15,6 +20,8 @@ fails.
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
+from typing import Protocol
 
 import attrs
 import trio
@@ -27,6 +34,7 @@ from ..protocol import (
     CredentialUpdate,
     DataRequest,
     DataResponse,
+    ExecStep,
     JobFinished,
     Message,
     StartJob,
@@ -35,12 +43,69 @@ from ..tokens import Operation
 from ..transport import Transport, Unreachable
 from ._common import Clock, Logger
 
-__all__ = ["ACCESS_RETRIES", "ACCESS_RETRY_DELAY", "ExecuteHost"]
+__all__ = [
+    "ACCESS_RETRIES",
+    "ACCESS_RETRY_DELAY",
+    "ExecuteHost",
+    "MemorySandbox",
+    "Sandbox",
+    "SandboxFactory",
+]
 
 #: A data server that does not answer is tried this many more times before the job fails.
 ACCESS_RETRIES = 5
 #: Seconds between those tries.
 ACCESS_RETRY_DELAY = 30.0
+
+
+class Sandbox(Protocol):
+    """A job's sandbox, as far as tokens and commands go."""
+
+    def stage(self, token: str, *, jti: str, exp: float) -> None:
+        """Put ``token`` where the job finds it (replacing what was there, atomically)."""
+        ...
+
+    def token(self) -> str | None:
+        """The token the job finds now (None: none, or unreadable)."""
+        ...
+
+    async def execute(self, step: ExecStep) -> tuple[int, str]:
+        """Run a real command in the sandbox: (exit code, reason when it failed)."""
+        ...
+
+    def remove(self) -> None:
+        """The job is over: clean up."""
+        ...
+
+
+#: Makes the sandbox of a job: ``(job id, user, service) -> Sandbox``.
+SandboxFactory = Callable[[int, str, str], Sandbox]
+
+
+@attrs.define
+class MemorySandbox:
+    """Virtual time: the staged token is a value; commands cannot run."""
+
+    job: int
+    _token: str | None = attrs.field(default=None, repr=False, alias="_token")
+
+    def stage(self, token: str, *, jti: str, exp: float) -> None:
+        self._token = token
+
+    def token(self) -> str | None:
+        return self._token
+
+    async def execute(self, step: ExecStep) -> tuple[int, str]:
+        # The loader refuses exec steps without --live; reaching this is a wiring bug.
+        raise RuntimeError(f"job {self.job}: exec steps only run in live mode")
+
+    def remove(self) -> None:
+        self._token = None
+
+
+def memory_sandboxes(job: int, user: str, service: str) -> Sandbox:
+    """The virtual-time :data:`SandboxFactory`."""
+    return MemorySandbox(job)
 
 
 @attrs.define
@@ -54,6 +119,7 @@ class _StagedToken:
 class _Running:
     start: StartJob
     sandbox: _StagedToken
+    box: Sandbox
     scope: trio.CancelScope
     started: float
     cpu: float = 0.0
@@ -79,6 +145,7 @@ class ExecuteHost:
     rng: random.Random
     recorder: Recorder
     log: Logger
+    sandboxes: SandboxFactory = memory_sandboxes
     _creds: dict[tuple[str, str], _StagedToken] = attrs.field(factory=dict, alias="_creds")
     _running: dict[int, _Running] = attrs.field(factory=dict, alias="_running")
     _nursery: trio.Nursery | None = attrs.field(default=None, alias="_nursery")
@@ -113,12 +180,14 @@ class ExecuteHost:
         else:
             staged = held
         scope = trio.CancelScope()
-        self._running[msg.job] = _Running(msg, staged, scope, trio.current_time())
+        box = self.sandboxes(msg.job, msg.user, msg.service)
+        self._running[msg.job] = _Running(msg, staged, box, scope, trio.current_time())
         self._nursery.start_soon(self._starter, msg.job)
         return Ack()
 
     def _stage(self, run: _Running, token: _StagedToken) -> None:
         run.sandbox = token
+        run.box.stage(token.token, jti=token.jti, exp=token.exp)
         # host_time: this host's (skewed) clock when the sandbox file was written, as its mtime
         # would show it; the event's t stays true time.
         self.recorder.record(
@@ -141,6 +210,7 @@ class ExecuteHost:
                     nursery.start_soon(self._refresher, run)
                 exit_code, reason = await self._execute(run)
                 nursery.cancel_scope.cancel()
+        run.box.remove()
         if run.scope.cancelled_caught:
             return  # killed with the host: the queue manager has requeued the job
         del self._running[job_id]
@@ -168,14 +238,21 @@ class ExecuteHost:
 
     async def _execute(self, run: _Running) -> tuple[int, str]:
         program = run.start.program
-        at_start = run.sandbox
+        at_start = run.box.token()
         for step in program.steps:
             if isinstance(step, ComputeStep):
                 await trio.sleep(step.seconds)
                 run.cpu += step.seconds  # only what ran: a job that fails early used less
                 continue
-            token = run.sandbox if program.reread else at_start
-            answer = await self._access(run.start.job, step, token.token)
+            if isinstance(step, ExecStep):
+                began = trio.current_time()
+                code, why = await run.box.execute(step)
+                run.cpu += trio.current_time() - began
+                if code != 0:
+                    return code, why
+                continue
+            token = run.box.token() if program.reread else at_start
+            answer = await self._access(run.start.job, step, token)
             if answer is None:
                 return 1, f"{step.server}: unreachable after {ACCESS_RETRIES + 1} tries"
             if not answer.ok:
@@ -184,7 +261,7 @@ class ExecuteHost:
                 return 1, f"{verb} {step.path}: {answer.status} {why}"
         return 0, ""
 
-    async def _access(self, job: int, step: AccessStep, token: str) -> DataResponse | None:
+    async def _access(self, job: int, step: AccessStep, token: str | None) -> DataResponse | None:
         # A PUT is a PUT: the data server decides whether it creates or overwrites.
         op = Operation.CREATE if step.write else Operation.READ
         request = DataRequest(op=op, path=step.path, size=step.size, token=token, job=job)
@@ -206,6 +283,7 @@ class ExecuteHost:
         killed = sorted(self._running)
         for run in self._running.values():
             run.scope.cancel()
+            run.box.remove()
         self._running.clear()
         self._creds.clear()
         return killed

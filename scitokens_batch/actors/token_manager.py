@@ -27,12 +27,14 @@ import trio
 from ..metrics import Recorder
 from ..protocol import (
     GRANT_REFRESH,
+    Ack,
     Backoff,
     CredentialRequest,
     CredentialResponse,
     CredentialUpdate,
     Message,
     OAuthError,
+    StoreCredential,
     TokenRequest,
     TokenResponse,
 )
@@ -224,7 +226,20 @@ class TokenManager:
             await self.transport.request(self.name, self.queue_manager, update)
 
     async def handle(self, message: Message) -> Message:
-        """Answer the queue manager's :class:`CredentialRequest` (waiting up to ``wait``)."""
+        """Answer the queue manager's :class:`CredentialRequest` (waiting up to ``wait``), and
+        take a user's :class:`StoreCredential` (live mode's ``condor_store_cred``)."""
+        if isinstance(message, StoreCredential):
+            self.store(
+                Credential(
+                    user=message.user,
+                    service=message.service,
+                    issuer=message.issuer,
+                    scopes=message.scopes,
+                    audience=message.audience,
+                    refresh_token=message.refresh_token,
+                )
+            )
+            return Ack()
         if not isinstance(message, CredentialRequest):
             raise TypeError(f"token manager: unexpected message {type(message).__name__}")
         cred = self._store.get((message.user, message.service))

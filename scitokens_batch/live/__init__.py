@@ -7,6 +7,20 @@ apart from ``scenario/`` so that the virtual-time layers never touch sockets or 
 
 from __future__ import annotations
 
+from ._config import ROLES, ConfigError, ServiceConfig, TlsFiles, load_service_config
+from ._runner import LiveError, run_live
+from ._serve import serve
 from ._tls import RunCA, system_ca_bundle
 
-__all__ = ["RunCA", "system_ca_bundle"]
+__all__ = [
+    "ROLES",
+    "ConfigError",
+    "LiveError",
+    "RunCA",
+    "ServiceConfig",
+    "TlsFiles",
+    "load_service_config",
+    "run_live",
+    "serve",
+    "system_ca_bundle",
+]

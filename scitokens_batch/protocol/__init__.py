@@ -1,5 +1,6 @@
 """Pure protocol pieces: messages, the job state table, back-off. No I/O, no clock."""
 
+from . import _wire as wire
 from ._backoff import Backoff as Backoff
 from ._jobs import EVENT_TYPES as EVENT_TYPES
 from ._jobs import TRANSITIONS as TRANSITIONS
@@ -37,6 +38,7 @@ from ._messages import DataResponse as DataResponse
 from ._messages import DeviceApproval as DeviceApproval
 from ._messages import DeviceAuthorizationRequest as DeviceAuthorizationRequest
 from ._messages import DeviceAuthorizationResponse as DeviceAuthorizationResponse
+from ._messages import ExecStep as ExecStep
 from ._messages import JobFinished as JobFinished
 from ._messages import JobProgram as JobProgram
 from ._messages import JobStep as JobStep
@@ -76,6 +78,7 @@ __all__ = [
     "DeviceAuthorizationRequest",
     "DeviceAuthorizationResponse",
     "Evict",
+    "ExecStep",
     "Execute",
     "Hold",
     "HoldCode",
@@ -100,4 +103,5 @@ __all__ = [
     "Terminate",
     "TokenRequest",
     "TokenResponse",
+    "wire",
 ]

@@ -7,6 +7,7 @@ requests). Tokens inside messages are never shown by ``repr`` (no token in a log
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any, TypeAlias
 
 import attrs
@@ -35,6 +36,7 @@ __all__ = [
     "DeviceApproval",
     "DeviceAuthorizationRequest",
     "DeviceAuthorizationResponse",
+    "ExecStep",
     "JobFinished",
     "JobProgram",
     "JobStep",
@@ -261,7 +263,27 @@ class ComputeStep:
     seconds: float = attrs.field(validator=_non_negative)
 
 
-JobStep: TypeAlias = AccessStep | ComputeStep
+def _str_tuple(value: Iterable[str]) -> tuple[str, ...]:
+    return tuple(value)
+
+
+@attrs.frozen(kw_only=True)
+class ExecStep:
+    """A real command run in the job's sandbox (live mode only).
+
+    It finds its token by WLCG bearer-token discovery (``BEARER_TOKEN_FILE``, F1) or in
+    ``$_CONDOR_CREDS`` (I12); its exit code decides the job's.
+
+    Attributes:
+        argv: the command and its arguments (no shell unless the command is one).
+        timeout: seconds before it is killed (the job then fails).
+    """
+
+    argv: tuple[str, ...] = attrs.field(converter=_str_tuple)
+    timeout: float = attrs.field(default=3600.0, validator=_non_negative)
+
+
+JobStep: TypeAlias = AccessStep | ComputeStep | ExecStep
 
 
 @attrs.frozen(kw_only=True)
@@ -274,7 +296,7 @@ class JobProgram:
             at job start (False: the "copy-at-start" anti-pattern, P16).
     """
 
-    steps: tuple[AccessStep | ComputeStep, ...]
+    steps: tuple[AccessStep | ComputeStep | ExecStep, ...]
     reread: bool = True
 
 

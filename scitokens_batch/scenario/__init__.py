@@ -63,7 +63,9 @@ from scitokens_batch.scenario._units import parse_size as parse_size
 
 from ._run import RunResult as RunResult
 from ._run import check_scenario as check_scenario
+from ._run import result_from_events as result_from_events
 from ._run import run_virtual as run_virtual
+from ._world import LiveWiring as LiveWiring
 from ._world import World as World
 from ._world import derive_rng as derive_rng
 from ._world import submissions as submissions
@@ -92,6 +94,7 @@ __all__ = [
     "IssuerOutage",
     "IssuerSpec",
     "KeyRotation",
+    "LiveWiring",
     "LognormalCompute",
     "Partition",
     "PoissonArrival",
@@ -123,6 +126,7 @@ __all__ = [
     "parse_epoch",
     "parse_rate",
     "parse_size",
+    "result_from_events",
     "run_virtual",
     "submissions",
 ]

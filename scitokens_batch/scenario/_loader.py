@@ -638,7 +638,11 @@ def _check_references(scenario: Scenario) -> None:
                         f"received {str(step.target)!r}",
                         [*here, "steps", j, step.key],
                     )
-            elif isinstance(step.compute, UniformCompute) and step.compute.high < step.compute.low:
+            elif (
+                isinstance(step, _spec.ComputeStep)
+                and isinstance(step.compute, UniformCompute)
+                and step.compute.high < step.compute.low
+            ):
                 raise _Problem(
                     f"expected a duration >= low ({format_duration(step.compute.low)}), "
                     f"received {format_duration(step.compute.high)!r}",

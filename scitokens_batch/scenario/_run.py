@@ -17,7 +17,7 @@ import functools
 import gc
 import json
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +27,7 @@ import trio.testing
 
 from .. import _files
 from .._version import __version__
-from ..errors import LocalInputError
+from ..errors import LocalInputError, ScenarioError
 from ..metrics import (
     Event,
     JobTable,
@@ -41,10 +41,10 @@ from ..metrics import (
 from ._determinism import seeded_trio_scheduler
 from ._expect import CheckResult, evaluate
 from ._faults import begin_fault, run_fault
-from ._spec import Scenario
+from ._spec import ExecStep, Scenario
 from ._world import World, structured_logger
 
-__all__ = ["RunResult", "check_scenario", "drive", "run_virtual"]
+__all__ = ["RunResult", "check_scenario", "drive", "result_from_events", "run_virtual"]
 
 
 @attrs.frozen
@@ -122,6 +122,7 @@ def run_virtual(
     """
     the_seed = spec.meta.seed if seed is None else seed
     check_scenario(spec, source=source)  # before anything is written
+    _refuse_exec_steps(spec, source or f"scenario {spec.meta.name!r}")
 
     builder = SummaryBuilder()
     tables: list[Any] = []
@@ -205,6 +206,79 @@ def run_virtual(
     if keep_events and isinstance(sink, ListSink):
         summary["_events"] = sink.events
     return RunResult(summary=summary, checks=checks, out=out)
+
+
+def result_from_events(
+    spec: Scenario,
+    events: Iterable[Event],
+    *,
+    seed: int,
+    out: Path | None,
+    mode: str,
+    wall: float,
+    extra: Mapping[str, Any] | None = None,
+) -> RunResult:
+    """Summary, checks and (with ``out``) every output file, from a finished run's events.
+
+    The live runner calls this with the merged events of all its services; outputs appear
+    only once all of them are written (events.jsonl last, through a temporary name).
+    """
+    builder = SummaryBuilder()
+    tables: list[Any] = [JobTable(), TokenTable()] if out is not None else []
+    report = ReportBuilder(duration_s=spec.meta.duration) if out is not None else None
+    sink = JsonlSink(str(out / "events.jsonl")) if out is not None else None
+    try:
+        for ev in events:
+            builder(ev)
+            for table in tables:
+                table(ev)
+            if report is not None:
+                report(ev)
+            if sink is not None:
+                sink.write(ev)
+        summary: dict[str, Any] = {
+            "scenario": spec.meta.name,
+            "seed": seed,
+            "version": __version__,
+            "mode": mode,
+            "duration_s": spec.meta.duration,
+            "wall_seconds": round(wall, 3),
+            "events": builder.event_count,
+            **(extra or {}),
+            **builder.figures(),
+        }
+        checks = tuple(evaluate(spec.expect.checks, summary))
+        summary["expectations"] = [
+            {
+                "check": c.line,
+                "passed": c.passed,
+                "actual": c.actual,
+                **({"error": c.error} if c.error else {}),
+            }
+            for c in checks
+        ]
+        if out is not None:
+            _write_outputs(out, summary, tables, report, spec)
+    except BaseException:
+        if sink is not None:
+            sink.discard()
+        raise
+    if sink is not None:
+        sink.commit()
+    return RunResult(summary=summary, checks=checks, out=out)
+
+
+def _refuse_exec_steps(spec: Scenario, source: str) -> None:
+    """Real commands cannot run in virtual time: say so, naming the step."""
+    for i, w in enumerate(spec.workloads):
+        for j, step in enumerate(w.steps):
+            if isinstance(step, ExecStep):
+                raise ScenarioError(
+                    source,
+                    f"workloads[{i}].steps[{j}].exec",
+                    "exec steps run real commands: expected a live run (--live), "
+                    "received a virtual-time run",
+                )
 
 
 def _write_outputs(

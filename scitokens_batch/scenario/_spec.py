@@ -46,6 +46,7 @@ __all__ = [
     "DataServerRestart",
     "DataServerSpec",
     "EveryArrival",
+    "ExecStep",
     "ExecuteHostCrash",
     "ExecuteHostSpec",
     "ExpectSpec",
@@ -595,7 +596,31 @@ class ComputeStep:
     compute: Compute
 
 
-Step: TypeAlias = ReadStep | WriteStep | ComputeStep
+def _argv(value: object) -> str | None:
+    if not isinstance(value, tuple) or not value or not all(isinstance(a, str) for a in value):
+        return "expected a non-empty list of strings (the command and its arguments)"
+    if not value[0]:
+        return "expected a command name as the first item, received an empty string"
+    return None
+
+
+@attrs.frozen(kw_only=True)
+class ExecStep:
+    """``{ exec = ["sh", "-c", "curl ..."], timeout = "10m" }``: run a real command in the
+    job's sandbox (``--live`` only). It finds its token by WLCG discovery
+    (``BEARER_TOKEN_FILE``) or in ``$_CONDOR_CREDS``; a non-zero exit code fails the job.
+
+    Attributes:
+        argv: the command and its arguments.
+        timeout: the command is killed after this long (and the job fails).
+    """
+
+    key: ClassVar[str] = "exec"
+    argv: tuple[str, ...] = attrs.field(metadata=_meta(check=_argv, toml_key="exec"))
+    timeout: float = attrs.field(default=3600.0, metadata=_NON_ZERO)
+
+
+Step: TypeAlias = ReadStep | WriteStep | ComputeStep | ExecStep
 
 
 class TokenUse(enum.Enum):

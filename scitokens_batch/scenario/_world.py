@@ -25,15 +25,17 @@ from ..actors import (
     HostClock,
     Issuer,
     QueueManager,
+    SandboxFactory,
     SharedLink,
     Submission,
     TokenManager,
     UserPolicy,
     namespace,
 )
+from ..actors._common import new_secret
 from ..errors import ScenarioError, ScopeError
 from ..metrics import Recorder
-from ..protocol import AccessStep, Backoff, ComputeStep, JobProgram
+from ..protocol import AccessStep, Backoff, ComputeStep, ExecStep, JobProgram
 from ..tokens import (
     KeyCachePolicy,
     KeyRing,
@@ -43,7 +45,7 @@ from ..tokens import (
     Verifier,
     parse_scope,
 )
-from ..transport import InMemoryNetwork
+from ..transport import InMemoryNetwork, Transport
 from ._spec import (
     BurstArrival,
     EveryArrival,
@@ -60,8 +62,26 @@ from ._spec import (
 from ._spec import (
     ComputeStep as ComputeStepSpec,
 )
+from ._spec import (
+    ExecStep as ExecStepSpec,
+)
 
-__all__ = ["World", "derive_rng", "submissions"]
+__all__ = ["LiveWiring", "World", "client_secret", "derive_rng", "submissions"]
+
+
+@attrs.frozen(kw_only=True)
+class LiveWiring:
+    """What differs when the actors run as live services (built by ``scitokens_batch.live``).
+
+    Attributes:
+        transport: the HTTP transport every actor of this process talks through.
+        sandboxes: execute host name -> the factory of its real sandbox directories.
+        files: data server name -> its namespace on disk.
+    """
+
+    transport: Transport
+    sandboxes: Callable[[str], SandboxFactory]
+    files: Callable[[str], MutableMapping[str, int]]
 
 
 def derive_rng(seed: int, *names: object) -> random.Random:
@@ -71,6 +91,12 @@ def derive_rng(seed: int, *names: object) -> random.Random:
     stream and the stream does not depend on the order entities are created or woken in.
     """
     return random.Random("/".join([str(seed), *map(str, names)]))
+
+
+def client_secret(seed: int, issuer: str, client: str) -> str:
+    """The secret of an OAuth client at an issuer, reproducible from the seed: every live
+    service and the runner derive the same one without passing it around."""
+    return new_secret(derive_rng(seed, "client", issuer, client), "cs-")
 
 
 def _arrival_times(w: WorkloadSpec, rng: random.Random) -> list[float]:
@@ -116,11 +142,14 @@ def _plans(
     w: WorkloadSpec,
     listing: Mapping[str, Mapping[str, Sequence[str]]],
     source: str,
-) -> list[_AccessPlan | ComputeStepSpec]:
-    plans: list[_AccessPlan | ComputeStepSpec] = []
+) -> list[_AccessPlan | ComputeStepSpec | ExecStep]:
+    plans: list[_AccessPlan | ComputeStepSpec | ExecStep] = []
     for si, step in enumerate(w.steps):
         if isinstance(step, ComputeStepSpec):
             plans.append(step)
+            continue
+        if isinstance(step, ExecStepSpec):
+            plans.append(ExecStep(argv=step.argv, timeout=step.timeout))
             continue
         assert isinstance(step, ReadStep | WriteStep)
         base = spec.data_server(step.server).issuers.get(w.issuer, "/")
@@ -151,11 +180,17 @@ def _plans(
 
 
 def _resolve_program(
-    plans: Sequence[_AccessPlan | ComputeStepSpec], reread: bool, job: int, rng: random.Random
+    plans: Sequence[_AccessPlan | ComputeStepSpec | ExecStep],
+    reread: bool,
+    job: int,
+    rng: random.Random,
 ) -> JobProgram:
-    steps: list[AccessStep | ComputeStep] = []
+    steps: list[AccessStep | ComputeStep | ExecStep] = []
     job_text = str(job)
     for plan in plans:
+        if isinstance(plan, ExecStep):
+            steps.append(plan)
+            continue
         if not isinstance(plan, _AccessPlan):
             steps.append(ComputeStep(seconds=_compute_seconds(plan, rng)))
             continue
@@ -251,9 +286,15 @@ class World:
         true_now: Callable[[], float],
         log: Any,
         source: str = "scenario",
+        live: LiveWiring | None = None,
     ) -> World:
-        """Wire the actors of ``spec`` onto an in-memory network."""
+        """Wire the actors of ``spec`` onto an in-memory network, or (``live``) onto HTTP.
+
+        In live mode every process builds the whole world and serves one actor of it; the
+        users' logins are then a real device flow (the live runner), not :meth:`Issuer.enroll`.
+        """
         net = InMemoryNetwork()
+        transport: Transport = net if live is None else live.transport
         issuers: dict[str, Issuer] = {}
         for isp in spec.issuers:
             key = SigningKey.generate(isp.algorithm, kid=f"{isp.name}-1")
@@ -285,7 +326,7 @@ class World:
             policy=RenewalPolicy(fraction=tms.renew_fraction),
             scan_interval=tms.scan_interval,
             backoff=Backoff(first=tms.retry_backoff, maximum=tms.retry_backoff_max),
-            transport=net,
+            transport=transport,
             now=true_now,
             rng=derive_rng(seed, "token_manager"),
             recorder=recorder,
@@ -303,12 +344,14 @@ class World:
                     name=name,
                     slots=hs.slots,
                     sandbox_refresh=hs.sandbox_refresh,
-                    transport=net,
+                    transport=transport,
                     clock=clocks[name],
                     rng=derive_rng(seed, "host", name),
                     recorder=recorder,
                     log=log.bind(actor=name),
                 )
+                if live is not None:
+                    hosts[name].sandboxes = live.sandboxes(name)
                 net.register(name, hosts[name].handle)
                 host_slots.append((name, hs.slots))
 
@@ -331,9 +374,13 @@ class World:
                 name=ds.name,
                 verifier=verifier,
                 issuer_actors=url_to_actor,
-                files=namespace((f.path, f.count, f.size) for f in ds.files),
+                files=(
+                    namespace((f.path, f.count, f.size) for f in ds.files)
+                    if live is None
+                    else live.files(ds.name)
+                ),
                 link=SharedLink(ds.bandwidth),
-                transport=net,
+                transport=transport,
                 clock=clocks[ds.name],
                 true_now=true_now,
                 rng=derive_rng(seed, "data_server", ds.name),
@@ -349,7 +396,7 @@ class World:
             negotiation_interval=qms.negotiation_interval,
             credential_wait=qms.credential_wait,
             release_held_after=qms.release_held_after,
-            transport=net,
+            transport=transport,
             now=true_now,
             rng=derive_rng(seed, "queue_manager"),
             recorder=recorder,
@@ -372,7 +419,8 @@ class World:
             log=log,
             source=source,
         )
-        world._store_credentials()
+        if live is None:
+            world._store_credentials()
         return world
 
     def _store_credentials(self) -> None:

@@ -1,0 +1,243 @@
+"""The configuration of one live service (``scitokens-batch serve ROLE --config FILE``).
+
+A TOML file. The live runner writes one per process; an integrator writes them by hand to run
+the actors on several hosts (every address comes from here)::
+
+    role = "data-server"                # issuer | token-manager | queue-manager |
+                                        # execute-host | data-server
+    name = "frames"                     # the actor's name in the scenario
+    scenario = "/srv/ligo-live.toml"    # every service loads the same scenario ...
+    overrides = ["issuers[0].access_token_lifetime=60s"]   # ... with the same --set values
+    seed = 7                            # optional: the scenario's seed otherwise
+    listen = "127.0.0.1:8443"           # or listen_fd = 3 (a socket the launcher bound)
+    workdir = "/var/lib/scitokens-batch/frames"   # state, sandboxes, the data tree
+    events = "/var/lib/scitokens-batch/frames/events.jsonl"   # optional
+    t0 = 1795000000.0                   # optional: wall time of the run's t = 0
+    log_level = "info"
+
+    [tls]                               # optional: plain HTTP without it
+    cert = "server.pem"
+    key = "server.key"
+    ca = "ca.pem"                       # what this service trusts as a client
+
+    [issuer_urls]                       # issuer name -> its live `iss` (replaces the scenario's)
+    ligo = "https://127.0.0.1:8441/ligo"
+
+    [peers]                             # actor name -> base URL, for everything it talks to
+    token_manager = "https://127.0.0.1:8442"
+
+Relative paths are relative to the config file's directory.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Any, Final
+
+import attrs
+
+from ..errors import LocalInputError
+
+__all__ = ["ROLES", "ConfigError", "ServiceConfig", "TlsFiles", "load_service_config"]
+
+ROLES: Final = ("issuer", "token-manager", "queue-manager", "execute-host", "data-server")
+
+
+class ConfigError(LocalInputError):
+    """A service configuration file is wrong (file, key, expected, received)."""
+
+    def __init__(self, file: str, key: str, message: str) -> None:
+        self.file, self.key = file, key
+        super().__init__(f"{file}: {key}: {message}" if key else f"{file}: {message}")
+
+
+@attrs.frozen(kw_only=True)
+class TlsFiles:
+    """Server certificate and key, and the CA bundle this service trusts as a client."""
+
+    cert: Path
+    key: Path
+    ca: Path
+
+
+@attrs.frozen(kw_only=True)
+class ServiceConfig:
+    """One service (see the module docstring for the keys)."""
+
+    role: str
+    name: str
+    scenario: Path
+    workdir: Path
+    overrides: tuple[str, ...] = ()
+    seed: int | None = None
+    listen: str | None = None
+    listen_fd: int | None = None
+    events: Path | None = None
+    t0: float | None = None
+    log_level: str = "info"
+    tls: TlsFiles | None = None
+    issuer_urls: dict[str, str] = attrs.field(factory=dict)
+    peers: dict[str, str] = attrs.field(factory=dict)
+    #: environment given to exec steps (execute hosts), e.g. the data servers' URLs
+    job_env: dict[str, str] = attrs.field(factory=dict)
+
+    def to_toml(self) -> str:
+        """This configuration as TOML (what the live runner writes)."""
+        lines: list[str] = []
+
+        def put(key: str, value: Any) -> None:
+            if value is None:
+                return
+            lines.append(f"{key} = {_toml_value(value)}")
+
+        put("role", self.role)
+        put("name", self.name)
+        put("scenario", str(self.scenario))
+        put("overrides", list(self.overrides))
+        put("seed", self.seed)
+        put("listen", self.listen)
+        put("listen_fd", self.listen_fd)
+        put("workdir", str(self.workdir))
+        put("events", str(self.events) if self.events else None)
+        put("t0", self.t0)
+        put("log_level", self.log_level)
+        if self.tls is not None:
+            lines += ["", "[tls]"]
+            put("cert", str(self.tls.cert))
+            put("key", str(self.tls.key))
+            put("ca", str(self.tls.ca))
+        for table in ("issuer_urls", "peers", "job_env"):
+            values: dict[str, str] = getattr(self, table)
+            if values:
+                lines += ["", f"[{table}]"]
+                for k, v in sorted(values.items()):
+                    put(_toml_key(k), v)
+        return "\n".join(lines) + "\n"
+
+
+def _toml_key(key: str) -> str:
+    return key if key.replace("_", "").replace("-", "").isalnum() else _toml_value(key)
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    text = str(value).replace("\\", "\\\\").replace('"', '\\"')
+    return f'"{text}"'
+
+
+_TYPES: Final[dict[str, tuple[type, ...]]] = {
+    "role": (str,),
+    "name": (str,),
+    "scenario": (str,),
+    "workdir": (str,),
+    "overrides": (list,),
+    "seed": (int,),
+    "listen": (str,),
+    "listen_fd": (int,),
+    "events": (str,),
+    "t0": (int, float),
+    "log_level": (str,),
+    "tls": (dict,),
+    "issuer_urls": (dict,),
+    "peers": (dict,),
+    "job_env": (dict,),
+}
+_REQUIRED: Final = ("role", "name", "scenario", "workdir")
+_LEVELS: Final = ("debug", "info", "warning", "error")
+
+
+def load_service_config(path: Path) -> ServiceConfig:
+    """Read and check a service configuration.
+
+    Raises:
+        ConfigError: unreadable file, bad TOML, unknown or missing key, or a wrong value;
+            the message names the file, the key, what was expected and what was received.
+    """
+    file = str(path)
+    try:
+        doc = tomllib.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(file, "", f"cannot read it ({exc.strerror or exc})") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(file, "", f"not valid TOML ({exc})") from None
+    for key, value in doc.items():
+        if key not in _TYPES:
+            raise ConfigError(file, key, f"unknown key (expected one of {', '.join(_TYPES)})")
+        if not isinstance(value, _TYPES[key]) or isinstance(value, bool):
+            names = " or ".join(t.__name__ for t in _TYPES[key])
+            raise ConfigError(file, key, f"expected {names}, received {value!r}")
+    for key in _REQUIRED:
+        if key not in doc:
+            raise ConfigError(file, key, "missing (required)")
+    if doc["role"] not in ROLES:
+        raise ConfigError(
+            file, "role", f"expected one of {', '.join(ROLES)}, received {doc['role']!r}"
+        )
+    if ("listen" in doc) == ("listen_fd" in doc):
+        raise ConfigError(file, "listen", "expected exactly one of listen or listen_fd")
+    if "listen" in doc:
+        host, _, port = doc["listen"].rpartition(":")
+        if not host or not port.isdigit():
+            raise ConfigError(file, "listen", f"expected HOST:PORT, received {doc['listen']!r}")
+    level = doc.get("log_level", "info")
+    if level not in _LEVELS:
+        raise ConfigError(
+            file, "log_level", f"expected one of {', '.join(_LEVELS)}, received {level!r}"
+        )
+    base = path.parent
+
+    def rel(value: str) -> Path:
+        p = Path(value)
+        return p if p.is_absolute() else base / p
+
+    tls = None
+    if "tls" in doc:
+        for key in ("cert", "key", "ca"):
+            value = doc["tls"].get(key)
+            if not isinstance(value, str):
+                raise ConfigError(file, f"tls.{key}", f"expected a file name, received {value!r}")
+        extra = set(doc["tls"]) - {"cert", "key", "ca"}
+        if extra:
+            raise ConfigError(
+                file, f"tls.{sorted(extra)[0]}", "unknown key (expected cert, key, ca)"
+            )
+        tls = TlsFiles(
+            cert=rel(doc["tls"]["cert"]), key=rel(doc["tls"]["key"]), ca=rel(doc["tls"]["ca"])
+        )
+    for table in ("issuer_urls", "peers", "job_env"):
+        for k, v in doc.get(table, {}).items():
+            if not isinstance(v, str):
+                raise ConfigError(file, f"{table}.{k}", f"expected a string, received {v!r}")
+    for k, v in doc.get("issuer_urls", {}).items():
+        if not v.startswith(("https://", "http://")) or v.endswith("/"):
+            raise ConfigError(
+                file,
+                f"issuer_urls.{k}",
+                f"expected an http(s) URL without a trailing /, received {v!r}",
+            )
+    overrides = doc.get("overrides", [])
+    if not all(isinstance(o, str) for o in overrides):
+        raise ConfigError(file, "overrides", "expected a list of key.path=value strings")
+    return ServiceConfig(
+        role=doc["role"],
+        name=doc["name"],
+        scenario=rel(doc["scenario"]),
+        workdir=rel(doc["workdir"]),
+        overrides=tuple(overrides),
+        seed=doc.get("seed"),
+        listen=doc.get("listen"),
+        listen_fd=doc.get("listen_fd"),
+        events=rel(doc["events"]) if "events" in doc else None,
+        t0=float(doc["t0"]) if "t0" in doc else None,
+        log_level=level,
+        tls=tls,
+        issuer_urls=dict(doc.get("issuer_urls", {})),
+        peers=dict(doc.get("peers", {})),
+        job_env=dict(doc.get("job_env", {})),
+    )

@@ -1,0 +1,548 @@
+"""``scitokens-batch run SCENARIO --live``: the whole set of actors as processes on 127.0.0.1.
+
+What the runner does, in order:
+
+1. Makes the run's CA (trustme) unless the user gives one, and binds one listening socket per
+   service on 127.0.0.1 (port 0: the kernel picks), so every address is known before anything
+   starts and no port can be taken in between. Each service gets its socket as an inherited
+   file descriptor (hypercorn's ``fd://``); XRootD gets its own through systemd socket
+   activation (``_xrootd.py``).
+2. Writes one service configuration per actor and starts ``python -m scitokens_batch serve``
+   for each (issuers, data servers, execute hosts, the token manager), each in its own session,
+   logging to ``<workdir>/logs/<name>.log``, and waits until each answers its health URL.
+3. Logs every user in: an RFC 8628 device flow against the issuer, approved as the user, whose
+   refresh token goes to the token manager (``StoreCredential``, HTCondor's
+   ``condor_store_cred``).
+4. Starts the queue manager, whose submissions begin at once; applies the scenario's faults on
+   the wall clock (an issuer outage stops the issuer process and starts it again: it keeps its
+   keys and refresh-token table in its work directory).
+5. After ``scenario.duration``, stops every process it started by PID (SIGTERM, then SIGKILL
+   after a bounded wait), merges the services' events by time, and writes the same outputs as a
+   virtual run (``summary.json`` says ``"mode": "live"``).
+
+Whatever happens (an error, Ctrl-C), every process started is stopped before returning.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import attrs
+import httpx
+import trio
+
+from ..errors import ScenarioError
+from ..metrics import Event, Recorder
+from ..protocol import (
+    CLIENT_AUTH_BASIC,
+    GRANT_DEVICE_CODE,
+    Ack,
+    DeviceApproval,
+    DeviceAuthorizationRequest,
+    DeviceAuthorizationResponse,
+    OAuthError,
+    StoreCredential,
+    TokenRequest,
+    TokenResponse,
+)
+from ..scenario import (
+    DataServerRestart,
+    ExecuteHostCrash,
+    IssuerOutage,
+    RunResult,
+    Scenario,
+    TokenManagerCrash,
+    result_from_events,
+)
+from ..scenario._world import client_secret
+from ..transport.http import HEALTH_PATH, HttpTransport, Peer
+from ._clock import wall_now
+from ._config import ServiceConfig, TlsFiles
+from ._store import FileTree, populate
+from ._tls import RunCA
+
+__all__ = ["LIVE_FAULTS", "LiveError", "ServiceProcess", "run_live"]
+
+#: Fault kinds a live run can apply (the others need control over time or the network).
+LIVE_FAULTS: tuple[type[Any], ...] = (
+    IssuerOutage,
+    TokenManagerCrash,
+    ExecuteHostCrash,
+    DataServerRestart,
+)
+#: Seconds a service has to answer its health URL after it starts.
+START_TIMEOUT = 30.0
+#: Seconds a service has to exit after SIGTERM before it is killed.
+STOP_TIMEOUT = 10.0
+
+
+class LiveError(RuntimeError):
+    """A live run could not be carried out (a service did not start, a login failed)."""
+
+
+@attrs.define
+class ServiceProcess:
+    """One started service: its process, configuration, socket and log."""
+
+    name: str
+    role: str
+    config_path: Path
+    log_path: Path
+    port: int
+    url: str
+    proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def pid(self) -> int | None:
+        """The process id while it runs."""
+        return self.proc.pid if self.proc is not None else None
+
+    def start(self, sock: socket.socket | None) -> None:
+        """Start ``serve`` with the socket as an inherited descriptor (re-bound when None)."""
+        if sock is None:
+            sock = _bind(self.port)
+        fd = sock.fileno()
+        text = self.config_path.read_text()
+        lines = [ln for ln in text.splitlines() if not ln.startswith("listen_fd")]
+        self.config_path.write_text("\n".join([f"listen_fd = {fd}", *lines]) + "\n")
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "scitokens_batch",
+                    "serve",
+                    self.role,
+                    "--config",
+                    str(self.config_path),
+                ],
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=log,
+                pass_fds=(fd,),
+                start_new_session=True,  # our Ctrl-C is not theirs: we stop them ourselves
+            )
+        sock.close()  # the child has it; a stopped service must refuse connections (outage)
+
+    def stop(self, *, kill: bool = False, timeout: float = STOP_TIMEOUT) -> int | None:
+        """SIGTERM (SIGKILL with ``kill``), wait at most ``timeout``, then SIGKILL; reap."""
+        proc, self.proc = self.proc, None
+        if proc is None:
+            return None
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGKILL if kill else signal.SIGTERM)
+            try:
+                proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout)
+        return proc.returncode
+
+    def log_tail(self, lines: int = 15) -> str:
+        """The end of its log, for error messages."""
+        try:
+            text = self.log_path.read_text(errors="replace")
+        except OSError:
+            return ""
+        return "\n".join(text.splitlines()[-lines:])
+
+
+def _bind(port: int = 0) -> socket.socket:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", port))  # loopback only, never the wildcard
+    sock.listen(512)
+    sock.set_inheritable(True)
+    return sock
+
+
+def check_live(spec: Scenario, source: str) -> None:
+    """Refuse what a live run cannot do, naming the key path."""
+    for i, fault in enumerate(spec.faults):
+        if not isinstance(fault, LIVE_FAULTS):
+            kinds = ", ".join(sorted(f.kind for f in LIVE_FAULTS))
+            raise ScenarioError(
+                source,
+                f"faults[{i}].kind",
+                f"a live run can apply {kinds}; received {fault.kind!r} "
+                "(it needs control over time or the network: run it in virtual time)",
+            )
+    for i, ds in enumerate(spec.data_servers):
+        if getattr(ds, "backend", "builtin") not in ("builtin", "xrootd"):
+            raise ScenarioError(source, f"data_servers[{i}].backend", "unknown backend")
+
+
+@attrs.define
+class _Run:
+    spec: Scenario
+    scenario_path: Path
+    overrides: tuple[str, ...]
+    seed: int
+    workdir: Path
+    tls: RunCA
+    log_level: str
+    t0: float
+    services: dict[str, ServiceProcess] = attrs.field(factory=dict)
+    sockets: dict[str, socket.socket] = attrs.field(factory=dict)
+    issuer_urls: dict[str, str] = attrs.field(factory=dict)
+    peers: dict[str, str] = attrs.field(factory=dict)
+    recorder: Recorder | None = None
+
+    def plan(self) -> None:
+        """Bind every socket and write every service's configuration."""
+        roles: list[tuple[str, str]] = [(i.name, "issuer") for i in self.spec.issuers]
+        roles += [(d.name, "data-server") for d in self.spec.data_servers]
+        roles += [(h, "execute-host") for h in self.spec.host_names]
+        roles += [("token_manager", "token-manager"), ("queue_manager", "queue-manager")]
+        for name, _ in roles:
+            self.sockets[name] = _bind()
+        for name, role in roles:
+            port = self.sockets[name].getsockname()[1]
+            base = f"https://127.0.0.1:{port}"
+            if role == "issuer":
+                path = _url_path(self.spec.issuer(name).url)
+                self.issuer_urls[name] = base + path
+            else:
+                self.peers[name] = base
+        job_env = {
+            "SSL_CERT_FILE": str(self.tls.bundle),
+            "CURL_CA_BUNDLE": str(self.tls.bundle),
+            "REQUESTS_CA_BUNDLE": str(self.tls.bundle),
+        }
+        for d in self.spec.data_servers:
+            job_env[f"SCITOKENS_BATCH_URL_{_env_name(d.name)}"] = self.peers[d.name]
+        for name, role in roles:
+            workdir = self.workdir / "services" / name
+            workdir.mkdir(parents=True, exist_ok=True, mode=0o700)
+            config = ServiceConfig(
+                role=role,
+                name=name,
+                scenario=self.scenario_path,
+                workdir=workdir,
+                overrides=self.overrides,
+                seed=self.seed,
+                listen_fd=0,  # replaced with the real descriptor at start
+                events=self.workdir / "events" / f"{name}.jsonl",
+                t0=self.t0,
+                log_level=self.log_level,
+                tls=TlsFiles(cert=self.tls.cert, key=self.tls.key, ca=self.tls.bundle),
+                issuer_urls=self.issuer_urls,
+                peers=self.peers,
+                job_env=job_env if role == "execute-host" else {},
+            )
+            config_path = self.workdir / "config" / f"{name}.toml"
+            config_path.write_text(config.to_toml())
+            url = self.issuer_urls.get(name) or self.peers[name]
+            port = self.sockets[name].getsockname()[1]
+            self.services[name] = ServiceProcess(
+                name, role, config_path, self.workdir / "logs" / f"{name}.log", port, url
+            )
+            if role == "data-server":
+                spec = self.spec.data_server(name)
+                populate(
+                    FileTree(workdir / "data"),
+                    [(f.path, f.count, f.size) for f in spec.files],
+                )
+
+    def start(self, name: str) -> None:
+        """Start one service (first start: with its planned socket)."""
+        self.services[name].start(self.sockets.pop(name, None))
+
+    def stop_all(self) -> None:
+        """Stop every process (reverse start order), by PID."""
+        for svc in reversed(list(self.services.values())):
+            svc.stop()
+        for sock in self.sockets.values():
+            sock.close()
+        self.sockets.clear()
+
+    async def wait_healthy(self, names: Sequence[str]) -> None:
+        """Every service in ``names`` answers its health URL, or :class:`LiveError`."""
+        deadline = trio.current_time() + START_TIMEOUT
+        async with httpx.AsyncClient(verify=_ssl(self.tls.ca), timeout=2.0) as client:
+            for name in names:
+                svc = self.services[name]
+                url = svc.url.split("/", 3)
+                health = "/".join(url[:3]) + HEALTH_PATH
+                while True:
+                    if svc.proc is not None and svc.proc.poll() is not None:
+                        raise LiveError(
+                            f"service {name} exited with {svc.proc.returncode} at start; "
+                            f"its log ({svc.log_path}) ends:\n{svc.log_tail()}"
+                        )
+                    with contextlib.suppress(httpx.TransportError):
+                        if (await client.get(health)).status_code == 200:
+                            break
+                    if trio.current_time() > deadline:
+                        raise LiveError(
+                            f"service {name} did not answer {health} within {START_TIMEOUT:g} s; "
+                            f"its log ends:\n{svc.log_tail()}"
+                        )
+                    await trio.sleep(0.05)
+
+    def transport(self) -> HttpTransport:
+        """A client transport to every service (the runner acts as the users)."""
+        peers = {n: Peer(n, u, "issuer") for n, u in self.issuer_urls.items()}
+        data = {d.name for d in self.spec.data_servers}
+        for n, u in self.peers.items():
+            peers[n] = Peer(n, u, "data" if n in data else "rpc")
+        return HttpTransport(peers, ca_file=str(self.tls.bundle))
+
+    async def login_all(self, transport: HttpTransport) -> None:
+        """Every (user, service) of the workloads logs in by device flow (3. above)."""
+        seen: set[tuple[str, str]] = set()
+        for w in self.spec.workloads:
+            key = (w.user, w.token.service)
+            if key in seen:
+                continue
+            seen.add(key)
+            refresh = await self._device_login(
+                transport, w.issuer, w.user, w.token.scopes, w.token.audience
+            )
+            answer = await transport.request(
+                "runner",
+                "token_manager",
+                StoreCredential(
+                    user=w.user,
+                    service=w.token.service,
+                    issuer=w.issuer,
+                    scopes=" ".join(w.token.scopes),
+                    audience=w.token.audience,
+                    refresh_token=refresh,
+                ),
+            )
+            if not isinstance(answer, Ack) or not answer.ok:
+                raise LiveError(f"the token manager refused {w.user}'s credential: {answer}")
+
+    async def _device_login(
+        self,
+        transport: HttpTransport,
+        issuer: str,
+        user: str,
+        scopes: Sequence[str],
+        audience: str,
+    ) -> str:
+        secret = client_secret(self.seed, issuer, "token_manager")
+        start = await transport.request(
+            "runner",
+            issuer,
+            DeviceAuthorizationRequest(
+                client_id="token_manager",
+                client_secret=secret,
+                client_auth=CLIENT_AUTH_BASIC,
+                scope=" ".join([*scopes, "offline_access"]),
+                audience=audience,
+            ),
+        )
+        if not isinstance(start, DeviceAuthorizationResponse):
+            raise LiveError(f"device authorization at {issuer} for {user} failed: {start}")
+        approved = await transport.request(
+            "runner", issuer, DeviceApproval(user_code=start.user_code, user=user)
+        )
+        if not isinstance(approved, Ack):
+            raise LiveError(f"{user} could not approve the device login at {issuer}: {approved}")
+        interval = start.interval
+        deadline = trio.current_time() + min(start.expires_in, 120.0)
+        while trio.current_time() < deadline:  # bounded by the code's life
+            answer = await transport.request(
+                "runner",
+                issuer,
+                TokenRequest(
+                    grant_type=GRANT_DEVICE_CODE,
+                    client_id="token_manager",
+                    client_secret=secret,
+                    client_auth=CLIENT_AUTH_BASIC,
+                    device_code=start.device_code,
+                ),
+            )
+            if isinstance(answer, TokenResponse):
+                if answer.refresh_token is None:
+                    raise LiveError(f"{issuer} gave {user} no refresh token (offline_access)")
+                return answer.refresh_token
+            assert isinstance(answer, OAuthError), answer
+            if answer.error == "slow_down":
+                interval += 5.0  # RFC 8628 §3.5
+            elif answer.error != "authorization_pending":
+                raise LiveError(
+                    f"device login of {user} at {issuer}: {answer.error} {answer.description}"
+                )
+            await trio.sleep(interval)
+        raise LiveError(f"device login of {user} at {issuer} did not finish in time")
+
+    async def faults(self, start: float) -> None:
+        """Apply the scenario's faults at ``start`` + ``at`` on the trio clock."""
+        async with trio.open_nursery() as nursery:
+            for fault in sorted(self.spec.faults, key=lambda f: f.at):
+                nursery.start_soon(self._fault, fault, start)
+
+    async def _fault(self, fault: Any, start: float) -> None:
+        await trio.sleep_until(start + fault.at)
+        if isinstance(fault, IssuerOutage):
+            name, down, kill = fault.issuer, fault.duration, False
+        elif isinstance(fault, TokenManagerCrash):
+            name, down, kill = "token_manager", fault.restart_after, True
+            if fault.lose_state:
+                state = self.workdir / "services" / "token_manager" / "credentials.json"
+                state.unlink(missing_ok=True)
+        elif isinstance(fault, ExecuteHostCrash):
+            name, down, kill = fault.host, fault.restart_after, True
+        else:
+            assert isinstance(fault, DataServerRestart)
+            name, down, kill = fault.server, fault.downtime, False
+        self._record(fault, "start")
+        svc = self.services[name]
+        await trio.to_thread.run_sync(lambda: svc.stop(kill=kill))
+        await trio.sleep(down)
+        svc.start(None)
+        await self.wait_healthy([name])
+        self._record(fault, "end")
+
+    def _record(self, fault: Any, phase: str) -> None:
+        if self.recorder is not None:
+            fields = {
+                k: v
+                for k, v in attrs.asdict(fault).items()
+                if isinstance(v, str | int | float | bool)
+            }
+            self.recorder.record("world", "fault", fault=fault.kind, phase=phase, **fields)
+
+
+def _url_path(url: str) -> str:
+    rest = url.split("://", 1)[-1]
+    return "/" + rest.split("/", 1)[1] if "/" in rest else ""
+
+
+def _env_name(name: str) -> str:
+    return "".join(c if c.isalnum() else "_" for c in name).upper()
+
+
+def _ssl(ca: Path) -> Any:
+    import ssl
+
+    return ssl.create_default_context(cafile=str(ca))
+
+
+def merged_events(directory: Path, order: Sequence[str]) -> Iterator[Event]:
+    """The services' events as one stream ordered by time (ties: service order, then seq),
+    renumbered so ``(t, seq)`` is again a total order."""
+    rank = {name: i for i, name in enumerate(order)}
+    events: list[tuple[float, int, int, Event]] = []
+    for path in sorted(directory.glob("*.jsonl")):
+        who = path.stem
+        with open(path, encoding="utf-8") as f:
+            for line in f:
+                if line.endswith("\n"):  # a killed service may leave half a line: skip it
+                    ev = Event.from_json(line)
+                    events.append((ev.t, rank.get(who, len(rank)), ev.seq, ev))
+    events.sort(key=lambda e: e[:3])
+    for seq, (_, _, _, ev) in enumerate(events):
+        yield ev._replace(seq=seq)
+
+
+def run_live(
+    spec: Scenario,
+    scenario_path: Path,
+    *,
+    overrides: Sequence[str] = (),
+    seed: int | None = None,
+    out: Path | None = None,
+    log_level: str = "info",
+    tls: RunCA | None = None,
+    keep_workdir: bool = False,
+    progress: Callable[[float, float], None] | None = None,
+) -> RunResult:
+    """Run ``spec`` live (see the module docstring).
+
+    Args:
+        scenario_path: the scenario file every service loads (with ``overrides``).
+        tls: the user's own CA and server certificate; None makes a throw-away one.
+        keep_workdir: keep configurations, logs and sandboxes (kept anyway after a failure).
+
+    Raises:
+        ScenarioError: the scenario asks for something a live run cannot do.
+        LiveError: a service did not start or a login failed (every process is stopped).
+    """
+    source = str(scenario_path)
+    check_live(spec, source)
+    the_seed = spec.meta.seed if seed is None else seed
+    workdir = Path(tempfile.mkdtemp(prefix="scitokens-batch-live-"))
+    for sub in ("logs", "events", "config", "services", "tls"):
+        (workdir / sub).mkdir(mode=0o700)
+    wall0 = time.perf_counter()
+    run = _Run(
+        spec=spec,
+        scenario_path=scenario_path.resolve(),
+        overrides=tuple(overrides),
+        seed=the_seed,
+        workdir=workdir,
+        tls=tls or RunCA.create(workdir / "tls"),
+        log_level=log_level,
+        t0=wall_now(),
+    )
+    from ._serve import AppendSink
+
+    sink = AppendSink(workdir / "events" / "runner.jsonl")
+    run.recorder = Recorder(clock=lambda: wall_now() - run.t0, sink=sink)
+    try:
+        try:
+            run.plan()
+            trio.run(_drive, run, progress)
+        finally:
+            run.stop_all()
+            sink.close()
+        result = result_from_events(
+            spec,
+            merged_events(workdir / "events", ["world", *run.services]),
+            seed=the_seed,
+            out=out,
+            mode="live",
+            wall=time.perf_counter() - wall0,
+            extra={"services": len(run.services)},
+        )
+        if out is not None:
+            shutil.copytree(workdir / "logs", out / "logs", dirs_exist_ok=True)
+    except BaseException:
+        sys.stderr.write(f"live run failed; configurations and logs are kept in {workdir}\n")
+        raise
+    if not keep_workdir:
+        shutil.rmtree(workdir, ignore_errors=True)
+    return result
+
+
+async def _drive(run: _Run, progress: Callable[[float, float], None] | None) -> None:
+    first = [n for n, s in run.services.items() if s.role != "queue-manager"]
+    for name in first:
+        run.start(name)
+    await run.wait_healthy(first)
+    transport = run.transport()
+    try:
+        await run.login_all(transport)
+    finally:
+        await transport.aclose()
+    run.start("queue_manager")
+    await run.wait_healthy(["queue_manager"])
+    start = trio.current_time()
+    duration = run.spec.meta.duration
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(run.faults, start)
+        while trio.current_time() < start + duration:
+            for svc in run.services.values():
+                if svc.proc is not None and svc.proc.poll() is not None:
+                    raise LiveError(
+                        f"service {svc.name} died (exit {svc.proc.returncode}); its log ends:\n"
+                        f"{svc.log_tail()}"
+                    )
+            if progress is not None:
+                progress(trio.current_time() - start, duration)
+            await trio.sleep(min(1.0, start + duration - trio.current_time()))
+        nursery.cancel_scope.cancel()

@@ -1,0 +1,253 @@
+"""Run one actor as a long-lived HTTP(S) service: ``scitokens-batch serve ROLE --config FILE``.
+
+The process loads the scenario (the same file and overrides as every other service), builds the
+world with the HTTP transport, and serves the one actor its configuration names with hypercorn
+on trio. It shuts down cleanly on SIGTERM or SIGINT: the server stops taking requests, the
+actor's tasks are cancelled, the events file is flushed. Logs are JSON lines on stderr
+(structlog), never holding a token.
+
+State that must survive a restart lives in the work directory, written 0600 and atomically: the
+issuer's signing keys and its refresh-token table (only SHA-256 digests of the refresh tokens,
+never the tokens), so an issuer outage in live mode is a real stop and start.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import signal
+import sys
+from collections.abc import Callable, MutableMapping
+from pathlib import Path
+from typing import IO, Any
+
+import attrs
+import structlog
+import trio
+
+from .. import _files
+from ..actors import Issuer
+from ..metrics import Event, Recorder
+from ..scenario import World, load_scenario
+from ..scenario._world import LiveWiring
+from ..tokens import SigningKey
+from ..transport.http import HttpTransport, Peer, data_app, issuer_app, rpc_app
+from ._clock import wall_now
+from ._config import ServiceConfig
+from ._sandbox import directory_sandboxes
+from ._store import FileTree
+
+__all__ = ["AppendSink", "peers_of", "serve", "service_logger"]
+
+
+@attrs.define
+class AppendSink:
+    """Events of one service, one JSON line each, flushed per line (a killed process leaves
+    whole lines only; the live runner merges the files of all services)."""
+
+    path: Path
+    _fh: IO[str] | None = attrs.field(default=None, alias="_fh")
+
+    def write(self, event: Event) -> None:
+        if self._fh is None:
+            self._fh = open(self.path, "a", encoding="utf-8", buffering=1)  # noqa: SIM115
+        self._fh.write(event.to_json() + "\n")
+
+    def close(self) -> None:
+        if self._fh is not None:
+            self._fh.close()
+            self._fh = None
+
+
+@attrs.define
+class _NoSink:
+    def write(self, event: Event) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def service_logger(level: str, name: str, clock: Callable[[], float]) -> Any:
+    """structlog JSON lines on stderr, stamped with the run time and the service name."""
+
+    def stamp(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+        event["t"] = round(clock(), 3)
+        event.setdefault("service", name)
+        return event
+
+    return structlog.wrap_logger(
+        structlog.PrintLogger(file=sys.stderr),
+        wrapper_class=structlog.make_filtering_bound_logger(getattr(logging, level.upper())),
+        processors=[
+            structlog.processors.add_log_level,
+            stamp,
+            structlog.processors.JSONRenderer(sort_keys=True),
+        ],
+    )
+
+
+def peers_of(
+    config: ServiceConfig, issuer_names: set[str], data_names: set[str]
+) -> dict[str, Peer]:
+    """Every actor this service may talk to, with the protocol it speaks."""
+    peers = {name: Peer(name, url, "issuer") for name, url in config.issuer_urls.items()}
+    for name, url in config.peers.items():
+        if name in issuer_names:
+            continue
+        peers[name] = Peer(name, url.rstrip("/"), "data" if name in data_names else "rpc")
+    return peers
+
+
+def _issuer_state(issuer: Issuer, workdir: Path) -> None:
+    """Keep the issuer's signing key across restarts (and load it back on a restart)."""
+    key_file = workdir / "signing-key.pem"
+    meta_file = workdir / "signing-key.json"
+    if key_file.exists() and meta_file.exists():
+        meta = json.loads(meta_file.read_text())
+        key = SigningKey.from_pem(key_file.read_bytes(), kid=meta["kid"], source=str(key_file))
+        issuer.keys = type(issuer.keys).single(key)
+    else:
+        key = issuer.keys.signing_key(issuer.now())
+        _files.write_private(key_file, key.private_pem())
+        _files.write_private(meta_file, json.dumps({"kid": key.kid}) + "\n")
+    restore = getattr(issuer, "restore", None)
+    state_file = workdir / "grants.json"
+    if restore is not None and state_file.exists():
+        restore(json.loads(state_file.read_text()))
+
+
+def _save_issuer(issuer: Issuer, workdir: Path) -> None:
+    snapshot = getattr(issuer, "snapshot", None)
+    if snapshot is not None:
+        _files.write_private(workdir / "grants.json", json.dumps(snapshot()) + "\n")
+
+
+async def serve(config: ServiceConfig) -> None:
+    """Serve the actor ``config`` names until SIGTERM/SIGINT (see the module docstring).
+
+    Raises:
+        LocalInputError: the scenario, the overrides or the configuration do not fit.
+    """
+    from hypercorn.config import Config as HypercornConfig
+    from hypercorn.trio import serve as hypercorn_serve
+
+    spec = load_scenario(config.scenario, overrides=config.overrides)
+    if config.issuer_urls:
+        spec = attrs.evolve(
+            spec,
+            issuers=tuple(
+                attrs.evolve(i, url=config.issuer_urls.get(i.name, i.url)) for i in spec.issuers
+            ),
+        )
+    t0 = config.t0 if config.t0 is not None else wall_now()
+
+    def since_start() -> float:
+        return wall_now() - t0
+
+    workdir = config.workdir
+    workdir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    sink: AppendSink | _NoSink = AppendSink(config.events) if config.events else _NoSink()
+    recorder = Recorder(clock=since_start, sink=sink)
+    log = service_logger(config.log_level, config.name, since_start)
+    issuers = {i.name for i in spec.issuers}
+    data = {d.name for d in spec.data_servers}
+    transport = HttpTransport(
+        peers_of(config, issuers, data),
+        ca_file=str(config.tls.ca) if config.tls else None,
+    )
+    job_env = dict(config.job_env)
+    wiring = LiveWiring(
+        transport=transport,
+        sandboxes=lambda host: directory_sandboxes(workdir / "sandboxes", wall_now, job_env),
+        files=lambda server: FileTree(workdir / "data"),
+    )
+    world = World.build(
+        spec,
+        seed=spec.meta.seed if config.seed is None else config.seed,
+        recorder=recorder,
+        true_now=wall_now,
+        log=log,
+        source=str(config.scenario),
+        live=wiring,
+    )
+    actor, app, after = _pick(world, config)
+
+    hc = HypercornConfig()
+    hc.bind = [f"fd://{config.listen_fd}"] if config.listen_fd is not None else [str(config.listen)]
+    if config.tls is not None:
+        hc.certfile, hc.keyfile = str(config.tls.cert), str(config.tls.key)
+    hc.accesslog = None
+    hc.errorlog = logging.getLogger("hypercorn.error")
+    hc.graceful_timeout = 2.0
+    hc.keep_alive_timeout = 30.0
+
+    shutdown = trio.Event()
+    log.info("starting", role=config.role, bind=hc.bind, tls=config.tls is not None)
+    try:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(_on_signals, shutdown, log)
+            await nursery.start(actor.run)
+            await hypercorn_serve(app, hc, shutdown_trigger=shutdown.wait)
+            nursery.cancel_scope.cancel()
+    finally:
+        after()
+        await transport.aclose()
+        sink.close()
+        log.info("stopped")
+
+
+async def _on_signals(shutdown: trio.Event, log: Any) -> None:
+    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        async for signum in signals:
+            log.info("shutting down", signal=signal.Signals(signum).name)
+            shutdown.set()
+            return
+
+
+def _pick(world: World, config: ServiceConfig) -> tuple[Any, Any, Callable[[], None]]:
+    """(actor, ASGI app, what to do on the way out) for the configured role and name."""
+    name, role = config.name, config.role
+
+    def nothing() -> None:
+        pass
+
+    def missing(kind: str, names: list[str]) -> Exception:
+        from ._config import ConfigError
+
+        return ConfigError(
+            str(config.scenario),
+            "name",
+            f"expected the name of {kind} in the scenario ({', '.join(sorted(names))}), "
+            f"received {name!r}",
+        )
+
+    if role == "issuer":
+        issuer = world.issuers.get(name)
+        if issuer is None:
+            raise missing("an issuer", list(world.issuers))
+        _issuer_state(issuer, config.workdir)
+        original = issuer.handle
+
+        async def handle_and_save(message: Any) -> Any:
+            answer = await original(message)
+            _save_issuer(issuer, config.workdir)
+            return answer
+
+        app = issuer_app(name, issuer.url, handle_and_save, issuer.discovery_document)
+        return issuer, app, lambda: _save_issuer(issuer, config.workdir)
+    if role == "data-server":
+        server = world.data_servers.get(name)
+        if server is None:
+            raise missing("a data server", list(world.data_servers))
+        tree = server.files
+        assert isinstance(tree, FileTree)
+        return server, data_app(name, server.admit, tree, realm=name), nothing
+    if role == "execute-host":
+        host = world.hosts.get(name)
+        if host is None:
+            raise missing("an execute host", list(world.hosts))
+        return host, rpc_app(name, host.handle), nothing
+    if role == "token-manager":
+        return world.token_manager, rpc_app(name, world.token_manager.handle), nothing
+    return world.queue_manager, rpc_app(name, world.queue_manager.handle), nothing

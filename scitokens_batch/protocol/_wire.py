@@ -1,0 +1,470 @@
+"""How messages look on the wire in live mode: pure encoders and decoders, no I/O.
+
+Three shapes, each the one the real systems use:
+
+- **OAuth2** (the issuer): requests are ``application/x-www-form-urlencoded`` posts (RFC 6749
+  §4.4, §6; RFC 8693 §2.1; RFC 8628 §3.1/§3.4; RFC 7009 §2.1), client authentication by HTTP
+  Basic or by form fields (RFC 6749 §2.3.1), answers are JSON (§5.1) and errors JSON with
+  ``error`` / ``error_description`` (§5.2).
+- **Bearer data access** (the data servers): a method on a path with ``Authorization: Bearer``
+  (RFC 6750 §2.1, F3); refusals carry ``WWW-Authenticate: Bearer error=..., error_description=...``
+  (RFC 6750 §3).
+- **RPC** between the batch-system actors (token manager, queue manager, execute hosts), which
+  talk their own protocols in HTCondor: one JSON envelope ``{"type": ..., "body": ...}`` per
+  message, made by cattrs from the attrs classes.
+
+Every decoder refuses what breaks its protocol with :class:`WireError` naming the field, the
+expected and the received value; none of them ever puts a token or a secret into a message.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import re
+import urllib.parse
+from collections.abc import Mapping
+from typing import Any, Final
+
+import cattrs
+from cattrs.strategies import configure_tagged_union
+
+from ..tokens import Reason
+from ._messages import (
+    CLIENT_AUTH_BASIC,
+    CLIENT_AUTH_NONE,
+    CLIENT_AUTH_POST,
+    AccessStep,
+    Ack,
+    ComputeStep,
+    CredentialRequest,
+    CredentialResponse,
+    CredentialUpdate,
+    DeviceApproval,
+    DeviceAuthorizationRequest,
+    DeviceAuthorizationResponse,
+    ExecStep,
+    JobFinished,
+    Message,
+    OAuthError,
+    RevocationRequest,
+    StartJob,
+    StoreCredential,
+    TokenRequest,
+    TokenResponse,
+)
+
+__all__ = [
+    "RPC_MESSAGES",
+    "WireError",
+    "basic_credentials",
+    "bearer_challenge",
+    "decode_device_approval",
+    "decode_device_authorization",
+    "decode_revocation",
+    "decode_rpc",
+    "decode_token_request",
+    "decode_token_response",
+    "encode_form",
+    "encode_rpc",
+    "oauth_error_body",
+    "parse_bearer_challenge",
+    "parse_form",
+    "token_request_form",
+    "token_response_body",
+]
+
+
+class WireError(ValueError):
+    """A request or answer that breaks its protocol.
+
+    Attributes:
+        error: the OAuth2 error code to answer with (``invalid_request``, ``invalid_client``).
+        field: the field at fault.
+    """
+
+    def __init__(self, field: str, message: str, *, error: str = "invalid_request") -> None:
+        self.field, self.error = field, error
+        super().__init__(f"{field}: {message}")
+
+
+# -- forms (RFC 6749 appendix B) ----------------------------------------------------------------
+
+
+def encode_form(fields: Mapping[str, str | None]) -> bytes:
+    """``application/x-www-form-urlencoded`` of the fields that are not None."""
+    return urllib.parse.urlencode({k: v for k, v in fields.items() if v is not None}).encode()
+
+
+def parse_form(body: bytes) -> dict[str, str]:
+    """Parse a form; RFC 6749 §3.1/§3.2: a parameter sent twice is an error, empty is absent."""
+    try:
+        text = body.decode("ascii")
+    except UnicodeDecodeError:
+        raise WireError(
+            "body", "expected an ASCII form (URL-encoded), received other bytes"
+        ) from None
+    pairs = urllib.parse.parse_qsl(text, keep_blank_values=True)
+    form: dict[str, str] = {}
+    for key, value in pairs:
+        if key in form:
+            raise WireError(key, "sent more than once (RFC 6749 §3.1)")
+        if value != "":
+            form[key] = value
+    return form
+
+
+def basic_credentials(header: str | None) -> tuple[str, str] | None:
+    """``Authorization: Basic`` -> (client_id, client_secret), each form-decoded (§2.3.1).
+
+    Returns None when the header is absent or not Basic.
+    """
+    if header is None:
+        return None
+    scheme, _, value = header.partition(" ")
+    if scheme.lower() != "basic":
+        return None
+    try:
+        decoded = base64.b64decode(value.strip(), validate=True).decode("utf-8")
+    except (binascii.Error, UnicodeDecodeError):
+        raise WireError(
+            "Authorization", "Basic credentials are not base64", error="invalid_client"
+        ) from None
+    user, sep, password = decoded.partition(":")
+    if not sep:
+        raise WireError("Authorization", "Basic credentials lack ':'", error="invalid_client")
+    return urllib.parse.unquote_plus(user), urllib.parse.unquote_plus(password)
+
+
+def basic_header(client_id: str, secret: str) -> str:
+    """The ``Authorization`` value for client_secret_basic (RFC 6749 §2.3.1)."""
+    raw = f"{urllib.parse.quote_plus(client_id)}:{urllib.parse.quote_plus(secret)}"
+    return "Basic " + base64.b64encode(raw.encode()).decode()
+
+
+def _client(form: dict[str, str], authorization: str | None) -> tuple[str, str | None, str]:
+    """(client_id, client_secret, how) from Basic or the form; both at once is an error."""
+    basic = basic_credentials(authorization)
+    if basic is not None:
+        if "client_secret" in form:
+            # RFC 6749 §2.3: a client MUST NOT use more than one authentication method.
+            raise WireError(
+                "client_secret", "sent with HTTP Basic as well", error="invalid_request"
+            )
+        if "client_id" in form and form["client_id"] != basic[0]:
+            raise WireError("client_id", "differs from the Basic user", error="invalid_client")
+        return basic[0], basic[1], CLIENT_AUTH_BASIC
+    client_id = form.get("client_id")
+    if client_id is None:
+        raise WireError("client_id", "expected a client_id (or HTTP Basic)", error="invalid_client")
+    secret = form.get("client_secret")
+    return client_id, secret, CLIENT_AUTH_POST if secret is not None else CLIENT_AUTH_NONE
+
+
+def _client_fields(
+    client_id: str, secret: str | None, how: str
+) -> tuple[dict[str, str | None], dict[str, str]]:
+    if how == CLIENT_AUTH_BASIC and secret is not None:
+        return {}, {"Authorization": basic_header(client_id, secret)}
+    if how == CLIENT_AUTH_POST or secret is not None:
+        return {"client_id": client_id, "client_secret": secret}, {}
+    return {"client_id": client_id}, {}
+
+
+# -- the token endpoint --------------------------------------------------------------------------
+
+_TOKEN_FIELDS: Final = (
+    "refresh_token",
+    "scope",
+    "audience",
+    "subject_token",
+    "subject_token_type",
+    "requested_token_type",
+    "device_code",
+)
+
+
+def token_request_form(req: TokenRequest) -> tuple[bytes, dict[str, str]]:
+    """The form body and headers of a token request."""
+    fields, headers = _client_fields(req.client_id, req.client_secret, req.client_auth)
+    fields["grant_type"] = req.grant_type
+    for name in _TOKEN_FIELDS:
+        fields[name] = getattr(req, name)
+    return encode_form(fields), headers
+
+
+def decode_token_request(body: bytes, authorization: str | None) -> TokenRequest:
+    """A token request from its form and ``Authorization`` header.
+
+    Raises:
+        WireError: no ``grant_type``, a repeated parameter, or unusable client credentials.
+    """
+    form = parse_form(body)
+    client_id, secret, how = _client(form, authorization)
+    grant = form.get("grant_type")
+    if grant is None:
+        raise WireError("grant_type", "expected a grant_type, received none")
+    return TokenRequest(
+        grant_type=grant,
+        client_id=client_id,
+        client_secret=secret,
+        client_auth=how,
+        **{name: form.get(name) for name in _TOKEN_FIELDS},
+    )
+
+
+def device_authorization_form(req: DeviceAuthorizationRequest) -> tuple[bytes, dict[str, str]]:
+    """Form and headers of an RFC 8628 §3.1 device authorization request."""
+    fields, headers = _client_fields(req.client_id, req.client_secret, req.client_auth)
+    fields.update(scope=req.scope, audience=req.audience)
+    return encode_form(fields), headers
+
+
+def decode_device_authorization(
+    body: bytes, authorization: str | None
+) -> DeviceAuthorizationRequest:
+    """RFC 8628 §3.1 request from its form."""
+    form = parse_form(body)
+    client_id, secret, how = _client(form, authorization)
+    return DeviceAuthorizationRequest(
+        client_id=client_id,
+        client_secret=secret,
+        client_auth=how,
+        scope=form.get("scope"),
+        audience=form.get("audience"),
+    )
+
+
+def revocation_form(req: RevocationRequest) -> tuple[bytes, dict[str, str]]:
+    """Form and headers of an RFC 7009 §2.1 revocation request."""
+    fields, headers = _client_fields(req.client_id, req.client_secret, req.client_auth)
+    fields.update(token=req.token, token_type_hint=req.token_type_hint)
+    return encode_form(fields), headers
+
+
+def decode_revocation(body: bytes, authorization: str | None) -> RevocationRequest:
+    """RFC 7009 §2.1 request from its form."""
+    form = parse_form(body)
+    client_id, secret, how = _client(form, authorization)
+    token = form.get("token")
+    if token is None:
+        raise WireError("token", "expected the token to revoke, received none")
+    return RevocationRequest(
+        token=token,
+        client_id=client_id,
+        client_secret=secret,
+        client_auth=how,
+        token_type_hint=form.get("token_type_hint"),
+    )
+
+
+def device_approval_form(req: DeviceApproval) -> bytes:
+    """The user's answer on the verification page."""
+    return encode_form(
+        {"user_code": req.user_code, "user": req.user, "approve": "yes" if req.approve else "no"}
+    )
+
+
+def decode_device_approval(body: bytes) -> DeviceApproval:
+    """The verification page's form: ``user_code``, ``user``, ``approve`` (yes/no)."""
+    form = parse_form(body)
+    missing = [f for f in ("user_code", "user") if f not in form]
+    if missing:
+        raise WireError(missing[0], "expected a value, received none")
+    approve = form.get("approve", "yes")
+    if approve not in ("yes", "no"):
+        raise WireError("approve", f"expected 'yes' or 'no', received {approve!r}")
+    return DeviceApproval(user_code=form["user_code"], user=form["user"], approve=approve == "yes")
+
+
+def token_response_body(resp: TokenResponse) -> dict[str, Any]:
+    """RFC 6749 §5.1 (+ RFC 8693 §2.2.1 ``issued_token_type``)."""
+    body: dict[str, Any] = {
+        "access_token": resp.access_token,
+        "token_type": resp.token_type,
+        "expires_in": int(resp.expires_in) if resp.expires_in.is_integer() else resp.expires_in,
+        "scope": resp.scope,
+    }
+    if resp.refresh_token is not None:
+        body["refresh_token"] = resp.refresh_token
+    if resp.issued_token_type is not None:
+        body["issued_token_type"] = resp.issued_token_type
+    return body
+
+
+def decode_token_response(status: int, body: bytes) -> TokenResponse | OAuthError:
+    """A token endpoint answer: :class:`TokenResponse` on 200, else :class:`OAuthError`.
+
+    Raises:
+        WireError: a 200 whose JSON lacks ``access_token`` or ``expires_in``.
+    """
+    doc = _json_object(body)
+    if status != 200:
+        return _oauth_error(status, doc)
+    token, expires_in = doc.get("access_token"), doc.get("expires_in")
+    if not isinstance(token, str) or not isinstance(expires_in, int | float):
+        raise WireError("access_token", "a 200 answer without access_token/expires_in")
+    refresh, scope = doc.get("refresh_token"), doc.get("scope", "")
+    issued = doc.get("issued_token_type")
+    return TokenResponse(
+        access_token=token,
+        expires_in=float(expires_in),
+        scope=scope if isinstance(scope, str) else "",
+        refresh_token=refresh if isinstance(refresh, str) else None,
+        token_type=str(doc.get("token_type", "Bearer")),
+        issued_token_type=issued if isinstance(issued, str) else None,
+    )
+
+
+def device_authorization_body(resp: DeviceAuthorizationResponse) -> dict[str, Any]:
+    """RFC 8628 §3.2."""
+    return {
+        "device_code": resp.device_code,
+        "user_code": resp.user_code,
+        "verification_uri": resp.verification_uri,
+        "expires_in": resp.expires_in,
+        "interval": resp.interval,
+    }
+
+
+def decode_device_authorization_response(
+    status: int, body: bytes
+) -> DeviceAuthorizationResponse | OAuthError:
+    """RFC 8628 §3.2 answer, or the error."""
+    doc = _json_object(body)
+    if status != 200:
+        return _oauth_error(status, doc)
+    try:
+        return DeviceAuthorizationResponse(
+            device_code=str(doc["device_code"]),
+            user_code=str(doc["user_code"]),
+            verification_uri=str(doc["verification_uri"]),
+            expires_in=float(doc["expires_in"]),
+            interval=float(doc.get("interval", 5)),
+        )
+    except (KeyError, TypeError, ValueError) as exc:
+        raise WireError("device_authorization", f"incomplete answer ({exc})") from None
+
+
+def oauth_error_body(err: OAuthError) -> dict[str, str]:
+    """RFC 6749 §5.2."""
+    body = {"error": err.error}
+    if err.description:
+        body["error_description"] = err.description
+    return body
+
+
+def decode_ack_or_error(status: int, body: bytes) -> Ack | OAuthError:
+    """Revocation and approval answers: 200 is :class:`Ack`, anything else the error."""
+    if status == 200:
+        return Ack()
+    return _oauth_error(status, _json_object(body))
+
+
+def _oauth_error(status: int, doc: Mapping[str, Any]) -> OAuthError:
+    error = doc.get("error")
+    description = doc.get("error_description", "")
+    if not isinstance(error, str):
+        error = "temporarily_unavailable" if status == 503 else f"http_{status}"
+    return OAuthError(error=error, description=str(description), status=status)
+
+
+def _json_object(body: bytes) -> dict[str, Any]:
+    if not body.strip():
+        return {}
+    try:
+        doc = json.loads(body)
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        return {}
+    return doc if isinstance(doc, dict) else {}
+
+
+# -- bearer challenges (RFC 6750 §3) -------------------------------------------------------------
+
+
+def bearer_challenge(reason: Reason, detail: str, *, realm: str) -> str:
+    """``WWW-Authenticate`` for a refusal: the error code of the reason, and a description
+    that starts with our reason name (so a client of ours can count it)."""
+    parts = [f'realm="{_quote(realm)}"']
+    if reason.oauth_error is not None:
+        parts.append(f'error="{reason.oauth_error}"')
+        parts.append(f'error_description="{_quote(f"{reason.value}: {detail}")}"')
+    return "Bearer " + ", ".join(parts)
+
+
+_CHALLENGE_PARAM = re.compile(r'(\w+)="((?:[^"\\]|\\.)*)"')
+
+
+def parse_bearer_challenge(header: str | None) -> tuple[str | None, Reason | None, str]:
+    """(error, our reason if the description names one, description) of a Bearer challenge."""
+    if not header or not header.lower().startswith("bearer"):
+        return None, None, ""
+    params = {k: v.replace('\\"', '"') for k, v in _CHALLENGE_PARAM.findall(header)}
+    description = params.get("error_description", "")
+    head = description.split(":", 1)[0]
+    reason = next((r for r in Reason if r.value == head), None)
+    if reason is None and "error" not in params:
+        reason = Reason.MISSING_TOKEN
+    return params.get("error"), reason, description
+
+
+def _quote(text: str) -> str:
+    # RFC 6750 §3: error_description is %x20-21 / %x23-5B / %x5D-7E (no '"' nor '\').
+    return "".join(c if 0x20 <= ord(c) <= 0x7E and c not in '"\\' else "?" for c in text)
+
+
+# -- RPC -----------------------------------------------------------------------------------------
+
+#: The messages the batch-system actors exchange over RPC, by envelope ``type``.
+RPC_MESSAGES: Final[dict[str, type[Any]]] = {
+    cls.__name__: cls
+    for cls in (
+        Ack,
+        CredentialRequest,
+        CredentialResponse,
+        CredentialUpdate,
+        StoreCredential,
+        StartJob,
+        JobFinished,
+    )
+}
+
+
+def _rpc_converter() -> cattrs.Converter:
+    conv = cattrs.Converter(forbid_extra_keys=True)
+    configure_tagged_union(AccessStep | ComputeStep | ExecStep, conv, tag_name="kind")
+    return conv
+
+
+_CONVERTER: Final = _rpc_converter()
+
+
+def encode_rpc(message: Message) -> bytes:
+    """The JSON envelope of an RPC message.
+
+    Raises:
+        TypeError: ``message`` is not one of :data:`RPC_MESSAGES`.
+    """
+    name = type(message).__name__
+    if RPC_MESSAGES.get(name) is not type(message):
+        raise TypeError(f"{name} does not travel over RPC")
+    return json.dumps({"type": name, "body": _CONVERTER.unstructure(message)}).encode()
+
+
+def decode_rpc(body: bytes) -> Message:
+    """An RPC message from its JSON envelope.
+
+    Raises:
+        WireError: not JSON, an unknown ``type``, or a body that does not fit the type.
+    """
+    doc = _json_object(body)
+    name = doc.get("type")
+    cls = RPC_MESSAGES.get(name) if isinstance(name, str) else None
+    if cls is None:
+        raise WireError("type", f"expected one of {sorted(RPC_MESSAGES)}, received {name!r}")
+    try:
+        message: Message = _CONVERTER.structure(doc.get("body", {}), cls)
+    except (cattrs.BaseValidationError, ValueError, TypeError) as exc:
+        raise WireError("body", f"does not fit {name}: {exc}") from None
+    return message

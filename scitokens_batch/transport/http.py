@@ -1,0 +1,600 @@
+"""The HTTP(S) transport of live mode: an httpx client and the ASGI apps hypercorn serves.
+
+Not imported by ``scitokens_batch.transport`` itself: virtual time never loads httpx. The live
+layer imports this module explicitly.
+
+The client (:class:`HttpTransport`) implements the same :class:`~._base.Transport` protocol as
+the in-memory network, so the actors do not know which one they talk through. Each destination
+is a :class:`Peer` of one kind, and each kind speaks the protocol the real systems speak
+(``protocol/_wire.py``): OAuth2 forms and JSON for issuers, bearer-token HTTP for data servers
+(ours or XRootD), JSON RPC between the batch-system actors. A refused or reset connection is
+:class:`~._base.Unreachable`, exactly what the in-memory network raises for a down actor.
+
+The server side (:func:`issuer_app`, :func:`data_app`, :func:`rpc_app`) turns HTTP requests into
+messages for the actor's ``handle``; every app also answers ``GET`` :data:`HEALTH_PATH`.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import ssl
+import urllib.parse
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from typing import Any, Final, Protocol
+
+import attrs
+import httpx
+
+from ..protocol import (
+    Ack,
+    DataRequest,
+    DataResponse,
+    DeviceApproval,
+    DeviceAuthorizationRequest,
+    DeviceAuthorizationResponse,
+    JwksRequest,
+    JwksResponse,
+    Message,
+    OAuthError,
+    RevocationRequest,
+    TokenRequest,
+    TokenResponse,
+)
+from ..protocol import wire as w
+from ..tokens import Operation, Reason, jwks_document, parse_jwks
+from ._base import Unreachable
+
+__all__ = [
+    "HEALTH_PATH",
+    "JOB_HEADER",
+    "DataStore",
+    "HttpTransport",
+    "Peer",
+    "data_app",
+    "issuer_app",
+    "rpc_app",
+]
+
+#: Every service answers ``GET`` here with 200 and ``{"status": "ok", "actor": name}``.
+HEALTH_PATH: Final = "/.well-known/scitokens-batch/health"
+#: The job an access belongs to (for the events; real clients simply do not send it).
+JOB_HEADER: Final = "x-scitokens-batch-job"
+#: Bytes per chunk when streaming file bodies.
+CHUNK: Final = 256 * 1024
+#: The most a form or RPC body may hold.
+MAX_BODY: Final = 1 << 20
+
+_METHOD_OF: Final = {
+    Operation.READ: "GET",
+    Operation.STAT: "HEAD",
+    Operation.CREATE: "PUT",
+    Operation.MODIFY: "PUT",
+    Operation.MKDIR: "MKCOL",
+}
+
+ASGIApp = Callable[
+    [dict[str, Any], Callable[[], Awaitable[dict[str, Any]]], Callable[[dict[str, Any]], Any]],
+    Awaitable[None],
+]
+
+
+@attrs.frozen
+class Peer:
+    """Where an actor is and what it speaks.
+
+    Attributes:
+        name: actor name.
+        url: base URL: for an issuer its ``iss`` (``https://127.0.0.1:8443/vo``); for a data
+            server or an RPC actor ``https://host:port``.
+        kind: ``"issuer"``, ``"data"`` or ``"rpc"``.
+    """
+
+    name: str
+    url: str
+    kind: str = attrs.field(validator=attrs.validators.in_(("issuer", "data", "rpc")))
+
+
+def _max_age(header: str | None, default: float = 3600.0) -> float:
+    match = re.search(r"max-age=(\d+)", header or "")
+    return float(match.group(1)) if match else default
+
+
+@attrs.define
+class HttpTransport:
+    """The live :class:`~._base.Transport`: one pooled HTTPS client per process.
+
+    Args:
+        peers: every actor this process may talk to, by name.
+        ca_file: the CA bundle to trust (the run's ``ca.pem``); None trusts the system store.
+        timeout: seconds for connecting and for each read.
+    """
+
+    peers: Mapping[str, Peer]
+    ca_file: str | None = None
+    timeout: float = 30.0
+    _client: httpx.AsyncClient | None = attrs.field(default=None, alias="_client")
+
+    @property
+    def client(self) -> httpx.AsyncClient:
+        """The shared client, made on first use (inside the event loop)."""
+        if self._client is None:
+            verify: ssl.SSLContext | bool = ssl.create_default_context(cafile=self.ca_file)
+            self._client = httpx.AsyncClient(
+                verify=verify,
+                timeout=httpx.Timeout(self.timeout),
+                limits=httpx.Limits(max_connections=256, max_keepalive_connections=64),
+                headers={"user-agent": "scitokens-batch"},
+            )
+        return self._client
+
+    async def aclose(self) -> None:
+        """Close the pooled connections."""
+        if self._client is not None:
+            await self._client.aclose()
+            self._client = None
+
+    async def request(self, src: str, dest: str, message: Message) -> Message:
+        """Send ``message`` to ``dest`` over HTTP(S); see the module docstring."""
+        peer = self.peers.get(dest)
+        if peer is None:
+            raise Unreachable(src, dest, "unknown")
+        try:
+            return await self._request(peer, message)
+        except (httpx.TransportError, ssl.SSLError) as exc:
+            # Refused, reset, timed out or cut: the same as a down actor in virtual time.
+            why = "timeout" if isinstance(exc, httpx.TimeoutException) else "down"
+            raise Unreachable(src, dest, why) from exc
+
+    async def _request(self, peer: Peer, message: Message) -> Message:
+        if isinstance(message, DataRequest):
+            return await self._data(peer, message)
+        if peer.kind == "rpc":
+            reply = await self.client.post(
+                peer.url + "/rpc",
+                content=w.encode_rpc(message),
+                headers={"content-type": "application/json"},
+            )
+            if reply.status_code != 200:
+                raise Unreachable("rpc", peer.name, f"http {reply.status_code}")
+            return w.decode_rpc(reply.content)
+        return await self._oauth(peer, message)
+
+    async def _oauth(self, peer: Peer, message: Message) -> Message:
+        base = peer.url
+        form = {"content-type": "application/x-www-form-urlencoded"}
+        if isinstance(message, JwksRequest):
+            return await self._jwks(message.issuer)
+        if isinstance(message, TokenRequest):
+            body, headers = w.token_request_form(message)
+            reply = await self.client.post(base + "/token", content=body, headers=form | headers)
+            return w.decode_token_response(reply.status_code, reply.content)
+        if isinstance(message, DeviceAuthorizationRequest):
+            body, headers = w.device_authorization_form(message)
+            reply = await self.client.post(
+                base + "/device_authorization", content=body, headers=form | headers
+            )
+            return w.decode_device_authorization_response(reply.status_code, reply.content)
+        if isinstance(message, RevocationRequest):
+            body, headers = w.revocation_form(message)
+            reply = await self.client.post(base + "/revoke", content=body, headers=form | headers)
+            return w.decode_ack_or_error(reply.status_code, reply.content)
+        if isinstance(message, DeviceApproval):
+            reply = await self.client.post(
+                base + "/device", content=w.device_approval_form(message), headers=form
+            )
+            return w.decode_ack_or_error(reply.status_code, reply.content)
+        raise TypeError(f"{type(message).__name__} is not an issuer request")
+
+    async def _jwks(self, issuer: str) -> Message:
+        """D2: ``<iss>/.well-known/openid-configuration`` -> ``jwks_uri`` -> keys."""
+        meta = await self.client.get(issuer + "/.well-known/openid-configuration")
+        if meta.status_code != 200:
+            return OAuthError(error="discovery_failed", status=meta.status_code)
+        try:
+            jwks_uri = meta.json()["jwks_uri"]
+            keys_reply = await self.client.get(str(jwks_uri))
+            if keys_reply.status_code != 200:
+                return OAuthError(error="jwks_failed", status=keys_reply.status_code)
+            keys = parse_jwks(keys_reply.json(), source=str(jwks_uri))
+        except (KeyError, TypeError, ValueError) as exc:
+            # A broken document is a failed fetch, never a crash of the data server.
+            return OAuthError(error="jwks_failed", description=type(exc).__name__, status=502)
+        return JwksResponse(keys=keys, max_age=_max_age(keys_reply.headers.get("cache-control")))
+
+    async def _data(self, peer: Peer, req: DataRequest) -> DataResponse:
+        method = _METHOD_OF.get(req.op)
+        if method is None:
+            raise TypeError(f"no HTTP method for {req.op}")
+        url = peer.url + urllib.parse.quote(req.path)
+        headers = {}
+        if req.token is not None:
+            headers["authorization"] = f"Bearer {req.token}"  # F3
+        if req.job is not None:
+            headers[JOB_HEADER] = str(req.job)
+        if method == "PUT":
+            headers["content-length"] = str(req.size)
+            reply = await self.client.request(
+                method, url, content=_zeros(req.size), headers=headers
+            )
+            return _data_response(reply.status_code, reply.headers, reply.content, req.size)
+        async with self.client.stream(method, url, headers=headers) as reply:
+            moved = 0
+            async for chunk in reply.aiter_raw():
+                moved += len(chunk)
+            detail = b"" if reply.is_success else await reply.aread()
+            return _data_response(reply.status_code, reply.headers, detail, moved)
+
+
+async def _zeros(size: int) -> AsyncIterator[bytes]:
+    block = bytes(min(size, CHUNK))
+    left = size
+    while left > 0:
+        chunk = block if left >= len(block) else block[:left]
+        left -= len(chunk)
+        yield chunk
+
+
+def _data_response(status: int, headers: httpx.Headers, body: bytes, moved: int) -> DataResponse:
+    if 200 <= status < 300:
+        return DataResponse(status=status, size=moved)
+    # A server that does not say why (XRootD answers a bare 403 to every refusal) leaves the
+    # reason None; ours names it at the start of error_description.
+    _, reason, description = w.parse_bearer_challenge(headers.get("www-authenticate"))
+    detail = description or body[:200].decode("utf-8", "replace").strip()
+    return DataResponse(status=status, reason=reason, detail=detail)
+
+
+# -- the server side ---------------------------------------------------------------------------
+
+Handler = Callable[[Message], Awaitable[Message]]
+Receive = Callable[[], Awaitable[dict[str, Any]]]
+Send = Callable[[dict[str, Any]], Awaitable[None]]
+
+
+class _TooLarge(Exception):
+    pass
+
+
+async def _read_body(receive: Receive, limit: int = MAX_BODY) -> bytes:
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        event = await receive()
+        if event["type"] == "http.disconnect":
+            break
+        chunk = event.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            raise _TooLarge
+        chunks.append(chunk)
+        if not event.get("more_body", False):
+            break
+    return b"".join(chunks)
+
+
+async def _respond(
+    send: Send,
+    status: int,
+    body: bytes = b"",
+    headers: Mapping[str, str] | None = None,
+    *,
+    content_length: int | None = None,
+) -> None:
+    raw = [(k.encode(), v.encode()) for k, v in (headers or {}).items()]
+    raw.append(
+        (b"content-length", str(len(body) if content_length is None else content_length).encode())
+    )
+    await send({"type": "http.response.start", "status": status, "headers": raw})
+    await send({"type": "http.response.body", "body": body})
+
+
+async def _json(
+    send: Send, status: int, doc: Any, headers: Mapping[str, str] | None = None
+) -> None:
+    await _respond(
+        send,
+        status,
+        json.dumps(doc).encode(),
+        {"content-type": "application/json", **(headers or {})},
+    )
+
+
+def _header(scope: Mapping[str, Any], name: str) -> str | None:
+    key = name.encode()
+    for k, v in scope.get("headers", ()):
+        if k.lower() == key:
+            return bytes(v).decode("latin-1")
+    return None
+
+
+async def _lifespan(receive: Receive, send: Send) -> None:
+    while True:
+        event = await receive()
+        if event["type"] == "lifespan.startup":
+            await send({"type": "lifespan.startup.complete"})
+        elif event["type"] == "lifespan.shutdown":
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+
+
+def _app(name: str, route: Callable[[dict[str, Any], Receive, Send], Awaitable[None]]) -> ASGIApp:
+    """Common frame: lifespan, health, body limits, and 500 on a bug (never a traceback out)."""
+
+    async def app(scope: dict[str, Any], receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await _lifespan(receive, send)
+            return
+        if scope["type"] != "http":
+            return
+        if scope["method"] == "GET" and scope["path"] == HEALTH_PATH:
+            await _json(send, 200, {"status": "ok", "actor": name})
+            return
+        try:
+            await route(scope, receive, send)
+        except _TooLarge:
+            await _json(send, 413, {"error": "invalid_request", "error_description": "too large"})
+
+    return app
+
+
+_NO_STORE: Final = {"cache-control": "no-store", "pragma": "no-cache"}  # RFC 6749 §5.1
+
+
+async def _oauth_answer(send: Send, answer: Message, *, basic: bool) -> None:
+    if isinstance(answer, TokenResponse):
+        await _json(send, 200, w.token_response_body(answer), _NO_STORE)
+    elif isinstance(answer, DeviceAuthorizationResponse):
+        await _json(send, 200, w.device_authorization_body(answer), _NO_STORE)
+    elif isinstance(answer, Ack):
+        if answer.ok:
+            await _json(send, 200, {})
+        else:
+            await _json(send, 400, {"error": "invalid_request", "error_description": answer.detail})
+    elif isinstance(answer, OAuthError):
+        headers = dict(_NO_STORE)
+        if answer.status == 401 and basic:
+            headers["www-authenticate"] = 'Basic realm="token endpoint"'  # RFC 6749 §5.2
+        if answer.status == 503:
+            headers["retry-after"] = "1"
+        await _json(send, answer.status, w.oauth_error_body(answer), headers)
+    else:
+        raise TypeError(f"issuer answered {type(answer).__name__}")
+
+
+def issuer_app(
+    name: str,
+    url: str,
+    handler: Handler,
+    discovery: Callable[[], Mapping[str, Any]],
+    *,
+    jwks_max_age: int = 3600,
+) -> ASGIApp:
+    """The issuer's HTTPS face (D2, D3, D5; K1-K4; RFC 7009; RFC 8628).
+
+    Routes, under the path of ``url`` (an issuer ``https://host/vo`` serves ``/vo/...``):
+    ``GET /.well-known/openid-configuration`` (also the RFC 8414 forms at the host root),
+    ``GET /jwks``, ``POST /token``, ``POST /device_authorization``, ``POST /revoke``,
+    ``GET``/``POST /device`` (the user's approval page).
+    """
+    prefix = urllib.parse.urlsplit(url).path.rstrip("/")
+    meta_paths = {
+        f"{prefix}/.well-known/openid-configuration",
+        f"/.well-known/openid-configuration{prefix}",
+        f"/.well-known/oauth-authorization-server{prefix}",
+    }
+
+    async def route(scope: dict[str, Any], receive: Receive, send: Send) -> None:
+        method, path = scope["method"], scope["path"]
+        if method == "GET" and path in meta_paths:
+            await _json(send, 200, dict(discovery()), {"cache-control": "public, max-age=3600"})
+            return
+        if method == "GET" and path == f"{prefix}/jwks":
+            answer = await handler(JwksRequest(issuer=url))
+            assert isinstance(answer, JwksResponse)
+            await _json(
+                send,
+                200,
+                jwks_document(answer.keys),
+                {"cache-control": f"public, max-age={jwks_max_age}"},  # D4
+            )
+            return
+        if method == "GET" and path == f"{prefix}/device":
+            page = (
+                "<!doctype html><title>Device login</title><form method=post>"
+                "User code <input name=user_code> User <input name=user>"
+                "<button name=approve value=yes>Approve</button>"
+                "<button name=approve value=no>Deny</button></form>"
+            )
+            await _respond(send, 200, page.encode(), {"content-type": "text/html"})
+            return
+        decoders: dict[str, Callable[[bytes, str | None], Message]] = {
+            f"{prefix}/token": w.decode_token_request,
+            f"{prefix}/device_authorization": w.decode_device_authorization,
+            f"{prefix}/revoke": w.decode_revocation,
+            f"{prefix}/device": lambda body, _auth: w.decode_device_approval(body),
+        }
+        decode = decoders.get(path)
+        if decode is None:
+            await _json(send, 404, {"error": "not_found"})
+            return
+        if method != "POST":
+            await _respond(send, 405, headers={"allow": "POST"})
+            return
+        authorization = _header(scope, "authorization")
+        basic = (authorization or "").lower().startswith("basic")
+        try:
+            message = decode(await _read_body(receive), authorization)
+        except w.WireError as exc:
+            status = 401 if exc.error == "invalid_client" else 400
+            await _oauth_answer(
+                send, OAuthError(error=exc.error, description=str(exc), status=status), basic=basic
+            )
+            return
+        await _oauth_answer(send, await handler(message), basic=basic)
+
+    return _app(name, route)
+
+
+def rpc_app(name: str, handler: Handler) -> ASGIApp:
+    """``POST /rpc`` with one JSON envelope in and one out (``protocol/_wire.py``)."""
+
+    async def route(scope: dict[str, Any], receive: Receive, send: Send) -> None:
+        if scope["path"] != "/rpc":
+            await _json(send, 404, {"error": "not_found"})
+            return
+        if scope["method"] != "POST":
+            await _respond(send, 405, headers={"allow": "POST"})
+            return
+        try:
+            message = w.decode_rpc(await _read_body(receive))
+        except w.WireError as exc:
+            await _json(send, 400, {"error": "invalid_request", "error_description": str(exc)})
+            return
+        answer = await handler(message)
+        await _respond(send, 200, w.encode_rpc(answer), {"content-type": "application/json"})
+
+    return _app(name, route)
+
+
+class DataStore(Protocol):
+    """The bytes behind a data server (live mode: a directory tree)."""
+
+    def size(self, path: str) -> int | None:
+        """The size of the file at ``path``; None when there is no file there."""
+        ...
+
+    def is_dir(self, path: str) -> bool:
+        """A directory exists at ``path``."""
+        ...
+
+    def read(self, path: str) -> AsyncIterator[bytes]:
+        """The file's bytes, in chunks."""
+        ...
+
+    async def write(self, path: str, chunks: AsyncIterator[bytes]) -> int:
+        """Replace (or create) the file atomically with ``chunks``; returns bytes written."""
+        ...
+
+    def delete(self, path: str) -> bool:
+        """Remove the file; False when there was none."""
+        ...
+
+    def mkdir(self, path: str) -> bool:
+        """Create the directory (and parents, B7); False when it existed."""
+        ...
+
+
+_OPS: Final = {
+    "GET": Operation.READ,
+    "HEAD": Operation.STAT,
+    "PUT": Operation.CREATE,
+    "DELETE": Operation.MODIFY,
+    "MKCOL": Operation.MKDIR,
+}
+
+
+def _bearer(scope: Mapping[str, Any]) -> str | None:
+    header = _header(scope, "authorization")
+    if header is None:
+        return None
+    scheme, _, value = header.partition(" ")
+    return value.strip() or None if scheme.lower() == "bearer" else None
+
+
+def data_app(
+    name: str,
+    admit: Callable[[DataRequest], Awaitable[DataResponse]],
+    store: DataStore,
+    *,
+    realm: str,
+) -> ASGIApp:
+    """A data server over HTTP(S): GET, HEAD, PUT, DELETE, MKCOL with bearer tokens.
+
+    ``admit`` decides (the actor's verifier, with its events); this app moves the bytes.
+    Statuses follow conformance M1-M6: 401 with ``WWW-Authenticate: Bearer`` for a missing or
+    unusable token, 403 (``error="insufficient_scope"``) when the token may not do this, 404
+    for an authorized access to nothing, 201 for a new file or directory, 204 for an
+    overwrite or a delete, 405 for MKCOL on an existing directory (RFC 4918 §9.3.1).
+    """
+
+    async def route(scope: dict[str, Any], receive: Receive, send: Send) -> None:
+        method, path = scope["method"], scope["path"]
+        op = _OPS.get(method)
+        if op is None:
+            await _respond(send, 405, headers={"allow": ", ".join(_OPS)})
+            return
+        if "\x00" in path or not path.startswith("/"):
+            await _json(send, 400, {"error": "invalid_request"})
+            return
+        job_text = _header(scope, JOB_HEADER)
+        length = _header(scope, "content-length")
+        size = int(length) if length is not None and length.isdigit() else 0
+        request = DataRequest(
+            op=op,
+            path=path,
+            size=size if method == "PUT" else 0,
+            token=_bearer(scope),
+            job=int(job_text) if job_text is not None and job_text.isdigit() else None,
+        )
+        answer = await admit(request)
+        if answer.status in (401, 403):
+            reason = answer.reason or Reason.INSUFFICIENT_SCOPE
+            challenge = w.bearer_challenge(reason, answer.detail, realm=realm)
+            body = {
+                "error": reason.oauth_error or "invalid_request",
+                "error_description": answer.detail,
+            }
+            await _json(send, answer.status, body, {"www-authenticate": challenge})
+            return
+        if not answer.ok:
+            await _json(
+                send, answer.status, {"error": "not_found", "error_description": answer.detail}
+            )
+            return
+        if method == "GET":
+            await _stream_file(send, store, path)
+        elif method == "HEAD":
+            found = store.size(path)
+            await _respond(send, 200, headers={}, content_length=found or 0)
+        elif method == "PUT":
+            await store.write(path, _body_chunks(receive))
+            await _respond(send, 201 if answer.status == 201 else 204)
+        elif method == "DELETE":
+            await _respond(send, 204 if store.delete(path) else 404)
+        else:  # MKCOL
+            await _respond(send, 201 if store.mkdir(path) else 405)
+
+    return _app(name, route)
+
+
+async def _body_chunks(receive: Receive) -> AsyncIterator[bytes]:
+    while True:
+        event = await receive()
+        if event["type"] == "http.disconnect":
+            raise ConnectionResetError("client went away during the upload")
+        chunk = event.get("body", b"")
+        if chunk:
+            yield chunk
+        if not event.get("more_body", False):
+            return
+
+
+async def _stream_file(send: Send, store: DataStore, path: str) -> None:
+    size = store.size(path)
+    if size is None:
+        await _json(send, 404, {"error": "not_found"})
+        return
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 200,
+            "headers": [
+                (b"content-length", str(size).encode()),
+                (b"content-type", b"application/octet-stream"),
+            ],
+        }
+    )
+    async for chunk in store.read(path):
+        await send({"type": "http.response.body", "body": chunk, "more_body": True})
+    await send({"type": "http.response.body", "body": b""})
