@@ -10,7 +10,10 @@ hint.  Exceptions are for programming errors and for bad input given to us::
     │   ├── ScopeError                      a scope string that breaks the grammar
     │   ├── KeyFileError                    a key or JWKS file that cannot be used
     │   └── TokenFormatError                a token that cannot even be parsed (inspect)
-    └── RemoteProtocolError (RuntimeError)  a peer answered something that breaks the protocol
+    ├── RemoteProtocolError (RuntimeError)  a peer answered something that breaks the protocol
+    └── PeerError (RuntimeError)            a real peer program we run (XRootD) cannot be used
+        ├── PeerMissingError                it is not installed here (names what is missing)
+        └── PeerStartError                  it was started but died or never answered
 
 Every message names the field or key path, what was expected and what was received.
 """
@@ -20,6 +23,9 @@ from __future__ import annotations
 __all__ = [
     "KeyFileError",
     "LocalInputError",
+    "PeerError",
+    "PeerMissingError",
+    "PeerStartError",
     "RemoteProtocolError",
     "ScenarioError",
     "SciTokensBatchError",
@@ -68,3 +74,21 @@ class TokenFormatError(LocalInputError):
 
 class RemoteProtocolError(SciTokensBatchError, RuntimeError):
     """A peer answered in a way the protocol does not allow."""
+
+
+class PeerError(SciTokensBatchError, RuntimeError):
+    """A real peer program that live mode runs (XRootD) cannot be used."""
+
+
+class PeerMissingError(PeerError):
+    """The peer program, or a part it needs (plugin, user, tool), is not installed here.
+
+    The message names every missing part, e.g. ``libXrdAccSciTokens-5.so not found in ...``.
+    """
+
+
+class PeerStartError(PeerError):
+    """The peer program was started but exited, or did not answer in time.
+
+    The message says which, and ends with the tail of the program's own log.
+    """
