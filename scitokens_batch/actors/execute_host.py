@@ -39,7 +39,7 @@ from ..protocol import (
     Message,
     StartJob,
 )
-from ..tokens import Operation
+from ..tokens import Operation, Rejection, parse
 from ..transport import Transport, Unreachable
 from ._common import Clock, Logger
 
@@ -146,6 +146,10 @@ class ExecuteHost:
     recorder: Recorder
     log: Logger
     sandboxes: SandboxFactory = memory_sandboxes
+    #: data servers that record nothing themselves (XRootD in live mode): this host records
+    #: ``use``/``reject`` events for them, from the answers it gets (reason ``unspecified``
+    #: when the server does not say why)
+    observed_servers: frozenset[str] = frozenset()
     _creds: dict[tuple[str, str], _StagedToken] = attrs.field(factory=dict, alias="_creds")
     _running: dict[int, _Running] = attrs.field(factory=dict, alias="_running")
     _nursery: trio.Nursery | None = attrs.field(default=None, alias="_nursery")
@@ -273,8 +277,36 @@ class ExecuteHost:
                     await trio.sleep(ACCESS_RETRY_DELAY)
                 continue
             assert isinstance(answer, DataResponse)
+            if step.server in self.observed_servers:
+                self._observe(step.server, request, answer)
             return answer
         return None
+
+    def _observe(self, server: str, request: DataRequest, answer: DataResponse) -> None:
+        jti: str | None = None
+        exp: float | None = None
+        if request.token is not None:
+            parsed = parse(request.token)  # unverified: only to say which token
+            if not isinstance(parsed, Rejection):
+                raw_jti, raw_exp = parsed.claims.get("jti"), parsed.claims.get("exp")
+                jti = raw_jti if isinstance(raw_jti, str) else None
+                exp = float(raw_exp) if isinstance(raw_exp, int | float) else None
+        headroom = None if exp is None else round(exp - self.clock(), 6)
+        common = {
+            "job": request.job,
+            "op": request.op.value,
+            "path": request.path,
+            "jti": jti,
+            "exp": exp,
+            "headroom_s": headroom,
+            "status": answer.status,
+            "observed_by": self.name,
+        }
+        if answer.ok or answer.status == 404:
+            self.recorder.record(server, "use", cached=False, **common)
+        else:
+            reason = answer.reason.value if answer.reason is not None else "unspecified"
+            self.recorder.record(server, "reject", reason=reason, detail=answer.detail, **common)
 
     # -- faults ------------------------------------------------------------------------------
 

@@ -105,6 +105,10 @@ class TokenManager:
         """The stored credential, for inspection by tests and the world."""
         return self._store.get((user, service))
 
+    def stored(self) -> list[tuple[str, str]]:
+        """The (user, service) pairs in the store."""
+        return sorted(self._store)
+
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Scan now, then every ``scan_interval``; retry failed refreshes in between."""
         task_status.started()

@@ -56,6 +56,7 @@ from ..protocol import (
     TokenResponse,
 )
 from ..scenario import (
+    DataBackend,
     DataServerRestart,
     ExecuteHostCrash,
     IssuerOutage,
@@ -70,6 +71,7 @@ from ._clock import wall_now
 from ._config import ServiceConfig, TlsFiles
 from ._store import FileTree, populate
 from ._tls import RunCA
+from ._xrootd import XrootdIssuer, XrootdServer, XrootdSpec
 
 __all__ = ["LIVE_FAULTS", "LiveError", "ServiceProcess", "run_live"]
 
@@ -148,6 +150,15 @@ class ServiceProcess:
                 proc.wait(timeout)
         return proc.returncode
 
+    def exited(self) -> int | None:
+        """Its exit code if it has exited on its own, else None."""
+        return self.proc.poll() if self.proc is not None else None
+
+    @property
+    def has_health(self) -> bool:
+        """It answers :data:`HEALTH_PATH`."""
+        return True
+
     def log_tail(self, lines: int = 15) -> str:
         """The end of its log, for error messages."""
         try:
@@ -155,6 +166,64 @@ class ServiceProcess:
         except OSError:
             return ""
         return "\n".join(text.splitlines()[-lines:])
+
+
+@attrs.define
+class XrootdService:
+    """A data server served by XRootD (``backend = "xrootd"``), with the same handle as
+    :class:`ServiceProcess`. XRootD binds its own socket (socket activation, ``_xrootd.py``);
+    its start already waits until it answers."""
+
+    name: str
+    spec: XrootdSpec
+    workdir: Path
+    url: str
+    role: str = "data-server"
+    server: XrootdServer | None = None
+
+    @property
+    def pid(self) -> int | None:
+        """The daemon's process id while it runs."""
+        return self.server.pid if self.server is not None else None
+
+    @property
+    def proc(self) -> XrootdServer | None:
+        """Non-None while it runs."""
+        return self.server
+
+    @property
+    def log_path(self) -> Path:
+        """Its log file."""
+        return self.server.log_path if self.server is not None else self.workdir
+
+    @property
+    def has_health(self) -> bool:
+        """XRootD has no health route; :meth:`start` waits for it instead."""
+        return False
+
+    def start(self, sock: socket.socket | None) -> None:
+        """Start the daemon on the planned port (the planning socket is closed first)."""
+        if sock is not None:
+            sock.close()
+        self.server = XrootdServer.start(self.spec, self.workdir)
+
+    def stop(self, *, kill: bool = False, timeout: float = STOP_TIMEOUT) -> int | None:
+        """Stop it by its pid (bounded)."""
+        server, self.server = self.server, None
+        return server.stop(timeout) if server is not None else None
+
+    def exited(self) -> int | None:
+        """Its exit code if it died, else None."""
+        if self.server is None or self.server.running:
+            return None
+        return self.server.stop()
+
+    def log_tail(self, lines: int = 15) -> str:
+        """The end of its log."""
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
 
 
 def _bind(port: int = 0) -> socket.socket:
@@ -178,8 +247,14 @@ def check_live(spec: Scenario, source: str) -> None:
                 "(it needs control over time or the network: run it in virtual time)",
             )
     for i, ds in enumerate(spec.data_servers):
-        if getattr(ds, "backend", "builtin") not in ("builtin", "xrootd"):
-            raise ScenarioError(source, f"data_servers[{i}].backend", "unknown backend")
+        if ds.backend is DataBackend.XROOTD:
+            from ._xrootd import xrootd_missing
+
+            why = xrootd_missing()
+            if why is not None:
+                raise ScenarioError(
+                    source, f"data_servers[{i}].backend", f"'xrootd' cannot run here: {why}"
+                )
 
 
 @attrs.define
@@ -192,7 +267,7 @@ class _Run:
     tls: RunCA
     log_level: str
     t0: float
-    services: dict[str, ServiceProcess] = attrs.field(factory=dict)
+    services: dict[str, ServiceProcess | XrootdService] = attrs.field(factory=dict)
     sockets: dict[str, socket.socket] = attrs.field(factory=dict)
     issuer_urls: dict[str, str] = attrs.field(factory=dict)
     peers: dict[str, str] = attrs.field(factory=dict)
@@ -222,6 +297,9 @@ class _Run:
         for d in self.spec.data_servers:
             job_env[f"SCITOKENS_BATCH_URL_{_env_name(d.name)}"] = self.peers[d.name]
         for name, role in roles:
+            if role == "data-server" and self.spec.data_server(name).backend is DataBackend.XROOTD:
+                self._plan_xrootd(name)
+                continue
             workdir = self.workdir / "services" / name
             workdir.mkdir(parents=True, exist_ok=True, mode=0o700)
             config = ServiceConfig(
@@ -254,6 +332,27 @@ class _Run:
                     [(f.path, f.count, f.size) for f in spec.files],
                 )
 
+    def _plan_xrootd(self, name: str) -> None:
+        ds = self.spec.data_server(name)
+        workdir = self.workdir / "services" / name
+        workdir.chmod(0o755)  # reachable by the xrootd user (it holds no secret of ours)
+        root = workdir / "ns"
+        populate(FileTree(root), [(f.path, f.count, f.size) for f in ds.files])
+        spec = XrootdSpec(
+            name=name,
+            root=root,
+            exports=tuple(sorted(set(ds.issuers.values()))) or ("/",),
+            issuers=tuple(
+                XrootdIssuer(url=self.issuer_urls[iss], base_path=base)
+                for iss, base in sorted(ds.issuers.items())
+            ),
+            audiences=(ds.audience,),
+            tls=self.tls,
+            trust="auto",
+            port=self.sockets[name].getsockname()[1],
+        )
+        self.services[name] = XrootdService(name, spec, workdir / "xrootd", self.peers[name])
+
     def start(self, name: str) -> None:
         """Start one service (first start: with its planned socket)."""
         self.services[name].start(self.sockets.pop(name, None))
@@ -272,12 +371,15 @@ class _Run:
         async with httpx.AsyncClient(verify=_ssl(self.tls.ca), timeout=2.0) as client:
             for name in names:
                 svc = self.services[name]
+                if not svc.has_health:
+                    continue
                 url = svc.url.split("/", 3)
                 health = "/".join(url[:3]) + HEALTH_PATH
                 while True:
-                    if svc.proc is not None and svc.proc.poll() is not None:
+                    code = svc.exited()
+                    if code is not None:
                         raise LiveError(
-                            f"service {name} exited with {svc.proc.returncode} at start; "
+                            f"service {name} exited with {code} at start; "
                             f"its log ({svc.log_path}) ends:\n{svc.log_tail()}"
                         )
                     with contextlib.suppress(httpx.TransportError):
@@ -306,7 +408,7 @@ class _Run:
             if key in seen:
                 continue
             seen.add(key)
-            refresh = await self._device_login(
+            tokens = await self.device_login(
                 transport, w.issuer, w.user, w.token.scopes, w.token.audience
             )
             answer = await transport.request(
@@ -318,20 +420,23 @@ class _Run:
                     issuer=w.issuer,
                     scopes=" ".join(w.token.scopes),
                     audience=w.token.audience,
-                    refresh_token=refresh,
+                    refresh_token=tokens.refresh_token or "",
                 ),
             )
             if not isinstance(answer, Ack) or not answer.ok:
                 raise LiveError(f"the token manager refused {w.user}'s credential: {answer}")
 
-    async def _device_login(
+    async def device_login(
         self,
         transport: HttpTransport,
         issuer: str,
         user: str,
         scopes: Sequence[str],
         audience: str,
-    ) -> str:
+    ) -> TokenResponse:
+        """The user's login at ``issuer`` for the token manager's client (RFC 8628): start,
+        approve as the user, poll (honouring ``interval`` and ``slow_down``, bounded by the
+        code's life). The answer carries a refresh token (``offline_access``)."""
         secret = client_secret(self.seed, issuer, "token_manager")
         start = await transport.request(
             "runner",
@@ -368,7 +473,7 @@ class _Run:
             if isinstance(answer, TokenResponse):
                 if answer.refresh_token is None:
                     raise LiveError(f"{issuer} gave {user} no refresh token (offline_access)")
-                return answer.refresh_token
+                return answer
             assert isinstance(answer, OAuthError), answer
             if answer.error == "slow_down":
                 interval += 5.0  # RFC 8628 §3.5
@@ -391,9 +496,6 @@ class _Run:
             name, down, kill = fault.issuer, fault.duration, False
         elif isinstance(fault, TokenManagerCrash):
             name, down, kill = "token_manager", fault.restart_after, True
-            if fault.lose_state:
-                state = self.workdir / "services" / "token_manager" / "credentials.json"
-                state.unlink(missing_ok=True)
         elif isinstance(fault, ExecuteHostCrash):
             name, down, kill = fault.host, fault.restart_after, True
         else:
@@ -402,8 +504,11 @@ class _Run:
         self._record(fault, "start")
         svc = self.services[name]
         await trio.to_thread.run_sync(lambda: svc.stop(kill=kill))
+        if isinstance(fault, TokenManagerCrash) and fault.lose_state:
+            # The credential store (the .top files) is gone with the machine's disk.
+            (self.workdir / "services" / name / "credentials.json").unlink(missing_ok=True)
         await trio.sleep(down)
-        svc.start(None)
+        await trio.to_thread.run_sync(lambda: svc.start(None))
         await self.wait_healthy([name])
         self._record(fault, "end")
 
@@ -476,8 +581,11 @@ def run_live(
     check_live(spec, source)
     the_seed = spec.meta.seed if seed is None else seed
     workdir = Path(tempfile.mkdtemp(prefix="scitokens-batch-live-"))
+    # XRootD runs as its own user and must reach its directory under services/; everything
+    # secret below is 0700/0600 on its own (each service's work directory, keys, sandboxes).
+    workdir.chmod(0o755)
     for sub in ("logs", "events", "config", "services", "tls"):
-        (workdir / sub).mkdir(mode=0o700)
+        (workdir / sub).mkdir(mode=0o755 if sub == "services" else 0o700)
     wall0 = time.perf_counter()
     run = _Run(
         spec=spec,
@@ -522,7 +630,7 @@ def run_live(
 async def _drive(run: _Run, progress: Callable[[float, float], None] | None) -> None:
     first = [n for n, s in run.services.items() if s.role != "queue-manager"]
     for name in first:
-        run.start(name)
+        await trio.to_thread.run_sync(run.start, name)
     await run.wait_healthy(first)
     transport = run.transport()
     try:
@@ -537,10 +645,10 @@ async def _drive(run: _Run, progress: Callable[[float, float], None] | None) -> 
         nursery.start_soon(run.faults, start)
         while trio.current_time() < start + duration:
             for svc in run.services.values():
-                if svc.proc is not None and svc.proc.poll() is not None:
+                code = svc.exited()
+                if code is not None:
                     raise LiveError(
-                        f"service {svc.name} died (exit {svc.proc.returncode}); its log ends:\n"
-                        f"{svc.log_tail()}"
+                        f"service {svc.name} died (exit {code}); its log ends:\n{svc.log_tail()}"
                     )
             if progress is not None:
                 progress(trio.current_time() - start, duration)

@@ -26,9 +26,9 @@ import structlog
 import trio
 
 from .. import _files
-from ..actors import Issuer
+from ..actors import Credential, Issuer, TokenManager
 from ..metrics import Event, Recorder
-from ..scenario import World, load_scenario
+from ..scenario import DataBackend, World, load_scenario
 from ..scenario._world import LiveWiring
 from ..tokens import SigningKey
 from ..transport.http import HttpTransport, Peer, data_app, issuer_app, rpc_app
@@ -161,6 +161,9 @@ async def serve(config: ServiceConfig) -> None:
         transport=transport,
         sandboxes=lambda host: directory_sandboxes(workdir / "sandboxes", wall_now, job_env),
         files=lambda server: FileTree(workdir / "data"),
+        observed_servers=frozenset(
+            d.name for d in spec.data_servers if d.backend is DataBackend.XROOTD
+        ),
     )
     world = World.build(
         spec,
@@ -188,6 +191,8 @@ async def serve(config: ServiceConfig) -> None:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(_on_signals, shutdown, log)
             await nursery.start(actor.run)
+            if config.role == "token-manager":
+                nursery.start_soon(_keep_saving, after)
             await hypercorn_serve(app, hc, shutdown_trigger=shutdown.wait)
             nursery.cancel_scope.cancel()
     finally:
@@ -195,6 +200,42 @@ async def serve(config: ServiceConfig) -> None:
         await transport.aclose()
         sink.close()
         log.info("stopped")
+
+
+_CRED_FIELDS = (
+    "user",
+    "service",
+    "issuer",
+    "scopes",
+    "audience",
+    "refresh_token",
+    "access_token",
+    "jti",
+    "iat",
+    "exp",
+)
+
+
+def _save_credentials(tm: TokenManager, path: Path) -> None:
+    """The credmon's ``.top``/``.use`` files, as one 0600 file written atomically (I2, I3)."""
+    creds = [tm.credential(u, s) for u, s in tm.stored()]
+    doc = [{f: getattr(c, f) for f in _CRED_FIELDS} for c in creds if c is not None and not c.dead]
+    _files.write_private(path, json.dumps(doc) + "\n")
+
+
+def _load_credentials(tm: TokenManager, path: Path) -> None:
+    """Back after a crash: what was on disk is the store again (a lost file: nothing)."""
+    if not path.exists():
+        return
+    for entry in json.loads(path.read_text()):
+        tm.store(Credential(**{f: entry[f] for f in _CRED_FIELDS}))
+
+
+async def _keep_saving(save: Callable[[], None], every: float = 1.0) -> None:
+    """Persist state every ``every`` seconds (a crash loses at most that much)."""
+    while True:
+        await trio.sleep(every)
+        save()
 
 
 async def _on_signals(shutdown: trio.Event, log: Any) -> None:
@@ -249,5 +290,8 @@ def _pick(world: World, config: ServiceConfig) -> tuple[Any, Any, Callable[[], N
             raise missing("an execute host", list(world.hosts))
         return host, rpc_app(name, host.handle), nothing
     if role == "token-manager":
-        return world.token_manager, rpc_app(name, world.token_manager.handle), nothing
+        tm = world.token_manager
+        store = config.workdir / "credentials.json"
+        _load_credentials(tm, store)
+        return tm, rpc_app(name, tm.handle), lambda: _save_credentials(tm, store)
     return world.queue_manager, rpc_app(name, world.queue_manager.handle), nothing

@@ -25,6 +25,7 @@ from scitokens_batch.scenario._spec import BurstArrival as BurstArrival
 from scitokens_batch.scenario._spec import ClockStep as ClockStep
 from scitokens_batch.scenario._spec import Compute as Compute
 from scitokens_batch.scenario._spec import ComputeStep as ComputeStep
+from scitokens_batch.scenario._spec import DataBackend as DataBackend
 from scitokens_batch.scenario._spec import DataServerRestart as DataServerRestart
 from scitokens_batch.scenario._spec import DataServerSpec as DataServerSpec
 from scitokens_batch.scenario._spec import EveryArrival as EveryArrival
@@ -82,6 +83,7 @@ __all__ = [
     "ClockStep",
     "Compute",
     "ComputeStep",
+    "DataBackend",
     "DataServerRestart",
     "DataServerSpec",
     "EveryArrival",

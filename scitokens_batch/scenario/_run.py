@@ -41,7 +41,7 @@ from ..metrics import (
 from ._determinism import seeded_trio_scheduler
 from ._expect import CheckResult, evaluate
 from ._faults import begin_fault, run_fault
-from ._spec import ExecStep, Scenario
+from ._spec import DataBackend, ExecStep, Scenario
 from ._world import World, structured_logger
 
 __all__ = ["RunResult", "check_scenario", "drive", "result_from_events", "run_virtual"]
@@ -122,7 +122,7 @@ def run_virtual(
     """
     the_seed = spec.meta.seed if seed is None else seed
     check_scenario(spec, source=source)  # before anything is written
-    _refuse_exec_steps(spec, source or f"scenario {spec.meta.name!r}")
+    _refuse_live_only(spec, source or f"scenario {spec.meta.name!r}")
 
     builder = SummaryBuilder()
     tables: list[Any] = []
@@ -268,8 +268,16 @@ def result_from_events(
     return RunResult(summary=summary, checks=checks, out=out)
 
 
-def _refuse_exec_steps(spec: Scenario, source: str) -> None:
-    """Real commands cannot run in virtual time: say so, naming the step."""
+def _refuse_live_only(spec: Scenario, source: str) -> None:
+    """Real commands and real XRootD cannot run in virtual time: say so, naming the key."""
+    for i, ds in enumerate(spec.data_servers):
+        if ds.backend is not DataBackend.BUILTIN:
+            raise ScenarioError(
+                source,
+                f"data_servers[{i}].backend",
+                f"{ds.backend.value!r} is a real server: expected a live run (--live), "
+                "received a virtual-time run",
+            )
     for i, w in enumerate(spec.workloads):
         for j, step in enumerate(w.steps):
             if isinstance(step, ExecStep):

@@ -43,6 +43,7 @@ __all__ = [
     "ClockStep",
     "Compute",
     "ComputeStep",
+    "DataBackend",
     "DataServerRestart",
     "DataServerSpec",
     "EveryArrival",
@@ -410,6 +411,13 @@ class FileSetSpec:
         return tuple(f"{prefix}/{i}" for i in range(self.count))
 
 
+class DataBackend(enum.Enum):
+    """What serves a data server in a live run."""
+
+    BUILTIN = "builtin"  #: our data server (the same code as in virtual time)
+    XROOTD = "xrootd"  #: XRootD 5.5.3 + libXrdAccSciTokens (live mode only)
+
+
 @attrs.frozen(kw_only=True)
 class DataServerSpec:
     """A ``[[data_servers]]`` entry: a storage element that verifies tokens.
@@ -429,6 +437,9 @@ class DataServerSpec:
         issuers: trusted issuer name -> base path: token path ``/frames`` is server path
             ``<base>/frames`` (B6).
         files: files present at the start.
+        backend: ``"builtin"`` (ours) or ``"xrootd"`` (Debian's XRootD with XrdHttp and the
+            SciTokens plugin, ``--live`` only; the settings above that XRootD has no knob for,
+            such as ``leeway`` or ``token_cache``, do not apply to it).
     """
 
     name: str = attrs.field(metadata=_NAME)
@@ -446,6 +457,7 @@ class DataServerSpec:
         factory=dict, metadata=_meta(item_check=_absolute_path)
     )
     files: tuple[FileSetSpec, ...] = ()
+    backend: DataBackend = DataBackend.BUILTIN
 
 
 # --------------------------------------------------------------------------------------------

@@ -82,6 +82,9 @@ class LiveWiring:
     transport: Transport
     sandboxes: Callable[[str], SandboxFactory]
     files: Callable[[str], MutableMapping[str, int]]
+    #: data servers that record no events of their own (XRootD): the execute hosts record
+    #: what they saw of each access on the server's behalf
+    observed_servers: frozenset[str] = frozenset()
 
 
 def derive_rng(seed: int, *names: object) -> random.Random:
@@ -352,6 +355,7 @@ class World:
                 )
                 if live is not None:
                     hosts[name].sandboxes = live.sandboxes(name)
+                    hosts[name].observed_servers = live.observed_servers
                 net.register(name, hosts[name].handle)
                 host_slots.append((name, hs.slots))
 

@@ -183,9 +183,21 @@ class CppPeer:
         db.close()
         return dict(json.loads(keys))
 
-    def run(self, tool: str, *args: str) -> PeerRun:
-        """Run one tool to completion (bounded by :data:`PEER_TIMEOUT`)."""
-        argv = (self.tools[tool], *args)
+    def run(self, tool: str, *args: str, ca_overlay: Path | None = None) -> PeerRun:
+        """Run one tool to completion (bounded by :data:`PEER_TIMEOUT`).
+
+        Args:
+            ca_overlay: a CA bundle bind-mounted over the system one in a private mount
+                namespace, so the tool's libcurl trusts a live loopback issuer (peers.md b.2;
+                needs root).
+        """
+        argv: tuple[str, ...] = (self.tools[tool], *args)
+        if ca_overlay is not None:
+            argv = (
+                "unshare", "-m", "--propagation", "private", "sh", "-c",
+                'mount --bind "$0" /etc/ssl/certs/ca-certificates.crt && exec "$@"',
+                str(ca_overlay), *argv,
+            )
         proc = subprocess.run(
             argv,
             env=isolated_env(self.home),
@@ -228,6 +240,8 @@ class PyPeer:
 
     home: Path
     python: str = sys.executable
+    #: added to the isolated environment (e.g. SSL_CERT_FILE to trust a live issuer, peers.md a.)
+    extra_env: Mapping[str, str] = attrs.field(factory=dict)
 
     @property
     def cache_dir(self) -> Path:
@@ -239,7 +253,7 @@ class PyPeer:
         proc = subprocess.run(
             [self.python, "-I", str(PY_DRIVER)],
             input=json.dumps({"ops": list(ops)}),
-            env=isolated_env(self.home),
+            env=isolated_env(self.home) | dict(self.extra_env),
             cwd=self.home,
             capture_output=True,
             text=True,
