@@ -7,6 +7,7 @@ from ._common import HostClock as HostClock
 from .data_server import DataServer as DataServer
 from .data_server import namespace as namespace
 from .execute_host import ExecuteHost as ExecuteHost
+from .issuer import ClientPolicy as ClientPolicy
 from .issuer import Issuer as Issuer
 from .issuer import UserPolicy as UserPolicy
 from .queue_manager import QueueManager as QueueManager
@@ -15,6 +16,7 @@ from .token_manager import Credential as Credential
 from .token_manager import TokenManager as TokenManager
 
 __all__ = [
+    "ClientPolicy",
     "Credential",
     "DataServer",
     "ExecuteHost",
