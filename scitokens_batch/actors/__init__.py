@@ -10,6 +10,7 @@ from .execute_host import ExecuteHost as ExecuteHost
 from .execute_host import MemorySandbox as MemorySandbox
 from .execute_host import Sandbox as Sandbox
 from .execute_host import SandboxFactory as SandboxFactory
+from .issuer import ClientPolicy as ClientPolicy
 from .issuer import Issuer as Issuer
 from .issuer import UserPolicy as UserPolicy
 from .queue_manager import QueueManager as QueueManager
@@ -18,6 +19,7 @@ from .token_manager import Credential as Credential
 from .token_manager import TokenManager as TokenManager
 
 __all__ = [
+    "ClientPolicy",
     "Credential",
     "DataServer",
     "ExecuteHost",

@@ -1,32 +1,69 @@
-"""The VO token issuer: VO policy, token endpoint grants, JWKS with rotation, rate limit.
+"""The VO token issuer: VO policy, registered clients, the OAuth2 grants, JWKS, rate limit.
 
-It answers :class:`~scitokens_batch.protocol.TokenRequest` and
-:class:`~scitokens_batch.protocol.JwksRequest`. Refresh tokens are opaque strings it keeps in a
-table; they rotate on every use (E4, I7), and the previous one stays usable for a grace period
-(E4: "AS SHOULD allow ~1 day grace"). What a user may be granted is the VO policy: a request is
-narrowed to it, and refused with ``invalid_scope`` when nothing is left (B15).
+It answers, at the message level (the same in virtual time and in live mode, where the HTTP
+layer maps form posts onto these messages):
+
+=============================================  =================================================
+message                                        endpoint (``discovery_document()`` paths)
+=============================================  =================================================
+:class:`~scitokens_batch.protocol.TokenRequest`  ``<url>/token``: refresh (RFC 6749 §6), client
+                                               credentials (§4.4), token exchange (RFC 8693),
+                                               device code polling (RFC 8628 §3.4)
+``DeviceAuthorizationRequest``                 ``<url>/device_authorization`` (RFC 8628 §3.1)
+``DeviceApproval``                             ``<url>/device``: the user's verification page
+``RevocationRequest``                          ``<url>/revoke`` (RFC 7009)
+``JwksRequest``                                ``<url>/jwks`` (D2)
+=============================================  =================================================
+
+Every client request is authenticated against the client registry (:class:`ClientPolicy`):
+an unknown client, or a confidential one with a missing or wrong secret, is ``invalid_client``
+(401); a grant the client is not registered for is ``unauthorized_client``. Errors are the codes
+of RFC 6749 §5.2, RFC 8693 §2.2.2 (``invalid_target``), RFC 8628 §3.5 and RFC 7009 §2.2.1, with
+status 400 except ``invalid_client`` (401) and the rate limit (503). Error descriptions never
+hold a token, a device code or a secret.
+
+Refresh tokens are opaque strings kept in a table; they rotate on every use (E4, I7), and the
+previous one stays usable for ``refresh_token_grace`` (E4: "AS SHOULD allow ~1 day grace").
+What a user may be granted is the VO policy, and what a token exchange may grant is the subject
+token: a request is narrowed to it, and refused with ``invalid_scope`` when nothing is left
+(B15). ``offline_access`` and ``openid`` in a requested scope are OAuth scopes, not
+capabilities: they are taken out before the capability scopes are parsed.
 
 An outage is not the issuer's business: the world takes it off the network (connection refused).
 """
 
 from __future__ import annotations
 
+import enum
+import hmac
 import random
 from collections.abc import Mapping, Sequence
+from typing import Any, TypeAlias
 
 import attrs
 import trio
 
-from ..errors import ScopeError
+from ..errors import LocalInputError, ScopeError
 from ..metrics import Recorder
 from ..protocol import (
+    CLIENT_AUTH_BASIC,
+    CLIENT_AUTH_POST,
     GRANT_CLIENT_CREDENTIALS,
+    GRANT_DEVICE_CODE,
     GRANT_REFRESH,
     GRANT_TOKEN_EXCHANGE,
+    TOKEN_TYPE_ACCESS,
+    TOKEN_TYPE_JWT,
+    TOKEN_TYPE_REFRESH,
+    Ack,
+    DeviceApproval,
+    DeviceAuthorizationRequest,
+    DeviceAuthorizationResponse,
     JwksRequest,
     JwksResponse,
     Message,
     OAuthError,
+    RevocationRequest,
     TokenRequest,
     TokenResponse,
 )
@@ -46,7 +83,33 @@ from ..tokens import (
 )
 from ._common import Clock, Logger, new_jti, new_secret
 
-__all__ = ["Issuer", "UserPolicy"]
+__all__ = ["GRANTS", "OAUTH_SCOPES", "ClientPolicy", "Issuer", "UserPolicy"]
+
+#: Every grant type the token endpoint implements, in the order discovery lists them.
+GRANTS = (GRANT_REFRESH, GRANT_CLIENT_CREDENTIALS, GRANT_TOKEN_EXCHANGE, GRANT_DEVICE_CODE)
+#: OAuth/OIDC scopes that are not capabilities (K1): never parsed as one, never an error.
+OAUTH_SCOPES = frozenset({"offline_access", "openid"})
+
+#: RFC 8628 §6.1: a user code of 8 characters from 20 consonants (no vowels: no words, and no
+#: look-alikes such as 0/O or 1/I) has 20^8 ≈ 2.6e10 values; shown as ``WDJB-MJHT``.
+_USER_CODE_ALPHABET = "BCDFGHJKLMNPQRSTVWXZ"
+#: RFC 8628 §3.5: "the interval MUST be increased by 5 seconds" on every ``slow_down``.
+_SLOW_DOWN_STEP = 5.0
+
+#: An ``aud`` claim value: one audience, or several (C1).
+Audience: TypeAlias = str | tuple[str, ...]
+
+
+def _known_grants(_: object, attribute: attrs.Attribute[Any], value: frozenset[str]) -> None:
+    if not isinstance(value, frozenset) or not value <= set(GRANTS):
+        raise ValueError(
+            f"{attribute.name} must be a frozenset of {', '.join(GRANTS)} (got {value!r})"
+        )
+
+
+def _positive_or_none(_: object, attribute: attrs.Attribute[Any], value: float | None) -> None:
+    if value is not None and not value > 0:
+        raise ValueError(f"{attribute.name} must be > 0 seconds or None (got {value!r})")
 
 
 @attrs.frozen(kw_only=True)
@@ -64,16 +127,70 @@ class UserPolicy:
     groups: tuple[str, ...] = ()
 
 
-@attrs.define
+@attrs.frozen(kw_only=True)
+class ClientPolicy:
+    """A registered OAuth client (the token manager, FTS, Rucio, a service host...).
+
+    Attributes:
+        client_id: the ``client_id`` it authenticates as; the ``sub`` of its client
+            credentials tokens (A13: ``host:fully.qualified.domain`` for services).
+        secret: its client secret (RFC 6749 §2.3.1); None for a public client, which
+            authenticates with its ``client_id`` alone (RFC 6749 §2.1).
+        grants: the GRANT_* constants it may use; any other is ``unauthorized_client``.
+        scopes: the most a client credentials token may hold (the client is the subject);
+            the other grants are bounded by the user's policy or the subject token instead.
+        audiences: the audiences it may ask for (``invalid_target`` otherwise); empty: any.
+            A default audience (the refresh token's, the subject token's) is not checked.
+        access_token_lifetime: seconds its access tokens live, whatever the grant (K5, P13:
+            "exchanged tokens get the exchanging client's lifetimes"); None: the issuer's.
+    """
+
+    client_id: str
+    secret: str | None = attrs.field(default=None, repr=False)
+    grants: frozenset[str] = attrs.field(validator=_known_grants)
+    scopes: tuple[Scope, ...] = ()
+    audiences: tuple[str, ...] = ()
+    access_token_lifetime: float | None = attrs.field(default=None, validator=_positive_or_none)
+
+    @property
+    def confidential(self) -> bool:
+        """It has a secret it must present (RFC 6749 §2.1)."""
+        return self.secret is not None
+
+
+@attrs.define(kw_only=True)
 class _RefreshGrant:
     user: str
     client: str
     scopes: tuple[Scope, ...]
-    audience: str | None
+    audience: Audience | None
     expires: float
+    #: every refresh token rotated from one login shares it: revocation takes them all
+    family: int
     #: when it was replaced by a newer one (rotation); usable until then + grace
     rotated_at: float | None = None
     revoked: bool = False
+
+
+class _DeviceState(enum.Enum):
+    PENDING = "pending"  # waiting for the user
+    APPROVED = "approved"  # the user said yes; the next poll gets the tokens
+    DENIED = "denied"  # the user said no
+    CONSUMED = "consumed"  # the tokens were handed out
+
+
+@attrs.define(kw_only=True)
+class _DeviceGrant:
+    client: str
+    user_code: str
+    #: the requested capability scopes (OAuth scopes taken out); None: whatever the user may have
+    scope: str | None
+    audience: Audience | None
+    expires: float
+    interval: float
+    last_poll: float | None = None
+    user: str | None = None
+    state: _DeviceState = _DeviceState.PENDING
 
 
 @attrs.define(kw_only=True)
@@ -86,13 +203,16 @@ class Issuer:
         profile: token profile it emits.
         keys: its key ring (rotation ahead of use, D6).
         users: the VO policy.
-        access_token_lifetime: seconds.
-        refresh_token_lifetime: seconds.
+        clients: the registered OAuth clients, by ``client_id``.
+        access_token_lifetime: seconds, for clients without a lifetime of their own.
+        refresh_token_lifetime: seconds from the login (enrolment, device approval, exchange).
         nbf_backdate: ``nbf = iat - nbf_backdate`` (E1).
         max_requests_per_second: beyond this, 503 (None: unlimited).
-        refresh_grace: how long a rotated refresh token is still accepted (E4).
+        refresh_token_grace: how long a rotated refresh token is still accepted (E4).
+        device_code_lifetime: ``expires_in`` of a device code (RFC 8628 §3.2; K2: 1800 s).
+        device_poll_interval: the polling ``interval`` a device code starts with (5 s).
         now: the issuer's clock (absolute seconds).
-        rng: this actor's seeded RNG (jti, refresh tokens).
+        rng: this actor's seeded RNG (jti, refresh tokens, device and user codes).
         recorder: event recorder.
         log: structlog logger.
     """
@@ -102,17 +222,22 @@ class Issuer:
     profile: Profile
     keys: KeyRing
     users: Mapping[str, UserPolicy]
+    clients: Mapping[str, ClientPolicy] = attrs.field(factory=dict)
     access_token_lifetime: float
     refresh_token_lifetime: float
     nbf_backdate: float = 0.0
     max_requests_per_second: float | None = None
-    refresh_grace: float = 86400.0
-    client_lifetimes: Mapping[str, float] = attrs.field(factory=dict)
+    refresh_token_grace: float = 86400.0
+    device_code_lifetime: float = 1800.0
+    device_poll_interval: float = 5.0
     now: Clock
     rng: random.Random
     recorder: Recorder
     log: Logger
     _grants: dict[str, _RefreshGrant] = attrs.field(factory=dict, alias="_grants")
+    _families: int = attrs.field(default=0, alias="_families")
+    _devices: dict[str, _DeviceGrant] = attrs.field(factory=dict, alias="_devices")
+    _user_codes: dict[str, str] = attrs.field(factory=dict, alias="_user_codes")
     _window: int = attrs.field(default=-1, alias="_window")
     _window_count: int = attrs.field(default=0, alias="_window_count")
 
@@ -130,21 +255,25 @@ class Issuer:
 
         Raises:
             ScopeError: when none of the requested scopes is within the VO policy.
+            LocalInputError: ``client`` is not registered (it could never use the token).
         """
+        if client not in self.clients:
+            raise LocalInputError(
+                f"issuer {self.name}: expected a registered client, received {client!r}"
+            )
         policy = self.users[user]
-        requested = parse_scopes(scopes if isinstance(scopes, str) else " ".join(scopes))
+        text = scopes if isinstance(scopes, str) else " ".join(scopes)
+        requested = parse_scopes(_capability_scopes(text)[0] or "")
         granted = narrow(requested, policy.scopes)
         if not granted:
             raise ScopeError(f"user {user!r} may have none of {format_scopes(requested)!r}")
-        token = new_secret(self.rng, "rt-")
-        self._grants[token] = _RefreshGrant(
+        return self._new_refresh_token(
             user=user,
             client=client,
             scopes=granted,
             audience=audience,
             expires=self.now() + self.refresh_token_lifetime,
         )
-        return token
 
     def revoke_user(self, user: str) -> int:
         """Revoke every refresh token of ``user`` (RFC 7009 by an admin); returns how many."""
@@ -159,26 +288,70 @@ class Issuer:
         """Publish ``new_key`` now and sign with it from now + ``publish_ahead`` (D6)."""
         self.keys.rotate(new_key, at=self.now(), publish_ahead=publish_ahead)
 
+    def discovery_document(self) -> dict[str, Any]:
+        """The ``<url>/.well-known/openid-configuration`` document (D2, D3, D5; RFC 8414).
+
+        ``issuer`` and ``jwks_uri`` are what every validator reads (D5); the endpoints are the
+        paths the live HTTP layer serves. ``scopes_supported`` is every scope some user or
+        client may be granted, plus the OAuth scopes, sorted.
+        """
+        scopes = {str(s) for policy in self.users.values() for s in policy.scopes}
+        scopes.update(str(s) for client in self.clients.values() for s in client.scopes)
+        scopes.update(OAUTH_SCOPES)
+        auth_methods = [CLIENT_AUTH_BASIC, CLIENT_AUTH_POST]
+        return {
+            "issuer": self.url,
+            "jwks_uri": f"{self.url}/jwks",
+            "token_endpoint": f"{self.url}/token",
+            "device_authorization_endpoint": f"{self.url}/device_authorization",
+            "revocation_endpoint": f"{self.url}/revoke",
+            "grant_types_supported": list(GRANTS),
+            "scopes_supported": sorted(scopes),
+            "response_types_supported": ["token"],
+            "subject_types_supported": ["public"],
+            "token_endpoint_auth_methods_supported": auth_methods,
+            "revocation_endpoint_auth_methods_supported": list(auth_methods),
+        }
+
     # -- the endpoints ---------------------------------------------------------------------
 
     async def handle(self, message: Message) -> Message:
-        """Answer a token or JWKS request."""
+        """Answer a token, device, revocation or JWKS request."""
         if isinstance(message, JwksRequest):
             self.recorder.record(
                 self.name, "request", endpoint="jwks", status=200, grant=None, error=None
             )
             return JwksResponse(keys=self.keys.published(self.now()))
-        if not isinstance(message, TokenRequest):
+        if isinstance(message, DeviceApproval):
+            # The user's browser at the verification page: not a client, not rate limited.
+            return self._approve(message)
+        if not isinstance(message, TokenRequest | DeviceAuthorizationRequest | RevocationRequest):
             raise TypeError(f"issuer {self.name}: unexpected message {type(message).__name__}")
         if self._rate_limited():
             return self._error(message, "temporarily_unavailable", "rate limit exceeded", 503)
-        if message.grant_type == GRANT_REFRESH:
-            return self._refresh(message)
-        if message.grant_type == GRANT_CLIENT_CREDENTIALS:
-            return self._client_credentials(message)
-        if message.grant_type == GRANT_TOKEN_EXCHANGE:
-            return self._exchange(message)
-        return self._error(message, "unsupported_grant_type", f"grant {message.grant_type!r}")
+        client = self._authenticate(message)
+        if isinstance(client, OAuthError):
+            return client
+        if isinstance(message, DeviceAuthorizationRequest):
+            return self._device_authorization(message, client)
+        if isinstance(message, RevocationRequest):
+            return self._revoke(message, client)
+        grant = message.grant_type
+        if grant not in GRANTS:
+            return self._error(message, "unsupported_grant_type", f"grant {grant!r}")
+        if grant not in client.grants:
+            return self._error(
+                message,
+                "unauthorized_client",
+                f"client {client.client_id!r} is not registered for the {grant!r} grant",
+            )
+        if grant == GRANT_REFRESH:
+            return self._refresh(message, client)
+        if grant == GRANT_CLIENT_CREDENTIALS:
+            return self._client_credentials(message, client)
+        if grant == GRANT_TOKEN_EXCHANGE:
+            return self._exchange(message, client)
+        return self._device_token(message, client)
 
     def _rate_limited(self) -> bool:
         limit = self.max_requests_per_second
@@ -191,94 +364,379 @@ class Issuer:
         self._window_count += 1
         return self._window_count > limit
 
-    def _error(
-        self, req: TokenRequest, error: str, description: str, status: int = 400
-    ) -> OAuthError:
+    def _record(self, req: _Request, status: int, error: str | None) -> None:
+        if isinstance(req, TokenRequest):
+            endpoint, grant = "token", req.grant_type
+        elif isinstance(req, DeviceAuthorizationRequest):
+            endpoint, grant = "device_authorization", GRANT_DEVICE_CODE
+        elif isinstance(req, DeviceApproval):
+            endpoint, grant = "device", GRANT_DEVICE_CODE
+        else:
+            endpoint, grant = "revoke", None
         self.recorder.record(
-            self.name, "request", endpoint="token", status=status, grant=req.grant_type, error=error
+            self.name, "request", endpoint=endpoint, status=status, grant=grant, error=error
         )
+
+    def _error(self, req: _Request, error: str, description: str, status: int = 400) -> OAuthError:
+        """An error answer (RFC 6749 §5.2). ``description`` must hold no token or secret."""
+        self._record(req, status, error)
         return OAuthError(error=error, description=description, status=status)
 
-    def _requested(
-        self, req: TokenRequest, allowed: Sequence[Scope]
+    def _authenticate(
+        self, req: TokenRequest | DeviceAuthorizationRequest | RevocationRequest
+    ) -> ClientPolicy | OAuthError:
+        """The registered client making ``req``, or ``invalid_client`` (RFC 6749 §2.3.1, §5.2).
+
+        A public client needs no secret (one it sends anyway is ignored); how a confidential
+        one sent its secret (``client_auth``: Basic or form) does not matter here.
+        """
+        client = self.clients.get(req.client_id)
+        if client is None:
+            return self._error(req, "invalid_client", f"unknown client {req.client_id!r}", 401)
+        if client.secret is not None:
+            if req.client_secret is None:
+                return self._error(
+                    req,
+                    "invalid_client",
+                    f"client {client.client_id!r} must authenticate (client_secret_basic or "
+                    f"client_secret_post)",
+                    401,
+                )
+            if not hmac.compare_digest(req.client_secret.encode(), client.secret.encode()):
+                return self._error(
+                    req, "invalid_client", f"client {client.client_id!r}: wrong secret", 401
+                )
+        return client
+
+    def _narrowed(
+        self, req: _Request, scope: str | None, allowed: Sequence[Scope]
     ) -> tuple[Scope, ...] | OAuthError:
-        """The scopes to grant: the request narrowed to ``allowed`` (B15), or an error."""
-        if req.scope is None:
-            return tuple(allowed)
-        try:
-            requested = parse_scopes(req.scope)
-        except ScopeError as exc:
-            return self._error(req, "invalid_scope", str(exc))
-        granted = narrow(requested, allowed)
+        """The scopes to grant: ``scope`` narrowed to ``allowed`` (B15), or ``invalid_scope``.
+
+        Without capability scopes in ``scope`` (absent, or only ``offline_access``/``openid``)
+        the answer is everything ``allowed`` (RFC 6749 §6: "treated as equal to the scope
+        originally granted").
+        """
+        capabilities = _capability_scopes(scope)[0]
+        if capabilities is None:
+            granted = tuple(allowed)
+        else:
+            try:
+                requested = parse_scopes(capabilities)
+            except ScopeError as exc:
+                return self._error(req, "invalid_scope", str(exc))
+            granted = narrow(requested, allowed)
         if not granted:
-            return self._error(req, "invalid_scope", f"none of {req.scope!r} may be granted")
+            return self._error(req, "invalid_scope", f"none of {scope!r} may be granted")
         return granted
 
-    def _refresh(self, req: TokenRequest) -> Message:
+    def _audience(
+        self, req: _Request, requested: str | None, client: ClientPolicy, default: Audience | None
+    ) -> Audience | OAuthError | None:
+        """The ``aud`` to issue: the requested one(s) if the client may ask for them, else
+        ``default`` (RFC 8693 §2.1 ``audience``; several are space-separated, as Rucio sends
+        them, L2). A requested audience the client is not registered for is ``invalid_target``
+        (RFC 8693 §2.2.2)."""
+        if requested is None:
+            return default
+        wanted = tuple(requested.split())
+        if not wanted:
+            return self._error(req, "invalid_request", "audience is empty")
+        if client.audiences:
+            refused = [aud for aud in wanted if aud not in client.audiences]
+            if refused:
+                return self._error(
+                    req,
+                    "invalid_target",
+                    f"client {client.client_id!r} may not ask for audience {refused[0]!r}",
+                )
+        return wanted[0] if len(wanted) == 1 else wanted
+
+    # -- the grants --------------------------------------------------------------------------
+
+    def _refresh(self, req: TokenRequest, client: ClientPolicy) -> Message:
+        """RFC 6749 §6 with rotation (E4, I7) and down-scoping (B15)."""
         now = self.now()
         grant = self._grants.get(req.refresh_token or "")
-        if grant is None or grant.client != req.client_id:
+        if grant is None or grant.client != client.client_id:
+            # RFC 6749 §5.2 invalid_grant: "... or was issued to another client".
             return self._error(req, "invalid_grant", "unknown refresh token")
         if grant.revoked:
             return self._error(req, "invalid_grant", "refresh token revoked")
         if now >= grant.expires:
             return self._error(req, "invalid_grant", "refresh token expired")
-        if grant.rotated_at is not None and now >= grant.rotated_at + self.refresh_grace:
+        if grant.rotated_at is not None and now >= grant.rotated_at + self.refresh_token_grace:
             return self._error(req, "invalid_grant", "refresh token already used (rotated)")
-        scopes = self._requested(req, grant.scopes)
+        scopes = self._narrowed(req, req.scope, grant.scopes)
         if isinstance(scopes, OAuthError):
             return scopes
-        audience = req.audience if req.audience is not None else grant.audience
-        access = self._mint(grant.user, req.client_id, scopes, audience, GRANT_REFRESH)
+        audience = self._audience(req, req.audience, client, grant.audience)
+        if isinstance(audience, OAuthError):
+            return audience
+        access = self._mint(grant.user, client, scopes, audience, GRANT_REFRESH)
         # Rotation (E4, I7): a new refresh token each time; the old one lives out its grace.
+        # The new one has the grant's whole scope (RFC 6749 §6: "identical"), not the
+        # down-scoped request, and the login's expiry.
         grant.rotated_at = now if grant.rotated_at is None else grant.rotated_at
-        new_rt = new_secret(self.rng, "rt-")
-        self._grants[new_rt] = _RefreshGrant(
+        new_rt = self._new_refresh_token(
             user=grant.user,
             client=grant.client,
             scopes=grant.scopes,
             audience=grant.audience,
             expires=grant.expires,
+            family=grant.family,
         )
         return attrs.evolve(access, refresh_token=new_rt)
 
-    def _client_credentials(self, req: TokenRequest) -> Message:
-        policy = self.users.get(req.client_id)
-        if policy is None:
-            return self._error(req, "invalid_client", f"unknown client {req.client_id!r}", 401)
-        scopes = self._requested(req, policy.scopes)
+    def _client_credentials(self, req: TokenRequest, client: ClientPolicy) -> Message:
+        """RFC 6749 §4.4 (K3): a token about the client itself (A13: ``sub`` = client id),
+        within the client's registered scopes; no refresh token."""
+        scopes = self._narrowed(req, req.scope, client.scopes)
         if isinstance(scopes, OAuthError):
             return scopes
-        return self._mint(
-            req.client_id, req.client_id, scopes, req.audience, GRANT_CLIENT_CREDENTIALS
-        )
+        audience = self._audience(req, req.audience, client, None)
+        if isinstance(audience, OAuthError):
+            return audience
+        return self._mint(client.client_id, client, scopes, audience, GRANT_CLIENT_CREDENTIALS)
 
-    def _exchange(self, req: TokenRequest) -> Message:
+    def _exchange(self, req: TokenRequest, client: ClientPolicy) -> Message:
         """RFC 8693: a token for a token, never wider than the subject token (K4, K5).
 
         The subject token is checked like any data server would (format, issuer, key,
         signature, time, scopes), except its audience: the issuer is the authority on its own
-        tokens, whoever they were meant for.
+        tokens, whoever they were meant for. The new token keeps the subject's ``aud`` unless
+        another is asked for, and lives as long as the exchanging client's tokens do (P13).
+        ``offline_access`` or ``requested_token_type`` = refresh token also gets a refresh
+        token bound to the exchanging client (L6: FTS), refreshable with the refresh grant.
         """
+        if req.subject_token is None:
+            return self._error(req, "invalid_request", "subject_token is missing")
+        if req.subject_token_type not in (None, TOKEN_TYPE_ACCESS):
+            return self._error(
+                req,
+                "invalid_request",
+                f"subject_token_type {req.subject_token_type!r} is not supported "
+                f"(expected {TOKEN_TYPE_ACCESS!r})",
+            )
+        if req.requested_token_type not in (
+            None,
+            TOKEN_TYPE_ACCESS,
+            TOKEN_TYPE_JWT,
+            TOKEN_TYPE_REFRESH,
+        ):
+            return self._error(
+                req,
+                "invalid_request",
+                f"requested_token_type {req.requested_token_type!r} is not supported",
+            )
         now = self.now()
         verifier = verifier_for(self.url, None, self.keys.published(now), now=now)
         subject = verifier.check(req.subject_token, now=now)
         if not isinstance(subject, VerifiedToken):
-            # The keys are given, so the verdict is a Rejection (never NeedKeys).
+            # The keys are given, so the verdict is a Rejection (never NeedKeys); its text
+            # names the reason, never the token.
             return self._error(req, "invalid_grant", f"subject token: {subject}")
-        scopes = self._requested(req, subject.scopes)
+        scopes = self._narrowed(req, req.scope, subject.scopes)
         if isinstance(scopes, OAuthError):
             return scopes
-        return self._mint(
-            subject.subject, req.client_id, scopes, req.audience, GRANT_TOKEN_EXCHANGE
+        aud = subject.claims["aud"]
+        default: Audience = aud if isinstance(aud, str) else tuple(aud)
+        audience = self._audience(req, req.audience, client, default)
+        if isinstance(audience, OAuthError):
+            return audience
+        offline = "offline_access" in _capability_scopes(req.scope)[1]
+        refresh_token = None
+        if offline or req.requested_token_type == TOKEN_TYPE_REFRESH:
+            refresh_token = self._new_refresh_token(
+                user=subject.subject,
+                client=client.client_id,
+                scopes=scopes,
+                audience=audience,
+                expires=now + self.refresh_token_lifetime,
+            )
+        access = self._mint(subject.subject, client, scopes, audience, GRANT_TOKEN_EXCHANGE)
+        return attrs.evolve(
+            access, refresh_token=refresh_token, issued_token_type=TOKEN_TYPE_ACCESS
         )
 
+    # -- device code (RFC 8628) ----------------------------------------------------------------
+
+    def _device_authorization(
+        self, req: DeviceAuthorizationRequest, client: ClientPolicy
+    ) -> Message:
+        """RFC 8628 §3.1-3.2 (K2): a device code to poll with and a user code to approve."""
+        if GRANT_DEVICE_CODE not in client.grants:
+            return self._error(
+                req,
+                "unauthorized_client",
+                f"client {client.client_id!r} is not registered for the device code grant",
+            )
+        capabilities = _capability_scopes(req.scope)[0]
+        if capabilities is not None:
+            try:
+                parse_scopes(capabilities)  # the grammar now; the user's policy at approval
+            except ScopeError as exc:
+                return self._error(req, "invalid_scope", str(exc))
+        audience = self._audience(req, req.audience, client, None)
+        if isinstance(audience, OAuthError):
+            return audience
+        device_code = new_secret(self.rng, "dc-")
+        user_code = self._new_user_code()
+        self._devices[device_code] = _DeviceGrant(
+            client=client.client_id,
+            user_code=user_code,
+            scope=capabilities,
+            audience=audience,
+            expires=self.now() + self.device_code_lifetime,
+            interval=self.device_poll_interval,
+        )
+        self._user_codes[user_code] = device_code
+        self._record(req, 200, None)
+        return DeviceAuthorizationResponse(
+            device_code=device_code,
+            user_code=user_code,
+            verification_uri=f"{self.url}/device",
+            expires_in=self.device_code_lifetime,
+            interval=self.device_poll_interval,
+        )
+
+    def _new_user_code(self) -> str:
+        while True:
+            chars = "".join(self.rng.choice(_USER_CODE_ALPHABET) for _ in range(8))
+            code = f"{chars[:4]}-{chars[4:]}"
+            if code not in self._user_codes:
+                return code
+
+    def _approve(self, msg: DeviceApproval) -> Message:
+        """The user enters the user code at the verification page and approves or denies."""
+        # RFC 8628 §6.1: compare case-insensitively, without the punctuation users add.
+        typed = "".join(c for c in msg.user_code.upper() if c.isalnum())
+        code = f"{typed[:4]}-{typed[4:]}"
+        device = self._devices.get(self._user_codes.get(code, ""))
+        if device is None:
+            return self._error(msg, "invalid_request", "unknown user code")
+        if self.now() >= device.expires:
+            return self._error(msg, "expired_token", "the user code has expired")
+        if device.state is not _DeviceState.PENDING:
+            return self._error(msg, "invalid_request", "the user code was already used")
+        if msg.user not in self.users:
+            # The login fails; the device code stays pending (another user may still log in).
+            return self._error(msg, "access_denied", f"user {msg.user!r} is not in the VO")
+        device.user = msg.user
+        device.state = _DeviceState.APPROVED if msg.approve else _DeviceState.DENIED
+        self._record(msg, 200, None)
+        return Ack()
+
+    def _device_token(self, req: TokenRequest, client: ClientPolicy) -> Message:
+        """RFC 8628 §3.4-3.5: the device polls; tokens once the user approved."""
+        if req.device_code is None:
+            return self._error(req, "invalid_request", "device_code is missing")
+        device = self._devices.get(req.device_code)
+        if device is None or device.client != client.client_id:
+            return self._error(req, "invalid_grant", "unknown device code")
+        if device.state is _DeviceState.CONSUMED:
+            return self._error(req, "invalid_grant", "the device code was already used")
+        now = self.now()
+        if now >= device.expires:
+            return self._error(req, "expired_token", "the device code has expired")
+        if device.state is _DeviceState.DENIED:
+            return self._error(req, "access_denied", "the user denied the request")
+        if device.state is _DeviceState.PENDING:
+            too_soon = device.last_poll is not None and now - device.last_poll < device.interval
+            device.last_poll = now
+            if too_soon:
+                device.interval += _SLOW_DOWN_STEP
+                return self._error(
+                    req, "slow_down", f"poll at most every {device.interval:g} seconds"
+                )
+            return self._error(req, "authorization_pending", "the user has not approved yet")
+        assert device.user is not None
+        policy = self.users.get(device.user)
+        if policy is None:  # removed from the VO since the approval
+            return self._error(req, "access_denied", f"user {device.user!r} is not in the VO")
+        scopes = self._narrowed(req, device.scope, policy.scopes)
+        if isinstance(scopes, OAuthError):
+            return scopes
+        device.state = _DeviceState.CONSUMED
+        refresh_token = self._new_refresh_token(
+            user=device.user,
+            client=client.client_id,
+            scopes=scopes,
+            audience=device.audience,
+            expires=now + self.refresh_token_lifetime,
+        )
+        access = self._mint(device.user, client, scopes, device.audience, GRANT_DEVICE_CODE)
+        return attrs.evolve(access, refresh_token=refresh_token)
+
+    # -- revocation (RFC 7009) -------------------------------------------------------------
+
+    def _revoke(self, req: RevocationRequest, client: ClientPolicy) -> Message:
+        """RFC 7009 §2: revoke a refresh token and every token rotated from the same login.
+
+        An unknown (or already revoked) token is 200 all the same (§2.2). A refresh token
+        issued to another client is refused (§2.1: the server "verifies whether the token was
+        issued to the client making the revocation request. If this validation fails, the
+        request is refused and the client is informed of the error"), with RFC 6749 §5.2's
+        ``invalid_grant`` ("... or was issued to another client"). A valid access token of
+        ours is ``unsupported_token_type`` (§2.2.1): access tokens cannot be revoked (E6).
+        """
+        grant = self._grants.get(req.token)
+        if grant is None:
+            now = self.now()
+            verifier = verifier_for(self.url, None, self.keys.published(now), now=now)
+            if isinstance(verifier.check(req.token, now=now), VerifiedToken):
+                return self._error(
+                    req,
+                    "unsupported_token_type",
+                    "access tokens cannot be revoked; they expire (E6)",
+                )
+            self._record(req, 200, None)
+            return Ack()
+        if grant.client != client.client_id:
+            return self._error(req, "invalid_grant", "the token was issued to another client")
+        for other in self._grants.values():
+            if other.family == grant.family:
+                other.revoked = True
+        self._record(req, 200, None)
+        return Ack()
+
+    # -- minting -----------------------------------------------------------------------------
+
+    def _new_refresh_token(
+        self,
+        *,
+        user: str,
+        client: str,
+        scopes: tuple[Scope, ...],
+        audience: Audience | None,
+        expires: float,
+        family: int | None = None,
+    ) -> str:
+        if family is None:
+            self._families += 1
+            family = self._families
+        token = new_secret(self.rng, "rt-")
+        self._grants[token] = _RefreshGrant(
+            user=user,
+            client=client,
+            scopes=scopes,
+            audience=audience,
+            expires=expires,
+            family=family,
+        )
+        return token
+
     def _mint(
-        self, user: str, client: str, scopes: Sequence[Scope], audience: str | None, grant: str
+        self,
+        user: str,
+        client: ClientPolicy,
+        scopes: Sequence[Scope],
+        audience: Audience | None,
+        grant: str,
     ) -> TokenResponse:
         now = self.now()
         key = self.keys.signing_key(now)
-        lifetime = self.client_lifetimes.get(client, self.access_token_lifetime)
+        lifetime = client.access_token_lifetime or self.access_token_lifetime
         policy = self.users.get(user)
         claims = build_claims(
             profile=self.profile,
@@ -303,7 +761,7 @@ class Issuer:
             jti=claims["jti"],
             token_sha=short_hash(token),
             sub=user,
-            client=client,
+            client=client.client_id,
             grant=grant,
             scope=scope_text,
             aud=claims["aud"],
@@ -314,3 +772,21 @@ class Issuer:
         return TokenResponse(
             access_token=token, expires_in=float(claims["exp"] - claims["iat"]), scope=scope_text
         )
+
+
+_Request: TypeAlias = TokenRequest | DeviceAuthorizationRequest | DeviceApproval | RevocationRequest
+
+
+def _capability_scopes(scope: str | None) -> tuple[str | None, frozenset[str]]:
+    """Split a requested ``scope`` into its capability scopes and its OAuth scopes.
+
+    Returns:
+        The capability scopes as a space-separated string (None when there are none), and the
+        OAuth scopes (``offline_access``, ``openid``) that were asked for.
+    """
+    if scope is None:
+        return None, frozenset()
+    words = scope.split()
+    capabilities = [word for word in words if word not in OAUTH_SCOPES]
+    oauth = frozenset(word for word in words if word in OAUTH_SCOPES)
+    return (" ".join(capabilities) if capabilities else None), oauth

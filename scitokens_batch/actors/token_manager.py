@@ -6,6 +6,10 @@ renews each access token once ``renew_fraction`` of its life has passed (I5). A 
 is retried with exponential back-off (``retry_backoff`` doubling up to ``retry_backoff_max``),
 between scans. Refresh tokens rotate (I7): the new one replaces the old atomically.
 
+The token manager is a confidential OAuth client of each issuer (E4: "client authenticates"):
+it sends its ``client_id`` (its actor name) and the secret registered for it at that issuer
+with every refresh, as HTTP Basic (RFC 6749 §2.3.1).
+
 Every renewed token is pushed to the queue manager, which forwards it to the execute hosts
 running the user's jobs; the starters copy it into the sandboxes (I13).
 
@@ -26,6 +30,8 @@ import trio
 
 from ..metrics import Recorder
 from ..protocol import (
+    CLIENT_AUTH_BASIC,
+    CLIENT_AUTH_NONE,
     GRANT_REFRESH,
     Ack,
     Backoff,
@@ -43,6 +49,9 @@ from ..transport import Transport, Unreachable
 from ._common import Clock, Logger
 
 __all__ = ["Credential", "TokenManager"]
+
+#: Token endpoint errors after which a refresh token is given up for good.
+_FINAL_ERRORS = frozenset({"invalid_grant", "invalid_client", "unauthorized_client"})
 
 
 @attrs.define(kw_only=True)
@@ -80,6 +89,8 @@ class TokenManager:
         policy: when a token is due (fraction of its life, I5).
         scan_interval: seconds between scans (I4).
         backoff: retry delays after a failed refresh.
+        client_secrets: its client secret at each issuer, by the issuer's actor name; an
+            issuer not listed registered it as a public client (no secret sent).
         transport, now, rng, recorder, log: injected.
     """
 
@@ -88,6 +99,7 @@ class TokenManager:
     policy: RenewalPolicy
     scan_interval: float
     backoff: Backoff
+    client_secrets: Mapping[str, str] = attrs.field(factory=dict, repr=False)
     transport: Transport
     now: Clock
     rng: random.Random
@@ -148,9 +160,12 @@ class TokenManager:
 
     async def _refresh(self, cred: Credential) -> None:
         initial = cred.access_token is None
+        secret = self.client_secrets.get(cred.issuer)
         request = TokenRequest(
             grant_type=GRANT_REFRESH,
             client_id=self.name,
+            client_secret=secret,
+            client_auth=CLIENT_AUTH_NONE if secret is None else CLIENT_AUTH_BASIC,
             refresh_token=cred.refresh_token,
             scope=cred.scopes,
             audience=cred.audience,
@@ -161,10 +176,11 @@ class TokenManager:
             self._failed(cred, f"issuer unreachable ({exc.why})")
             return
         if isinstance(answer, OAuthError):
-            # invalid_grant: the refresh token is revoked, expired or already rotated away —
-            # retrying cannot help (RFC 6749 §5.2); anything else (503...) is worth a retry.
+            # invalid_grant: the refresh token is revoked, expired or already rotated away;
+            # invalid_client / unauthorized_client: we are not (or no longer) a client allowed
+            # to refresh. Retrying cannot help (RFC 6749 §5.2); anything else (503...) can.
             self._failed(
-                cred, f"{answer.status} {answer.error}", final=answer.error == "invalid_grant"
+                cred, f"{answer.status} {answer.error}", final=answer.error in _FINAL_ERRORS
             )
             return
         assert isinstance(answer, TokenResponse), answer

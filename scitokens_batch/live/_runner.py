@@ -437,7 +437,7 @@ class _Run:
         """The user's login at ``issuer`` for the token manager's client (RFC 8628): start,
         approve as the user, poll (honouring ``interval`` and ``slow_down``, bounded by the
         code's life). The answer carries a refresh token (``offline_access``)."""
-        secret = client_secret(self.seed, issuer, "token_manager")
+        secret = client_secret(self.spec, self.seed, issuer, "token_manager")
         start = await transport.request(
             "runner",
             issuer,

@@ -22,6 +22,7 @@ from scitokens_batch.scenario._spec import DEFAULT_EPOCH as DEFAULT_EPOCH
 from scitokens_batch.scenario._spec import PARTITION_SERVICES as PARTITION_SERVICES
 from scitokens_batch.scenario._spec import Arrival as Arrival
 from scitokens_batch.scenario._spec import BurstArrival as BurstArrival
+from scitokens_batch.scenario._spec import ClientSpec as ClientSpec
 from scitokens_batch.scenario._spec import ClockStep as ClockStep
 from scitokens_batch.scenario._spec import Compute as Compute
 from scitokens_batch.scenario._spec import ComputeStep as ComputeStep
@@ -35,6 +36,7 @@ from scitokens_batch.scenario._spec import ExpectSpec as ExpectSpec
 from scitokens_batch.scenario._spec import Fault as Fault
 from scitokens_batch.scenario._spec import FileSetSpec as FileSetSpec
 from scitokens_batch.scenario._spec import FixedCompute as FixedCompute
+from scitokens_batch.scenario._spec import GrantName as GrantName
 from scitokens_batch.scenario._spec import IssuerOutage as IssuerOutage
 from scitokens_batch.scenario._spec import IssuerSpec as IssuerSpec
 from scitokens_batch.scenario._spec import KeyRotation as KeyRotation
@@ -80,6 +82,7 @@ __all__ = [
     "BurstArrival",
     "Check",
     "CheckResult",
+    "ClientSpec",
     "ClockStep",
     "Compute",
     "ComputeStep",
@@ -93,6 +96,7 @@ __all__ = [
     "Fault",
     "FileSetSpec",
     "FixedCompute",
+    "GrantName",
     "IssuerOutage",
     "IssuerSpec",
     "KeyRotation",

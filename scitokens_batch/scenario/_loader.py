@@ -613,6 +613,9 @@ def _check_references(scenario: Scenario) -> None:
         for j, user in enumerate(issuer.users):
             for k, scope in enumerate(user.scopes):
                 _check_scope(scope, ["issuers", i, "users", j, "scopes", k])
+        for j, client in enumerate(issuer.clients):
+            for k, scope in enumerate(client.scopes):
+                _check_scope(scope, ["issuers", i, "clients", j, "scopes", k])
 
     for i, server in enumerate(scenario.data_servers):
         for name in server.issuers:
@@ -716,6 +719,7 @@ def _check_names(scenario: Scenario) -> None:
             )
         urls[issuer.url] = i
         _check_unique([user.name for user in issuer.users], ["issuers", i, "users"])
+        _check_unique([client.name for client in issuer.clients], ["issuers", i, "clients"])
     _check_unique([workload.name for workload in scenario.workloads], ["workloads"])
 
 

@@ -40,6 +40,7 @@ __all__ = [
     "UNIT",
     "Arrival",
     "BurstArrival",
+    "ClientSpec",
     "ClockStep",
     "Compute",
     "ComputeStep",
@@ -54,6 +55,7 @@ __all__ = [
     "Fault",
     "FileSetSpec",
     "FixedCompute",
+    "GrantName",
     "IssuerOutage",
     "IssuerSpec",
     "KeyRotation",
@@ -104,6 +106,7 @@ FieldCheck: TypeAlias = Callable[[object], "str | None"]
 
 _NAME_RE: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")
 _USER_RE: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.@-]*")
+_CLIENT_RE: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:@-]*")
 
 
 def _name(value: object) -> str | None:
@@ -116,6 +119,15 @@ def _user_name(value: object) -> str | None:
     if isinstance(value, str) and _USER_RE.fullmatch(value):
         return None
     return 'a user name of letters, digits, "_", ".", "@" and "-" (e.g. "alice")'
+
+
+def _client_id(value: object) -> str | None:
+    if isinstance(value, str) and _CLIENT_RE.fullmatch(value):
+        return None
+    return (
+        'a client id of letters, digits, "_", ".", ":", "@" and "-" (e.g. "fts" or '
+        '"host:fts.example.org", conformance A13)'
+    )
 
 
 def _non_empty(value: object) -> str | None:
@@ -277,6 +289,40 @@ class UserSpec:
     scopes: tuple[str, ...] = ()
 
 
+class GrantName(enum.Enum):
+    """A grant type as a scenario file names it (the world maps it to the protocol's URN)."""
+
+    REFRESH_TOKEN = "refresh_token"  #: RFC 6749 §6
+    CLIENT_CREDENTIALS = "client_credentials"  #: RFC 6749 §4.4 (K3)
+    TOKEN_EXCHANGE = "token_exchange"  #: RFC 8693 (K4)
+    DEVICE_CODE = "device_code"  #: RFC 8628 (K2)
+
+
+@attrs.frozen(kw_only=True)
+class ClientSpec:
+    """An ``[[issuers.clients]]`` entry: an OAuth client registered at the issuer.
+
+    Attributes:
+        name: the ``client_id``; the ``sub`` of its client credentials tokens (A13).
+        secret: its client secret; absent: a public client (no secret).
+        grants: the grants it may use.
+        scopes: the most its client credentials tokens may hold (each checked with
+            ``parse_scope`` at load time).
+        audiences: the audiences it may ask for; empty: any.
+        access_token_lifetime: seconds its access tokens live, whatever the grant (K5, P13);
+            absent: the issuer's ``access_token_lifetime``.
+    """
+
+    name: str = attrs.field(metadata=_meta(check=_client_id))
+    secret: str | None = attrs.field(default=None, repr=False, metadata=_meta(check=_non_empty))
+    grants: tuple[GrantName, ...] = attrs.field(
+        metadata=_meta(check=lambda v: None if v else "at least one grant")
+    )
+    scopes: tuple[str, ...] = ()
+    audiences: tuple[str, ...] = attrs.field(default=(), metadata=_meta(item_check=_non_empty))
+    access_token_lifetime: float | None = attrs.field(default=None, metadata=_NON_ZERO)
+
+
 @attrs.frozen(kw_only=True)
 class IssuerSpec:
     """An ``[[issuers]]`` entry: a VO token issuer.
@@ -291,7 +337,12 @@ class IssuerSpec:
         nbf_backdate: ``nbf = iat - nbf_backdate``, seconds.
         latency: seconds of one request/response to the issuer.
         max_requests_per_second: above this the issuer answers 503; None: unlimited.
+        refresh_token_grace: how long a rotated refresh token is still accepted (E4).
+        device_code_lifetime: ``expires_in`` of a device code (RFC 8628; K2: 1800 s).
+        device_poll_interval: the device code polling ``interval`` it starts with (5 s).
         users: the users it knows.
+        clients: the OAuth clients registered at it, besides the token manager (which the
+            world registers unless a client of that name is listed here).
     """
 
     name: str = attrs.field(metadata=_NAME)
@@ -305,7 +356,11 @@ class IssuerSpec:
     max_requests_per_second: float | None = attrs.field(
         default=None, metadata=_meta(check=_positive_number)
     )
+    refresh_token_grace: float = attrs.field(default=86400.0, metadata=_DURATION)
+    device_code_lifetime: float = attrs.field(default=1800.0, metadata=_NON_ZERO)
+    device_poll_interval: float = attrs.field(default=5.0, metadata=_NON_ZERO)
     users: tuple[UserSpec, ...] = ()
+    clients: tuple[ClientSpec, ...] = ()
 
     def user(self, name: str) -> UserSpec | None:
         """Find a user of this issuer.
@@ -317,6 +372,17 @@ class IssuerSpec:
             The user called ``name``, or None.
         """
         return next((user for user in self.users if user.name == name), None)
+
+    def client(self, name: str) -> ClientSpec | None:
+        """Find a client registered at this issuer.
+
+        Args:
+            name: the client id.
+
+        Returns:
+            The client called ``name``, or None.
+        """
+        return next((client for client in self.clients if client.name == name), None)
 
 
 # --------------------------------------------------------------------------------------------

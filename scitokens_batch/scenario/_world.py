@@ -19,6 +19,7 @@ import structlog
 import trio
 
 from ..actors import (
+    ClientPolicy,
     Credential,
     DataServer,
     ExecuteHost,
@@ -35,7 +36,17 @@ from ..actors import (
 from ..actors._common import new_secret
 from ..errors import ScenarioError, ScopeError
 from ..metrics import Recorder
-from ..protocol import AccessStep, Backoff, ComputeStep, ExecStep, JobProgram
+from ..protocol import (
+    GRANT_CLIENT_CREDENTIALS,
+    GRANT_DEVICE_CODE,
+    GRANT_REFRESH,
+    GRANT_TOKEN_EXCHANGE,
+    AccessStep,
+    Backoff,
+    ComputeStep,
+    ExecStep,
+    JobProgram,
+)
 from ..tokens import (
     KeyCachePolicy,
     KeyRing,
@@ -48,8 +59,11 @@ from ..tokens import (
 from ..transport import InMemoryNetwork, Transport
 from ._spec import (
     BurstArrival,
+    ClientSpec,
     EveryArrival,
     FixedCompute,
+    GrantName,
+    IssuerSpec,
     LognormalCompute,
     PoissonArrival,
     ReadStep,
@@ -87,6 +101,17 @@ class LiveWiring:
     observed_servers: frozenset[str] = frozenset()
 
 
+#: A scenario file's grant names, as the token endpoint knows them.
+_GRANT_URNS: Mapping[GrantName, str] = {
+    GrantName.REFRESH_TOKEN: GRANT_REFRESH,
+    GrantName.CLIENT_CREDENTIALS: GRANT_CLIENT_CREDENTIALS,
+    GrantName.TOKEN_EXCHANGE: GRANT_TOKEN_EXCHANGE,
+    GrantName.DEVICE_CODE: GRANT_DEVICE_CODE,
+}
+#: The token manager's actor name, which is also its client id at every issuer.
+_TOKEN_MANAGER = "token_manager"
+
+
 def derive_rng(seed: int, *names: object) -> random.Random:
     """An independent RNG for one entity, reproducible from the scenario seed and its name.
 
@@ -96,10 +121,39 @@ def derive_rng(seed: int, *names: object) -> random.Random:
     return random.Random("/".join([str(seed), *map(str, names)]))
 
 
-def client_secret(seed: int, issuer: str, client: str) -> str:
-    """The secret of an OAuth client at an issuer, reproducible from the seed: every live
+def _client_policy(client: ClientSpec) -> ClientPolicy:
+    return ClientPolicy(
+        client_id=client.name,
+        secret=client.secret,
+        grants=frozenset(_GRANT_URNS[grant] for grant in client.grants),
+        scopes=tuple(parse_scope(s) for s in client.scopes),
+        audiences=client.audiences,
+        access_token_lifetime=client.access_token_lifetime,
+    )
+
+
+def _clients(isp: IssuerSpec, seed: int) -> dict[str, ClientPolicy]:
+    """The issuer's client registry: the scenario's clients, and the token manager.
+
+    The token manager is a confidential client with the refresh and device code grants and a
+    secret drawn from its own seeded RNG, unless the scenario registers a client of its name.
+    """
+    clients = {client.name: _client_policy(client) for client in isp.clients}
+    if _TOKEN_MANAGER not in clients:
+        secret = new_secret(derive_rng(seed, "client", isp.name, _TOKEN_MANAGER), "cs-")
+        clients[_TOKEN_MANAGER] = ClientPolicy(
+            client_id=_TOKEN_MANAGER,
+            secret=secret,
+            grants=frozenset({GRANT_REFRESH, GRANT_DEVICE_CODE}),
+        )
+    return clients
+
+
+def client_secret(spec: Scenario, seed: int, issuer: str, client: str) -> str | None:
+    """The secret of an OAuth client at an issuer, as the world registers it: every live
     service and the runner derive the same one without passing it around."""
-    return new_secret(derive_rng(seed, "client", issuer, client), "cs-")
+    policy = _clients(spec.issuer(issuer), seed).get(client)
+    return policy.secret if policy is not None else None
 
 
 def _arrival_times(w: WorkloadSpec, rng: random.Random) -> list[float]:
@@ -299,6 +353,7 @@ class World:
         net = InMemoryNetwork()
         transport: Transport = net if live is None else live.transport
         issuers: dict[str, Issuer] = {}
+        tm_secrets: dict[str, str] = {}
         for isp in spec.issuers:
             key = SigningKey.generate(isp.algorithm, kid=f"{isp.name}-1")
             users = {
@@ -307,16 +362,24 @@ class World:
                 )
                 for u in isp.users
             }
+            clients = _clients(isp, seed)
+            tm_secret = clients[_TOKEN_MANAGER].secret
+            if tm_secret is not None:
+                tm_secrets[isp.name] = tm_secret
             issuers[isp.name] = Issuer(
                 name=isp.name,
                 url=isp.url,
                 profile=isp.profile,
                 keys=KeyRing.single(key, since=-math.inf),
                 users=users,
+                clients=clients,
                 access_token_lifetime=isp.access_token_lifetime,
                 refresh_token_lifetime=isp.refresh_token_lifetime,
                 nbf_backdate=isp.nbf_backdate,
                 max_requests_per_second=isp.max_requests_per_second,
+                refresh_token_grace=isp.refresh_token_grace,
+                device_code_lifetime=isp.device_code_lifetime,
+                device_poll_interval=isp.device_poll_interval,
                 now=true_now,
                 rng=derive_rng(seed, "issuer", isp.name),
                 recorder=recorder,
@@ -326,14 +389,16 @@ class World:
 
         tms = spec.token_manager
         tm = TokenManager(
+            name=_TOKEN_MANAGER,
             policy=RenewalPolicy(fraction=tms.renew_fraction),
             scan_interval=tms.scan_interval,
             backoff=Backoff(first=tms.retry_backoff, maximum=tms.retry_backoff_max),
+            client_secrets=tm_secrets,
             transport=transport,
             now=true_now,
-            rng=derive_rng(seed, "token_manager"),
+            rng=derive_rng(seed, _TOKEN_MANAGER),
             recorder=recorder,
-            log=log.bind(actor="token_manager"),
+            log=log.bind(actor=_TOKEN_MANAGER),
         )
         net.register(tm.name, tm.handle)
 
