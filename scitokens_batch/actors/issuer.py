@@ -3,17 +3,17 @@
 It answers, at the message level (the same in virtual time and in live mode, where the HTTP
 layer maps form posts onto these messages):
 
-=============================================  =================================================
-message                                        endpoint (``discovery_document()`` paths)
-=============================================  =================================================
-:class:`~scitokens_batch.protocol.TokenRequest`  ``<url>/token``: refresh (RFC 6749 §6), client
-                                               credentials (§4.4), token exchange (RFC 8693),
-                                               device code polling (RFC 8628 §3.4)
-``DeviceAuthorizationRequest``                 ``<url>/device_authorization`` (RFC 8628 §3.1)
-``DeviceApproval``                             ``<url>/device``: the user's verification page
-``RevocationRequest``                          ``<url>/revoke`` (RFC 7009)
-``JwksRequest``                                ``<url>/jwks`` (D2)
-=============================================  =================================================
+================================  ==============================================================
+message (``protocol``)            endpoint (the paths of ``discovery_document()``)
+================================  ==============================================================
+``TokenRequest``                  ``<url>/token``: refresh (RFC 6749 §6), client credentials
+                                  (§4.4), token exchange (RFC 8693), device code polling
+                                  (RFC 8628 §3.4)
+``DeviceAuthorizationRequest``    ``<url>/device_authorization`` (RFC 8628 §3.1)
+``DeviceApproval``                ``<url>/device``: the user at the verification page
+``RevocationRequest``             ``<url>/revoke`` (RFC 7009)
+``JwksRequest``                   ``<url>/jwks`` (D2)
+================================  ==============================================================
 
 Every client request is authenticated against the client registry (:class:`ClientPolicy`):
 an unknown client, or a confidential one with a missing or wrong secret, is ``invalid_client``
