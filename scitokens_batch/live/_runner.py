@@ -335,6 +335,7 @@ class _Run:
     def _plan_xrootd(self, name: str) -> None:
         ds = self.spec.data_server(name)
         workdir = self.workdir / "services" / name
+        workdir.mkdir(parents=True, exist_ok=True)
         workdir.chmod(0o755)  # reachable by the xrootd user (it holds no secret of ours)
         root = workdir / "ns"
         populate(FileTree(root), [(f.path, f.count, f.size) for f in ds.files])
