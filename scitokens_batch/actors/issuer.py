@@ -35,6 +35,7 @@ An outage is not the issuer's business: the world takes it off the network (conn
 from __future__ import annotations
 
 import enum
+import hashlib
 import hmac
 import random
 from collections.abc import Mapping, Sequence
@@ -172,6 +173,12 @@ class _RefreshGrant:
     revoked: bool = False
 
 
+def _digest(refresh_token: str) -> str:
+    """The table key of a refresh token: its SHA-256, so the table (and its copy on disk in
+    live mode) never holds a usable refresh token."""
+    return hashlib.sha256(refresh_token.encode()).hexdigest()
+
+
 class _DeviceState(enum.Enum):
     PENDING = "pending"  # waiting for the user
     APPROVED = "approved"  # the user said yes; the next poll gets the tokens
@@ -287,6 +294,43 @@ class Issuer:
     def rotate_key(self, new_key: SigningKey, *, publish_ahead: float) -> None:
         """Publish ``new_key`` now and sign with it from now + ``publish_ahead`` (D6)."""
         self.keys.rotate(new_key, at=self.now(), publish_ahead=publish_ahead)
+
+    def snapshot(self) -> dict[str, Any]:
+        """The refresh-token table, for a restart (live mode keeps it on disk, 0600): digests
+        of the tokens only, never the tokens."""
+        return {
+            "families": self._families,
+            "grants": {
+                digest: {
+                    "user": g.user,
+                    "client": g.client,
+                    "scopes": format_scopes(g.scopes),
+                    "audience": list(g.audience) if isinstance(g.audience, tuple) else g.audience,
+                    "expires": g.expires,
+                    "family": g.family,
+                    "rotated_at": g.rotated_at,
+                    "revoked": g.revoked,
+                }
+                for digest, g in self._grants.items()
+            },
+        }
+
+    def restore(self, state: Mapping[str, Any]) -> None:
+        """Load a :meth:`snapshot` (the issuer is back after a restart)."""
+        self._families = int(state["families"])
+        self._grants = {
+            digest: _RefreshGrant(
+                user=g["user"],
+                client=g["client"],
+                scopes=parse_scopes(g["scopes"]) if g["scopes"] else (),
+                audience=tuple(g["audience"]) if isinstance(g["audience"], list) else g["audience"],
+                expires=float(g["expires"]),
+                family=int(g["family"]),
+                rotated_at=g["rotated_at"],
+                revoked=bool(g["revoked"]),
+            )
+            for digest, g in state["grants"].items()
+        }
 
     def discovery_document(self) -> dict[str, Any]:
         """The ``<url>/.well-known/openid-configuration`` document (D2, D3, D5; RFC 8414).
@@ -457,7 +501,7 @@ class Issuer:
     def _refresh(self, req: TokenRequest, client: ClientPolicy) -> Message:
         """RFC 6749 §6 with rotation (E4, I7) and down-scoping (B15)."""
         now = self.now()
-        grant = self._grants.get(req.refresh_token or "")
+        grant = self._grants.get(_digest(req.refresh_token or ""))
         if grant is None or grant.client != client.client_id:
             # RFC 6749 §5.2 invalid_grant: "... or was issued to another client".
             return self._error(req, "invalid_grant", "unknown refresh token")
@@ -680,7 +724,7 @@ class Issuer:
         ``invalid_grant`` ("... or was issued to another client"). A valid access token of
         ours is ``unsupported_token_type`` (§2.2.1): access tokens cannot be revoked (E6).
         """
-        grant = self._grants.get(req.token)
+        grant = self._grants.get(_digest(req.token))
         if grant is None:
             now = self.now()
             verifier = verifier_for(self.url, None, self.keys.published(now), now=now)
@@ -716,7 +760,7 @@ class Issuer:
             self._families += 1
             family = self._families
         token = new_secret(self.rng, "rt-")
-        self._grants[token] = _RefreshGrant(
+        self._grants[_digest(token)] = _RefreshGrant(
             user=user,
             client=client,
             scopes=scopes,

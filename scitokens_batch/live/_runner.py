@@ -41,7 +41,7 @@ import attrs
 import httpx
 import trio
 
-from ..errors import ScenarioError
+from ..errors import LocalInputError, ScenarioError
 from ..metrics import Event, Recorder
 from ..protocol import (
     CLIENT_AUTH_BASIC,
@@ -605,7 +605,18 @@ def run_live(
     try:
         try:
             run.plan()
-            trio.run(_drive, run, progress)
+            try:
+                trio.run(_drive, run, progress)
+            except BaseExceptionGroup as group:
+                # What a task raised inside trio's nurseries: surface our own errors as
+                # themselves (one line at the command line), never as a group traceback.
+                mine, _ = group.split((LiveError, LocalInputError))
+                found: BaseException | None = mine
+                while isinstance(found, BaseExceptionGroup):
+                    found = found.exceptions[0]
+                if found is not None:
+                    raise found from None
+                raise
         finally:
             run.stop_all()
             sink.close()

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import logging
+import random
 import signal
 import sys
 from collections.abc import Callable, MutableMapping
@@ -111,16 +112,13 @@ def _issuer_state(issuer: Issuer, workdir: Path) -> None:
         key = issuer.keys.signing_key(issuer.now())
         _files.write_private(key_file, key.private_pem())
         _files.write_private(meta_file, json.dumps({"kid": key.kid}) + "\n")
-    restore = getattr(issuer, "restore", None)
     state_file = workdir / "grants.json"
-    if restore is not None and state_file.exists():
-        restore(json.loads(state_file.read_text()))
+    if state_file.exists():
+        issuer.restore(json.loads(state_file.read_text()))
 
 
 def _save_issuer(issuer: Issuer, workdir: Path) -> None:
-    snapshot = getattr(issuer, "snapshot", None)
-    if snapshot is not None:
-        _files.write_private(workdir / "grants.json", json.dumps(snapshot()) + "\n")
+    _files.write_private(workdir / "grants.json", json.dumps(issuer.snapshot()) + "\n")
 
 
 async def serve(config: ServiceConfig) -> None:
@@ -175,6 +173,10 @@ async def serve(config: ServiceConfig) -> None:
         live=wiring,
     )
     actor, app, after = _pick(world, config)
+    # Virtual time draws jti values and refresh tokens from RNGs seeded by the scenario, for
+    # reproducible runs. A live service hands them to real clients: they must be unguessable,
+    # and a restarted issuer must not draw the same ones again (A5).
+    actor.rng = random.SystemRandom()
 
     hc = HypercornConfig()
     hc.bind = [f"fd://{config.listen_fd}"] if config.listen_fd is not None else [str(config.listen)]

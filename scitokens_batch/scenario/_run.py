@@ -224,6 +224,9 @@ def result_from_events(
     only once all of them are written (events.jsonl last, through a temporary name).
     """
     builder = SummaryBuilder()
+    created_out = out is not None and not out.exists()
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
     tables: list[Any] = [JobTable(), TokenTable()] if out is not None else []
     report = ReportBuilder(duration_s=spec.meta.duration) if out is not None else None
     sink = JsonlSink(str(out / "events.jsonl")) if out is not None else None
@@ -262,6 +265,8 @@ def result_from_events(
     except BaseException:
         if sink is not None:
             sink.discard()
+        if created_out and out is not None and not any(out.iterdir()):
+            out.rmdir()
         raise
     if sink is not None:
         sink.commit()

@@ -220,10 +220,12 @@ class HttpTransport:
             return _data_response(reply.status_code, reply.headers, reply.content, req.size)
         async with self.client.stream(method, url, headers=headers) as reply:
             moved = 0
+            head = b""  # the start of an error body, for the failure's detail
             async for chunk in reply.aiter_raw():
                 moved += len(chunk)
-            detail = b"" if reply.is_success else await reply.aread()
-            return _data_response(reply.status_code, reply.headers, detail, moved)
+                if not reply.is_success and len(head) < 512:
+                    head += chunk[: 512 - len(head)]
+            return _data_response(reply.status_code, reply.headers, head, moved)
 
 
 async def _zeros(size: int) -> AsyncIterator[bytes]:

@@ -11,6 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from scitokens_batch.actors import Issuer, UserPolicy
+from scitokens_batch.actors.issuer import _digest
 from scitokens_batch.metrics import ListSink, Recorder, SummaryBuilder
 from scitokens_batch.protocol import (
     CLIENT_AUTH_POST,
@@ -80,7 +81,7 @@ async def test_wrong_or_missing_secret_is_invalid_client() -> None:
         )
         assert isinstance(answer, OAuthError)
         assert (answer.error, answer.status) == ("invalid_client", 401)
-    assert issuer._grants[rt].rotated_at is None  # never got as far as the refresh token
+    assert issuer._grants[_digest(rt)].rotated_at is None  # never got as far as the refresh token
 
 
 async def test_secret_in_form_or_basic() -> None:
@@ -601,3 +602,16 @@ async def test_errors_hold_no_secret_or_token(autojump_clock: trio.testing.MockC
     for secret in secrets:
         assert secret not in text
         assert secret[-20:] not in text
+
+
+async def test_snapshot_keeps_only_digests_and_restores_the_table() -> None:
+    """E4/live restarts: a snapshot of the refresh-token table holds no refresh token, and an
+    issuer restored from it still honours (and rotates) the token it had issued."""
+    issuer = make_issuer()
+    rt = issuer.enroll("alice", client="token_manager", scopes=["read:/data"], audience=AUD)
+    state = issuer.snapshot()
+    assert rt not in json.dumps(state)
+    fresh = make_issuer()
+    fresh.restore(json.loads(json.dumps(state)))
+    answer = await token(fresh, grant_type=GRANT_REFRESH, refresh_token=rt)
+    assert answer.refresh_token not in (None, rt)

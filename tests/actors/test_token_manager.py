@@ -25,7 +25,8 @@ async def test_refresh_token_rotates(autojump_clock: trio.testing.MockClock) -> 
     assert cred is not None and cred.refresh_token is not None
     grants = world.issuers["vo"]._grants  # the issuer's table: one rotated, one current
     assert len(grants) == 3  # the login + two rotations (t=0 initial mint, t=660 renewal)
-    assert cred.refresh_token in grants and grants[cred.refresh_token].rotated_at is None
+    current = _digest(cred.refresh_token)  # the table keys tokens by their SHA-256
+    assert current in grants and grants[current].rotated_at is None
 
 
 async def test_backoff_during_outage(autojump_clock: trio.testing.MockClock) -> None:

@@ -194,9 +194,15 @@ class CppPeer:
         argv: tuple[str, ...] = (self.tools[tool], *args)
         if ca_overlay is not None:
             argv = (
-                "unshare", "-m", "--propagation", "private", "sh", "-c",
+                "unshare",
+                "-m",
+                "--propagation",
+                "private",
+                "sh",
+                "-c",
                 'mount --bind "$0" /etc/ssl/certs/ca-certificates.crt && exec "$@"',
-                str(ca_overlay), *argv,
+                str(ca_overlay),
+                *argv,
             )
         proc = subprocess.run(
             argv,

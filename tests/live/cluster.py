@@ -15,7 +15,12 @@ import trio
 from scitokens_batch.live import RunCA
 from scitokens_batch.live._clock import wall_now
 from scitokens_batch.live._runner import _Run
-from scitokens_batch.protocol import GRANT_CLIENT_CREDENTIALS, CLIENT_AUTH_POST, TokenRequest, TokenResponse
+from scitokens_batch.protocol import (
+    CLIENT_AUTH_POST,
+    GRANT_CLIENT_CREDENTIALS,
+    TokenRequest,
+    TokenResponse,
+)
 from scitokens_batch.scenario import load_scenario
 
 AUDIENCE = "https://store.vo.example"

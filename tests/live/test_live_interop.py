@@ -25,7 +25,9 @@ pytestmark = [pytest.mark.interop, pytest.mark.live]
 CURL_TIMEOUT = 20
 
 
-def curl(cluster: Cluster, method: str, url: str, token_file: Path | None, *, data: bool = False) -> int:
+def curl(
+    cluster: Cluster, method: str, url: str, token_file: Path | None, *, data: bool = False
+) -> int:
     """``curl`` with the token found by WLCG discovery in ``BEARER_TOKEN_FILE`` (F1, F3)."""
     script = 'curl -sS -o /dev/null -w "%{http_code}" --cacert "$CA" -X "$METHOD" '
     if token_file is not None:
@@ -37,7 +39,11 @@ def curl(cluster: Cluster, method: str, url: str, token_file: Path | None, *, da
     if token_file is not None:
         env["BEARER_TOKEN_FILE"] = str(token_file)
     proc = subprocess.run(
-        ["sh", "-c", script], env=env, capture_output=True, text=True, timeout=CURL_TIMEOUT,
+        ["sh", "-c", script],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=CURL_TIMEOUT,
         check=False,
     )
     assert proc.returncode == 0, proc.stderr
@@ -64,8 +70,17 @@ def test_discovery_document_is_served_under_the_issuer_path(cluster: Cluster) ->
     """D2/D3/D5: GET <iss>/.well-known/openid-configuration names the issuer and jwks_uri, and
     the JWKS carries cache headers (D4)."""
     out = subprocess.run(
-        ["curl", "-sS", "--cacert", str(cluster.ca), cluster.issuer + "/.well-known/openid-configuration"],
-        capture_output=True, text=True, timeout=CURL_TIMEOUT, check=True,
+        [
+            "curl",
+            "-sS",
+            "--cacert",
+            str(cluster.ca),
+            cluster.issuer + "/.well-known/openid-configuration",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=CURL_TIMEOUT,
+        check=True,
     )
     meta = json.loads(out.stdout)
     assert meta["issuer"] == cluster.issuer
@@ -73,8 +88,21 @@ def test_discovery_document_is_served_under_the_issuer_path(cluster: Cluster) ->
     for key in ("token_endpoint", "device_authorization_endpoint", "revocation_endpoint"):
         assert meta[key].startswith(cluster.issuer + "/")
     headers = subprocess.run(
-        ["curl", "-sS", "-D", "-", "-o", "/dev/null", "--cacert", str(cluster.ca), meta["jwks_uri"]],
-        capture_output=True, text=True, timeout=CURL_TIMEOUT, check=True,
+        [
+            "curl",
+            "-sS",
+            "-D",
+            "-",
+            "-o",
+            "/dev/null",
+            "--cacert",
+            str(cluster.ca),
+            meta["jwks_uri"],
+        ],
+        capture_output=True,
+        text=True,
+        timeout=CURL_TIMEOUT,
+        check=True,
     ).stdout.lower()
     assert "cache-control: public, max-age=" in headers
 
@@ -88,7 +116,9 @@ def test_live_token_has_the_claims_every_peer_needs(alice: str, cluster: Cluster
     assert claims["ver"] == "scitoken:2.0" and claims["aud"] == AUDIENCE
 
 
-def test_scitokens_py_fetches_our_keys_over_https(tmp_path: Path, alice: str, cluster: Cluster) -> None:
+def test_scitokens_py_fetches_our_keys_over_https(
+    tmp_path: Path, alice: str, cluster: Cluster
+) -> None:
     """peers.md a.: scitokens-py 1.9.7 trusting our CA through SSL_CERT_FILE discovers and fetches
     the keys from the live issuer and its Enforcer grants read, not write (G3, G7, G10)."""
     pytest.importorskip("scitokens")
@@ -104,7 +134,11 @@ def test_scitokens_py_fetches_our_keys_over_https(tmp_path: Path, alice: str, cl
                 "enforce": {
                     "issuer": cluster.issuer,
                     "audience": AUDIENCE,
-                    "tests": [["read", "/data/0"], ["write", "/data/0"], ["write", "/results/alice/x"]],
+                    "tests": [
+                        ["read", "/data/0"],
+                        ["write", "/data/0"],
+                        ["write", "/results/alice/x"],
+                    ],
                 },
             }
         ]
@@ -114,7 +148,9 @@ def test_scitokens_py_fetches_our_keys_over_https(tmp_path: Path, alice: str, cl
     assert granted == [True, False, True]
 
 
-def test_scitokens_cpp_fetches_our_keys_over_https(tmp_path: Path, alice: str, cluster: Cluster) -> None:
+def test_scitokens_cpp_fetches_our_keys_over_https(
+    tmp_path: Path, alice: str, cluster: Cluster
+) -> None:
     """peers.md b.2: scitokens-cpp 0.7.3 with our CA bind-mounted over the system bundle (a private
     mount namespace) fetches the keys live and grants read on the scope (H2, H9)."""
     tools = {t: shutil.which(t) for t in CPP_TOOLS}
@@ -125,11 +161,27 @@ def test_scitokens_cpp_fetches_our_keys_over_https(tmp_path: Path, alice: str, c
     home = tmp_path / "cpp-home"
     home.mkdir(mode=0o700)
     cpp = CppPeer(home=home, tools={t: p for t, p in tools.items() if p})
-    ok = cpp.run("scitokens-test-access", alice, cluster.issuer, AUDIENCE, "read", "/data/0", ca_overlay=cluster.bundle)
+    ok = cpp.run(
+        "scitokens-test-access",
+        alice,
+        cluster.issuer,
+        AUDIENCE,
+        "read",
+        "/data/0",
+        ca_overlay=cluster.bundle,
+    )
     assert ok.returncode == 0, ok
     row = cpp.cached_row(cluster.issuer)  # fetched, not preloaded: the cache was empty
     assert row["jwks"]["keys"][0]["kid"] == peek(alice)[0]["kid"]
-    denied = cpp.run("scitokens-test-access", alice, cluster.issuer, AUDIENCE, "read", "/other/0", ca_overlay=cluster.bundle)
+    denied = cpp.run(
+        "scitokens-test-access",
+        alice,
+        cluster.issuer,
+        AUDIENCE,
+        "read",
+        "/other/0",
+        ca_overlay=cluster.bundle,
+    )
     assert denied.returncode != 0
 
 
@@ -146,7 +198,9 @@ CASES = {
 
 @pytest.mark.parametrize("server", ["store", "xroot"])
 @pytest.mark.parametrize("case", sorted(CASES))
-def test_curl_with_discovered_token(cluster: Cluster, token_file: Path, server: str, case: str) -> None:
+def test_curl_with_discovered_token(
+    cluster: Cluster, token_file: Path, server: str, case: str
+) -> None:
     """M3-M5 over HTTPS: curl with the token from BEARER_TOKEN_FILE gets 200/201 in scope and 403
     outside it, from our data server and from XRootD."""
     method, path, expected = CASES[case]
@@ -168,7 +222,7 @@ def test_curl_with_expired_token(cluster: Cluster, tmp_path: Path) -> None:
     _files.write_private(path, token.access_token + "\n")
     assert curl(cluster, "GET", cluster.url("store") + "/vo/data/0", path) == 200
     _, claims = peek(token.access_token)
-    time.sleep(max(0.0, claims["exp"] - time.time()) + 1.0)  # noqa: TID251
+    time.sleep(max(0.0, claims["exp"] - time.time()) + 1.0)
     assert curl(cluster, "GET", cluster.url("store") + "/vo/data/0", path) == 401
     assert curl(cluster, "GET", cluster.url("xroot") + "/vo/data/0", path) == 403
 
