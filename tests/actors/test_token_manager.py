@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import trio.testing
 
+from scitokens_batch.actors.issuer import _digest
+
 from .helpers import of, scenario, simulate, times, workload
 
 COMPUTE_2H = '{ compute = { kind = "fixed", duration = "2h" } }'
