@@ -180,6 +180,7 @@ class XrootdService:
     url: str
     role: str = "data-server"
     server: XrootdServer | None = None
+    last_log: Path | None = None
 
     @property
     def pid(self) -> int | None:
@@ -193,8 +194,8 @@ class XrootdService:
 
     @property
     def log_path(self) -> Path:
-        """Its log file."""
-        return self.server.log_path if self.server is not None else self.workdir
+        """Its log file (the last one, once stopped)."""
+        return self.last_log or self.workdir
 
     @property
     def has_health(self) -> bool:
@@ -206,6 +207,7 @@ class XrootdService:
         if sock is not None:
             sock.close()
         self.server = XrootdServer.start(self.spec, self.workdir)
+        self.last_log = self.server.log_path
 
     def stop(self, *, kill: bool = False, timeout: float = STOP_TIMEOUT) -> int | None:
         """Stop it by its pid (bounded)."""
@@ -631,6 +633,9 @@ def run_live(
         )
         if out is not None:
             shutil.copytree(workdir / "logs", out / "logs", dirs_exist_ok=True)
+            for svc in run.services.values():
+                if isinstance(svc, XrootdService) and svc.last_log and svc.last_log.is_file():
+                    shutil.copy(svc.last_log, out / "logs" / f"{svc.name}.xrootd.log")
     except BaseException:
         sys.stderr.write(f"live run failed; configurations and logs are kept in {workdir}\n")
         raise

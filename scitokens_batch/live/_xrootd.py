@@ -474,8 +474,11 @@ def _xrootd_config(
         # The socket we pass on fd 3 is taken over because its port matches (XrdInet::BindSD).
         f"xrd.port {port}",
         f"xrd.protocol XrdHttp:{port} libXrdHttp.so",
-        # The bearer token reaches the plugin as the CGI 'authz' (peers.md c.).
+        # The bearer token reaches the plugin as the CGI 'authz' (peers.md c.). XrdHttp 5.5.3
+        # matches the header name case-sensitively, though HTTP header names are not (RFC 9110
+        # §5.1): httpx and every HTTP/2 client send "authorization". Map both spellings.
         "http.header2cgi Authorization authz",
+        "http.header2cgi authorization authz",
         "ofs.authorize",
         # No '++': SciTokens is the only authorizer, so no token or a bad one is a 403.
         f"ofs.authlib libXrdAccSciTokens.so config={scitokens_cfg}",

@@ -208,6 +208,18 @@ def test_curl_with_discovered_token(
     assert status == expected[server]
 
 
+@pytest.mark.parametrize("server", ["store", "xroot"])
+def test_lowercase_authorization_header(cluster: Cluster, alice: str, server: str) -> None:
+    """RFC 9110 §5.1: header names are case-insensitive; a client sending "authorization" (as
+    httpx and every HTTP/2 client do) is served like one sending "Authorization"."""
+    proc = subprocess.run(
+        ["curl", "-sS", "-o", "/dev/null", "-w", "%{http_code}", "--cacert", str(cluster.ca),
+         "-H", f"authorization: Bearer {alice}", cluster.url(server) + "/vo/data/0"],
+        capture_output=True, text=True, timeout=CURL_TIMEOUT, check=True,
+    )
+    assert proc.stdout == "200"
+
+
 @pytest.mark.parametrize(("server", "expected"), [("store", 401), ("xroot", 403)])
 def test_curl_without_token(cluster: Cluster, server: str, expected: int) -> None:
     """M2/RFC 6750 §3.1: no token is 401 at our server; XRootD without the default authorizer says 403."""

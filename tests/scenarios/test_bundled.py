@@ -21,6 +21,9 @@ ROOT = Path(__file__).resolve().parents[2]
 SCENARIOS = ROOT / "scenarios"
 DOCS = ROOT / "docs" / "scenarios.md"
 BUNDLED = sorted(p.name for p in SCENARIOS.glob("*.toml"))
+#: Scenarios that only run live (real commands): tests/live runs them.
+LIVE_ONLY = {"live-smoke.toml"}
+VIRTUAL = [n for n in BUNDLED if n not in LIVE_ONLY]
 
 
 @functools.cache
@@ -61,7 +64,7 @@ def _cli(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_the_bundled_set() -> None:
-    """The seven scenarios of docs/scenarios.md and the reference file are all there."""
+    """The scenarios of docs/scenarios.md and the reference file are all there."""
     assert set(BUNDLED) >= {
         "reference.toml",
         "ligo-day.toml",
@@ -71,10 +74,20 @@ def test_the_bundled_set() -> None:
         "credmon-crash.toml",
         "long-transfer.toml",
         "copy-once-antipattern.toml",
+        "live-smoke.toml",
     }
 
 
-@pytest.mark.parametrize("name", BUNDLED)
+@pytest.mark.parametrize("name", sorted(LIVE_ONLY))
+def test_live_only_scenarios_refuse_virtual_time(name: str) -> None:
+    """A scenario with exec steps names the step and asks for --live in virtual time (exit 2)."""
+    proc = _cli("run", str(SCENARIOS / name))
+    assert proc.returncode == 2
+    assert "steps[1].exec" in proc.stderr and "--live" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize("name", VIRTUAL)
 def test_expectations_hold(name: str) -> None:
     """Every [expect] check of every bundled scenario holds in a virtual-time run."""
     result = _run(name)
