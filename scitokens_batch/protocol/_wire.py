@@ -107,9 +107,13 @@ def parse_form(body: bytes) -> dict[str, str]:
         ) from None
     pairs = urllib.parse.parse_qsl(text, keep_blank_values=True)
     form: dict[str, str] = {}
+    seen: set[str] = set()
     for key, value in pairs:
-        if key in form:
+        # A repeat is an error even when one of the copies is empty ("scope=&scope=x"): which
+        # one counts would otherwise depend on the order.
+        if key in seen:
             raise WireError(key, "sent more than once (RFC 6749 §3.1)")
+        seen.add(key)
         if value != "":
             form[key] = value
     return form
