@@ -287,7 +287,7 @@ def token_response_body(resp: TokenResponse) -> dict[str, Any]:
     body: dict[str, Any] = {
         "access_token": resp.access_token,
         "token_type": resp.token_type,
-        "expires_in": int(resp.expires_in) if resp.expires_in.is_integer() else resp.expires_in,
+        "expires_in": _json_number(resp.expires_in),
         "scope": resp.scope,
     }
     if resp.refresh_token is not None:
@@ -297,18 +297,36 @@ def token_response_body(resp: TokenResponse) -> dict[str, Any]:
     return body
 
 
+def _json_number(value: float) -> int | float:
+    """``600`` rather than ``600.0`` for a whole number (an int is taken too: Python 3.11's
+    ``int`` has no ``is_integer``)."""
+    number = float(value)
+    return int(number) if number.is_integer() else number
+
+
 def decode_token_response(status: int, body: bytes) -> TokenResponse | OAuthError:
     """A token endpoint answer: :class:`TokenResponse` on 200, else :class:`OAuthError`.
 
     Raises:
-        WireError: a 200 whose JSON lacks ``access_token`` or ``expires_in``.
+        WireError: a 200 whose JSON lacks ``access_token``, or whose ``expires_in`` is missing
+            or not a non-negative finite number.
     """
     doc = _json_object(body)
     if status != 200:
         return _oauth_error(status, doc)
     token, expires_in = doc.get("access_token"), doc.get("expires_in")
-    if not isinstance(token, str) or not isinstance(expires_in, int | float):
-        raise WireError("access_token", "a 200 answer without access_token/expires_in")
+    if not isinstance(token, str) or not token:
+        raise WireError("access_token", "expected a string in a 200 answer, received none")
+    if (
+        not isinstance(expires_in, int | float)
+        or isinstance(expires_in, bool)
+        or not 0 <= expires_in < float("inf")
+    ):
+        raise WireError(
+            "expires_in",
+            f"expected a non-negative number of seconds, received {type(expires_in).__name__}"
+            + (f" {expires_in!r}" if isinstance(expires_in, int | float) else ""),
+        )
     refresh, scope = doc.get("refresh_token"), doc.get("scope", "")
     issued = doc.get("issued_token_type")
     return TokenResponse(
