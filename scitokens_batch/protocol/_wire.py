@@ -415,14 +415,40 @@ def bearer_challenge(reason: Reason, detail: str, *, realm: str) -> str:
     return "Bearer " + ", ".join(parts)
 
 
-_CHALLENGE_PARAM = re.compile(r'(\w+)="((?:[^"\\]|\\.)*)"')
+_TOKEN: Final = r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+"  # RFC 9110 §5.6.2
+_BEARER: Final = re.compile(r"(?:^|,)\s*bearer(?=\s|,|$)", re.IGNORECASE)
+_AUTH_PARAM: Final = re.compile(
+    rf'\s*,?\s*({_TOKEN})\s*=\s*(?:"((?:[^"\\]|\\.)*)"|({_TOKEN}))\s*(?=,|$)'
+)
+
+
+def _challenge_params(header: str) -> dict[str, str] | None:
+    """The auth-params of the Bearer challenge in ``header`` (RFC 9110 §11.2, §11.6.1), or
+    None when there is no Bearer challenge. Values may be tokens or quoted strings; a quoted
+    pair (``\\x``) stands for ``x``. A parameter that is not ``name=value`` ends the
+    challenge (it is the next challenge's scheme)."""
+    start = _BEARER.search(header)
+    if start is None:
+        return None
+    params: dict[str, str] = {}
+    pos = start.end()
+    while (m := _AUTH_PARAM.match(header, pos)) is not None:
+        name, quoted, token = m.groups()
+        value = re.sub(r"\\(.)", r"\1", quoted) if quoted is not None else token
+        params.setdefault(name.lower(), value)
+        pos = m.end()
+    return params
 
 
 def parse_bearer_challenge(header: str | None) -> tuple[str | None, Reason | None, str]:
-    """(error, our reason if the description names one, description) of a Bearer challenge."""
-    if not header or not header.lower().startswith("bearer"):
+    """(error, our reason if the description names one, description) of a Bearer challenge.
+
+    A challenge without an ``error`` is the answer to a request without a token (RFC 6750
+    §3.1), so its reason is :attr:`Reason.MISSING_TOKEN`.
+    """
+    params = _challenge_params(header or "")
+    if params is None:
         return None, None, ""
-    params = {k: v.replace('\\"', '"') for k, v in _CHALLENGE_PARAM.findall(header)}
     description = params.get("error_description", "")
     head = description.split(":", 1)[0]
     reason = next((r for r in Reason if r.value == head), None)
