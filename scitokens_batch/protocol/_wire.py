@@ -23,11 +23,19 @@ import base64
 import binascii
 import json
 import re
+import typing
 import urllib.parse
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, Final
 
 import cattrs
+from cattrs.errors import (
+    AttributeValidationNote,
+    ClassValidationError,
+    ForbiddenExtraKeysError,
+    IterableValidationError,
+    IterableValidationNote,
+)
 from cattrs.strategies import configure_tagged_union
 
 from ..tokens import Reason
@@ -479,13 +487,126 @@ RPC_MESSAGES: Final[dict[str, type[Any]]] = {
 }
 
 
+_STEPS: Final[dict[str, type[Any]]] = {
+    cls.__name__: cls for cls in (AccessStep, ComputeStep, ExecStep)
+}
+_ENVELOPE_KEYS: Final = frozenset({"type", "body"})
+
+
+class _Mismatch(TypeError):
+    """A JSON value of the wrong kind. The message names kinds, never the value (which may be
+    a token)."""
+
+
+def _kind(value: object) -> str:
+    """The JSON name of a value's type."""
+    names = {bool: "boolean", int: "integer", float: "number", str: "string"}
+    names |= {list: "array", dict: "object", type(None): "null"}
+    return names.get(type(value), type(value).__name__)
+
+
+def _structure_str(value: object, _: object) -> str:
+    if isinstance(value, str):
+        return value
+    raise _Mismatch(f"expected a string, received {_kind(value)}")
+
+
+def _structure_int(value: object, _: object) -> int:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    raise _Mismatch(f"expected an integer, received {_kind(value)}")
+
+
+def _structure_float(value: object, _: object) -> float:
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    raise _Mismatch(f"expected a number, received {_kind(value)}")
+
+
+def _structure_bool(value: object, _: object) -> bool:
+    if isinstance(value, bool):
+        return value
+    raise _Mismatch(f"expected a boolean, received {_kind(value)}")
+
+
+def _is_array(t: Any) -> bool:
+    args = typing.get_args(t)
+    return typing.get_origin(t) is tuple and len(args) == 2 and args[1] is Ellipsis
+
+
 def _rpc_converter() -> cattrs.Converter:
+    """JSON <-> RPC messages, strictly: a value of the wrong JSON type is refused, never
+    coerced (cattrs would otherwise take ``"false"`` as True, ``"ls"`` as ``("l", "s")`` and
+    ``1.9`` as 1)."""
     conv = cattrs.Converter(forbid_extra_keys=True)
-    configure_tagged_union(AccessStep | ComputeStep | ExecStep, conv, tag_name="kind")
+    conv.register_structure_hook(str, _structure_str)
+    conv.register_structure_hook(int, _structure_int)
+    conv.register_structure_hook(float, _structure_float)
+    conv.register_structure_hook(bool, _structure_bool)
+
+    def array_of(t: Any) -> Callable[[object, object], tuple[Any, ...]]:
+        item = typing.get_args(t)[0]
+
+        def structure(value: object, _: object) -> tuple[Any, ...]:
+            if not isinstance(value, list):
+                raise _Mismatch(f"expected an array, received {_kind(value)}")
+            out: list[Any] = []
+            errors: list[Exception] = []
+            for i, element in enumerate(value):
+                try:
+                    out.append(conv.structure(element, item))
+                except Exception as exc:  # collected like cattrs does, with the index
+                    exc.add_note(IterableValidationNote(f"Structuring @ index {i}", i, item))
+                    errors.append(exc)
+            if errors:
+                raise IterableValidationError(f"While structuring {t!r}", errors, t)
+            return tuple(out)
+
+        return structure
+
+    conv.register_structure_hook_factory(_is_array, array_of)
+    # Job steps are a union tagged by "kind" (the class name).
+    step_union = AccessStep | ComputeStep | ExecStep
+    configure_tagged_union(step_union, conv, tag_name="kind")
+
+    def structure_step(value: object, _: object) -> Any:
+        if not isinstance(value, dict):
+            raise _Mismatch(f"expected an object, received {_kind(value)}")
+        kind = value.get("kind")
+        cls = _STEPS.get(kind) if isinstance(kind, str) else None
+        if cls is None:
+            if "kind" not in value:
+                received = "none"
+            else:
+                received = _short(kind) if isinstance(kind, str) else _kind(kind)
+            exc = _Mismatch(f"expected one of {sorted(_STEPS)}, received {received}")
+            exc.add_note(AttributeValidationNote("Structuring a job step @ kind", "kind", str))
+            raise ClassValidationError("While structuring a job step", [exc], object)
+        return conv.structure({k: v for k, v in value.items() if k != "kind"}, cls)
+
+    conv.register_structure_hook(step_union, structure_step)
     return conv
 
 
 _CONVERTER: Final = _rpc_converter()
+
+
+def _short(text: str, limit: int = 40) -> str:
+    """``text`` quoted, cut to ``limit`` characters (an echoed value stays small)."""
+    return repr(text if len(text) <= limit else text[:limit] + "...")
+
+
+def _describe(exc: BaseException, _: Any) -> str:
+    """What is wrong, for :func:`cattrs.transform_error`; never the offending value."""
+    if isinstance(exc, _Mismatch):
+        return str(exc)
+    if isinstance(exc, KeyError):
+        return "required field missing"
+    if isinstance(exc, ForbiddenExtraKeysError):
+        return f"unexpected fields {sorted(exc.extra_fields)}"
+    if isinstance(exc, ValueError):
+        return str(exc)  # the message classes' validators: numbers only
+    return f"does not fit ({type(exc).__name__})"
 
 
 def encode_rpc(message: Message) -> bytes:
@@ -504,15 +625,31 @@ def decode_rpc(body: bytes) -> Message:
     """An RPC message from its JSON envelope.
 
     Raises:
-        WireError: not JSON, an unknown ``type``, or a body that does not fit the type.
+        WireError: not a JSON object, an unknown ``type``, or a body that does not fit the type;
+            ``field`` is the path to the culprit (``body.program.steps[1].seconds``).
     """
-    doc = _json_object(body)
+    try:
+        doc = json.loads(body)
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        raise WireError("envelope", "expected a JSON object, received other bytes") from None
+    if not isinstance(doc, dict):
+        raise WireError("envelope", f"expected a JSON object, received {_kind(doc)}")
+    extra = sorted(set(doc) - _ENVELOPE_KEYS)
+    if extra:
+        raise WireError("envelope", f"unexpected fields {extra}")
     name = doc.get("type")
     cls = RPC_MESSAGES.get(name) if isinstance(name, str) else None
     if cls is None:
-        raise WireError("type", f"expected one of {sorted(RPC_MESSAGES)}, received {name!r}")
+        received = _short(name) if isinstance(name, str) else _kind(name)
+        raise WireError("type", f"expected one of {sorted(RPC_MESSAGES)}, received {received}")
+    content = doc.get("body", {})
+    if not isinstance(content, dict):
+        raise WireError("body", f"expected a JSON object, received {_kind(content)}")
     try:
-        message: Message = _CONVERTER.structure(doc.get("body", {}), cls)
-    except (cattrs.BaseValidationError, ValueError, TypeError) as exc:
-        raise WireError("body", f"does not fit {name}: {exc}") from None
+        message: Message = _CONVERTER.structure(content, cls)
+    except Exception as exc:
+        problems = cattrs.transform_error(exc, path="body", format_exception=_describe)
+        description, _, field = problems[0].rpartition(" @ ")
+        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+        raise WireError(field, f"{description} in {name}{more}") from None
     return message
