@@ -286,7 +286,7 @@ def decode_device_approval(body: bytes) -> DeviceApproval:
         raise WireError(missing[0], "expected a value, received none")
     approve = form.get("approve", "yes")
     if approve not in ("yes", "no"):
-        raise WireError("approve", f"expected 'yes' or 'no', received {approve!r}")
+        raise WireError("approve", f"expected 'yes' or 'no', received {_short(approve)}")
     return DeviceApproval(user_code=form["user_code"], user=form["user"], approve=approve == "yes")
 
 
@@ -592,8 +592,11 @@ _CONVERTER: Final = _rpc_converter()
 
 
 def _short(text: str, limit: int = 40) -> str:
-    """``text`` quoted, cut to ``limit`` characters (an echoed value stays small)."""
-    return repr(text if len(text) <= limit else text[:limit] + "...")
+    """``text`` quoted when it is a short name; else only its length (it could be a token put
+    in the wrong place, and an error message never holds a token)."""
+    if len(text) <= limit and text.isidentifier():
+        return repr(text)
+    return f"a string of {len(text)} characters"
 
 
 def _describe(exc: BaseException, _: Any) -> str:
