@@ -606,7 +606,7 @@ def _describe(exc: BaseException, _: Any) -> str:
     if isinstance(exc, KeyError):
         return "required field missing"
     if isinstance(exc, ForbiddenExtraKeysError):
-        return f"unexpected fields {sorted(exc.extra_fields)}"
+        return "unexpected fields " + ", ".join(_short(k) for k in sorted(exc.extra_fields))
     if isinstance(exc, ValueError):
         return str(exc)  # the message classes' validators: numbers only
     return f"does not fit ({type(exc).__name__})"
@@ -639,7 +639,7 @@ def decode_rpc(body: bytes) -> Message:
         raise WireError("envelope", f"expected a JSON object, received {_kind(doc)}")
     extra = sorted(set(doc) - _ENVELOPE_KEYS)
     if extra:
-        raise WireError("envelope", f"unexpected fields {extra}")
+        raise WireError("envelope", "unexpected fields " + ", ".join(_short(k) for k in extra))
     name = doc.get("type")
     cls = RPC_MESSAGES.get(name) if isinstance(name, str) else None
     if cls is None:
