@@ -527,6 +527,16 @@ def data_app(
         if "\x00" in path or not path.startswith("/"):
             await _json(send, 400, {"error": "invalid_request"})
             return
+        if "%" in path:
+            # The ASGI path is already percent-decoded, and the scope check reads escapes (B5):
+            # "/di%2572" would be authorized as "/dir" but the store would open "di%72", outside
+            # the scope. A name that still holds '%' once decoded is refused.
+            await _json(
+                send,
+                400,
+                {"error": "invalid_request", "error_description": "'%' in a decoded path"},
+            )
+            return
         job_text = _header(scope, JOB_HEADER)
         length = _header(scope, "content-length")
         size = int(length) if length is not None and length.isdigit() else 0
