@@ -17,6 +17,7 @@ messages for the actor's ``handle``; every app also answers ``GET`` :data:`HEALT
 from __future__ import annotations
 
 import json
+import logging
 import re
 import ssl
 import urllib.parse
@@ -72,6 +73,8 @@ _METHOD_OF: Final = {
     Operation.MODIFY: "PUT",
     Operation.MKDIR: "MKCOL",
 }
+
+_log: Final = logging.getLogger(__name__)
 
 ASGIApp = Callable[
     [dict[str, Any], Callable[[], Awaitable[dict[str, Any]]], Callable[[dict[str, Any]], Any]],
@@ -330,10 +333,25 @@ def _app(name: str, route: Callable[[dict[str, Any], Receive, Send], Awaitable[N
         if scope["method"] == "GET" and scope["path"] == HEALTH_PATH:
             await _json(send, 200, {"status": "ok", "actor": name})
             return
+        started = False
+
+        async def tracked(event: dict[str, Any]) -> None:
+            nonlocal started
+            started = started or event["type"] == "http.response.start"
+            await send(event)
+
         try:
-            await route(scope, receive, send)
+            await route(scope, receive, tracked)
         except _TooLarge:
             await _json(send, 413, {"error": "invalid_request", "error_description": "too large"})
+        except Exception:
+            # A bug in a handler or the store: logged here, a bare 500 for the client (the
+            # exception text may hold anything). Once the answer has started there is no
+            # status left to change: the server cuts the connection.
+            _log.exception("%s: %s %s failed", name, scope["method"], scope["path"])
+            if started:
+                raise
+            await _json(send, 500, {"error": "server_error"})
 
     return app
 
