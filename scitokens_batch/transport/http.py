@@ -386,7 +386,7 @@ def issuer_app(
     handler: Handler,
     discovery: Callable[[], Mapping[str, Any]],
     *,
-    jwks_max_age: int = 3600,
+    jwks_max_age: int | None = None,
 ) -> ASGIApp:
     """The issuer's HTTPS face (D2, D3, D5; K1-K4; RFC 7009; RFC 8628).
 
@@ -394,6 +394,9 @@ def issuer_app(
     ``GET /.well-known/openid-configuration`` (also the RFC 8414 forms at the host root),
     ``GET /jwks``, ``POST /token``, ``POST /device_authorization``, ``POST /revoke``,
     ``GET``/``POST /device`` (the user's approval page).
+
+    The JWKS goes out with ``Cache-Control: max-age`` of the handler's
+    :class:`JwksResponse` (D4), unless ``jwks_max_age`` overrides it.
     """
     prefix = urllib.parse.urlsplit(url).path.rstrip("/")
     meta_paths = {
@@ -409,12 +412,17 @@ def issuer_app(
             return
         if method == "GET" and path == f"{prefix}/jwks":
             answer = await handler(JwksRequest(issuer=url))
-            assert isinstance(answer, JwksResponse)
+            if isinstance(answer, OAuthError):
+                await _oauth_answer(send, answer, basic=False)
+                return
+            if not isinstance(answer, JwksResponse):
+                raise TypeError(f"issuer answered JwksRequest with {type(answer).__name__}")
+            max_age = round(answer.max_age) if jwks_max_age is None else jwks_max_age
             await _json(
                 send,
                 200,
                 jwks_document(answer.keys),
-                {"cache-control": f"public, max-age={jwks_max_age}"},  # D4
+                {"cache-control": f"public, max-age={max_age}"},  # D4
             )
             return
         if method == "GET" and path == f"{prefix}/device":
