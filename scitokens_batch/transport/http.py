@@ -594,12 +594,28 @@ def data_app(
             found = store.size(path)
             await _respond(send, 200, headers={}, content_length=found or 0)
         elif method == "PUT":
-            await store.write(path, _body_chunks(receive))
+            # A directory in the way (at the path, or a file where a parent should be) is a
+            # conflict with the namespace (RFC 9110 §15.5.10), not a server error.
+            if store.is_dir(path):
+                await _respond(send, 409)
+                return
+            try:
+                await store.write(path, _body_chunks(receive))
+            except (IsADirectoryError, NotADirectoryError, FileExistsError):
+                await _respond(send, 409)
+                return
             await _respond(send, 201 if answer.status == 201 else 204)
         elif method == "DELETE":
             await _respond(send, 204 if store.delete(path) else 404)
         else:  # MKCOL
-            await _respond(send, 201 if store.mkdir(path) else 405)
+            try:
+                made = store.mkdir(path)
+            except NotADirectoryError:
+                await _respond(send, 409)  # RFC 4918 §9.3.1: a parent is not a collection
+                return
+            except FileExistsError:
+                made = False  # made meanwhile
+            await _respond(send, 201 if made else 405)
 
     return _app(name, route)
 
