@@ -65,6 +65,8 @@ JOB_HEADER: Final = "x-scitokens-batch-job"
 CHUNK: Final = 256 * 1024
 #: The most a form or RPC body may hold.
 MAX_BODY: Final = 1 << 20
+#: The most request body read and dropped to answer before the body was read (a refusal).
+DRAIN_LIMIT: Final = 1 << 32
 
 _METHOD_OF: Final = {
     Operation.READ: "GET",
@@ -334,16 +336,35 @@ def _app(name: str, route: Callable[[dict[str, Any], Receive, Send], Awaitable[N
             await _json(send, 200, {"status": "ok", "actor": name})
             return
         started = False
+        body_done = False
 
-        async def tracked(event: dict[str, Any]) -> None:
+        async def tracked_receive() -> dict[str, Any]:
+            nonlocal body_done
+            event = await receive()
+            if event["type"] == "http.disconnect" or not event.get("more_body", False):
+                body_done = True
+            return event
+
+        async def tracked_send(event: dict[str, Any]) -> None:
             nonlocal started
-            started = started or event["type"] == "http.response.start"
+            if event["type"] == "http.response.start":
+                started = True
+                # An answer before the request body was read (a refused upload, a 413): read
+                # the rest and drop it first. hypercorn closes the connection as soon as the
+                # answer is complete, and closing with unread bytes resets it; a client still
+                # sending (httpx sends the whole body before reading) would then see a broken
+                # connection instead of the 401/403.
+                drained = 0
+                while not body_done and drained <= DRAIN_LIMIT:
+                    drained += len((await tracked_receive()).get("body", b""))
             await send(event)
 
         try:
-            await route(scope, receive, tracked)
+            await route(scope, tracked_receive, tracked_send)
         except _TooLarge:
-            await _json(send, 413, {"error": "invalid_request", "error_description": "too large"})
+            await _json(
+                tracked_send, 413, {"error": "invalid_request", "error_description": "too large"}
+            )
         except Exception:
             # A bug in a handler or the store: logged here, a bare 500 for the client (the
             # exception text may hold anything). Once the answer has started there is no
@@ -351,7 +372,7 @@ def _app(name: str, route: Callable[[dict[str, Any], Receive, Send], Awaitable[N
             _log.exception("%s: %s %s failed", name, scope["method"], scope["path"])
             if started:
                 raise
-            await _json(send, 500, {"error": "server_error"})
+            await _json(tracked_send, 500, {"error": "server_error"})
 
     return app
 
