@@ -224,11 +224,16 @@ class HttpTransport:
             )
             return _data_response(reply.status_code, reply.headers, reply.content, req.size)
         async with self.client.stream(method, url, headers=headers) as reply:
+            # One pass over the body: counted on success, its start kept for a refusal.
             moved = 0
+            detail = bytearray()
             async for chunk in reply.aiter_raw():
                 moved += len(chunk)
-            detail = b"" if reply.is_success else await reply.aread()
-            return _data_response(reply.status_code, reply.headers, detail, moved)
+                if not reply.is_success and len(detail) < _DETAIL_BYTES:
+                    detail += chunk[: _DETAIL_BYTES - len(detail)]
+            if not reply.is_success:
+                moved = 0
+            return _data_response(reply.status_code, reply.headers, bytes(detail), moved)
 
 
 async def _zeros(size: int) -> AsyncIterator[bytes]:
@@ -240,14 +245,29 @@ async def _zeros(size: int) -> AsyncIterator[bytes]:
         yield chunk
 
 
+#: How much of a refusal's body is kept for its detail.
+_DETAIL_BYTES: Final = 200
+
+
 def _data_response(status: int, headers: httpx.Headers, body: bytes, moved: int) -> DataResponse:
     if 200 <= status < 300:
         return DataResponse(status=status, size=moved)
     # A server that does not say why (XRootD answers a bare 403 to every refusal) leaves the
     # reason None; ours names it at the start of error_description.
     _, reason, description = w.parse_bearer_challenge(headers.get("www-authenticate"))
-    detail = description or body[:200].decode("utf-8", "replace").strip()
+    detail = description or _error_description(body)
     return DataResponse(status=status, reason=reason, detail=detail)
+
+
+def _error_description(body: bytes) -> str:
+    """``error_description`` of a JSON error body (ours), else the start of the body as text."""
+    try:
+        doc = json.loads(body)
+    except ValueError:
+        doc = None
+    if isinstance(doc, dict) and isinstance(doc.get("error_description"), str):
+        return str(doc["error_description"])
+    return body[:_DETAIL_BYTES].decode("utf-8", "replace").strip()
 
 
 # -- the server side ---------------------------------------------------------------------------
