@@ -145,13 +145,13 @@ class HttpTransport:
         if peer is None:
             raise Unreachable(src, dest, "unknown")
         try:
-            return await self._request(peer, message)
+            return await self._request(src, peer, message)
         except (httpx.TransportError, ssl.SSLError) as exc:
             # Refused, reset, timed out or cut: the same as a down actor in virtual time.
             why = "timeout" if isinstance(exc, httpx.TimeoutException) else "down"
             raise Unreachable(src, dest, why) from exc
 
-    async def _request(self, peer: Peer, message: Message) -> Message:
+    async def _request(self, src: str, peer: Peer, message: Message) -> Message:
         if isinstance(message, DataRequest):
             return await self._data(peer, message)
         if peer.kind == "rpc":
@@ -161,7 +161,8 @@ class HttpTransport:
                 headers={"content-type": "application/json"},
             )
             if reply.status_code != 200:
-                raise Unreachable("rpc", peer.name, f"http {reply.status_code}")
+                # The actor is up but could not answer (a 500): to the caller, no answer.
+                raise Unreachable(src, peer.name, f"http {reply.status_code}")
             return w.decode_rpc(reply.content)
         return await self._oauth(peer, message)
 
