@@ -308,9 +308,9 @@ async def _respond(
     content_length: int | None = None,
 ) -> None:
     raw = [(k.encode(), v.encode()) for k, v in (headers or {}).items()]
-    raw.append(
-        (b"content-length", str(len(body) if content_length is None else content_length).encode())
-    )
+    if status != 204:  # RFC 9110 §8.6: a 204 MUST NOT carry Content-Length
+        length = len(body) if content_length is None else content_length
+        raw.append((b"content-length", str(length).encode()))
     await send({"type": "http.response.start", "status": status, "headers": raw})
     await send({"type": "http.response.body", "body": body})
 
