@@ -851,3 +851,73 @@ class TestRpc:
         with pytest.raises(w.WireError) as err:
             w.decode_rpc(envelope(TOKEN, {}))
         assert TOKEN[:10] not in str(err.value)
+
+
+def json_paths(doc: Any, prefix: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    """Every path (keys and indices) to a value inside a JSON document."""
+    paths = [prefix] if prefix else []
+    if isinstance(doc, dict):
+        for k, v in doc.items():
+            paths += json_paths(v, (*prefix, k))
+    elif isinstance(doc, list):
+        for i, v in enumerate(doc):
+            paths += json_paths(v, (*prefix, i))
+    return paths
+
+
+def replaced(doc: Any, path: tuple[Any, ...], value: Any) -> Any:
+    """A copy of ``doc`` with the value at ``path`` replaced."""
+    copy = json.loads(json.dumps(doc))
+    target = copy
+    for step in path[:-1]:
+        target = target[step]
+    target[path[-1]] = value
+    return copy
+
+
+_START_JOB_PATHS = json_paths(start_job_body())
+
+
+@pytest.mark.parametrize("path", _START_JOB_PATHS, ids=lambda p: ".".join(map(str, p)))
+@pytest.mark.parametrize(
+    "value",
+    [TOKEN, [TOKEN], {TOKEN: TOKEN}, {"kind": TOKEN}, 7, None, True],
+    ids=["token", "list", "key", "kind", "int", "null", "bool"],
+)
+def test_no_token_in_any_rpc_error(path: tuple[Any, ...], value: Any) -> None:
+    """Wherever a token lands in a StartJob body, it is either a valid value or a WireError that does not show it (no token in a log line)."""
+    problem: w.WireError | None = None
+    try:
+        w.decode_rpc(envelope("StartJob", replaced(start_job_body(), path, value)))
+    except w.WireError as exc:
+        problem = exc
+    if problem is not None:
+        assert TOKEN[:12] not in f"{problem} {problem.field}"
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        f"grant_type=x&client_id=a&client_secret={SECRET}&client_secret={SECRET}",
+        f"grant_type=x&client_id=a&refresh_token={SECRET}&refresh_token={SECRET}",
+        f"client_id=a&client_secret={SECRET}",
+        f"grant_type=x&client_secret={SECRET}",
+    ],
+)
+def test_no_secret_in_form_errors(body: str) -> None:
+    """A refused form never shows a secret it carried (RFC 6749 §3.1, §5.2)."""
+    with pytest.raises(w.WireError) as err:
+        w.decode_token_request(body.encode(), None)
+    assert SECRET not in str(err.value)
+
+
+def test_no_secret_in_basic_errors() -> None:
+    """A refused Basic header never shows the credentials (RFC 6749 §2.3.1)."""
+    for value in (base64.b64encode(SECRET.encode()).decode(), SECRET + "!"):
+        with pytest.raises(w.WireError) as err:
+            w.basic_credentials(f"Basic {value}")
+        assert SECRET not in str(err.value)
+    body = w.encode_form({"grant_type": "x", "client_secret": SECRET})
+    with pytest.raises(w.WireError) as err:
+        w.decode_token_request(body, w.basic_header("a", SECRET))
+    assert SECRET not in str(err.value)

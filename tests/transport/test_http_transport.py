@@ -26,9 +26,12 @@ from scitokens_batch.protocol import (
     CredentialUpdate,
     DataRequest,
     DataResponse,
+    DeviceApproval,
+    DeviceAuthorizationRequest,
     JwksRequest,
     JwksResponse,
     OAuthError,
+    RevocationRequest,
     TokenRequest,
     TokenResponse,
 )
@@ -40,6 +43,7 @@ from .helpers import (
     BIG,
     Store,
     StubIssuer,
+    canned_device,
     canned_token,
     data_server,
     put_file,
@@ -468,3 +472,25 @@ async def test_data_server_fetches_keys_over_https(
     ]
     assert fetches == [("store", True), ("store", False)]
     assert stub.seen == [JwksRequest(issuer=iss)]
+
+
+async def test_device_flow_and_revocation(es256_key: SigningKey, tls: RunCA | None) -> None:
+    """Device authorization, the user's approval and a revocation travel as RFC 8628 §3.1-3.3 and RFC 7009 §2 forms and come back as messages (K2)."""
+    stub = StubIssuer(es256_key)
+    stub.answers[DeviceAuthorizationRequest] = canned_device()
+    start = DeviceAuthorizationRequest(client_id="tm", scope="openid offline_access")
+    approval = DeviceApproval(user_code="WDJB-MJHT", user="alice", approve=False)
+    revoke = RevocationRequest(
+        token="rt-x", client_id="tm", client_secret="pw", client_auth=CLIENT_AUTH_BASIC
+    )
+    async with (
+        served(issuer(stub), tls) as server,
+        transport([Peer("vo", f"{server.url}/vo", "issuer")], tls) as t,
+    ):
+        with trio.fail_after(WAIT):
+            answers = [await t.request("tm", "vo", m) for m in (start, approval, revoke)]
+            stub.answers[RevocationRequest] = refusal(400, "unsupported_token_type")
+            refused = await t.request("tm", "vo", revoke)
+    assert answers == [canned_device(), Ack(), Ack()]
+    assert refused == refusal(400, "unsupported_token_type")
+    assert stub.seen == [start, approval, revoke, revoke]
