@@ -583,7 +583,9 @@ def data_app(
     Statuses follow conformance M1-M6: 401 with ``WWW-Authenticate: Bearer`` for a missing or
     unusable token, 403 (``error="insufficient_scope"``) when the token may not do this, 404
     for an authorized access to nothing, 201 for a new file or directory, 204 for an
-    overwrite or a delete, 405 for MKCOL on an existing directory (RFC 4918 §9.3.1).
+    overwrite or a delete, 405 for MKCOL on an existing directory (RFC 4918 §9.3.1), 409 for
+    a PUT onto a directory or anything below a file, 400 for a path that still holds ``%``
+    once decoded (it would be authorized as one path and opened as another).
     """
 
     async def route(scope: dict[str, Any], receive: Receive, send: Send) -> None:
