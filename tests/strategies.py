@@ -3,9 +3,23 @@
 from __future__ import annotations
 
 import string
+from typing import Any
 
 from hypothesis import strategies as st
 
+from scitokens_batch.protocol import (
+    AccessStep,
+    Ack,
+    ComputeStep,
+    CredentialRequest,
+    CredentialResponse,
+    CredentialUpdate,
+    ExecStep,
+    JobFinished,
+    JobProgram,
+    StartJob,
+    StoreCredential,
+)
 from scitokens_batch.tokens._scopes import Operation, Scope
 
 #: Characters of a plain path component: RFC 3986 unreserved, so already in normal form.
@@ -95,4 +109,89 @@ def raw_paths() -> st.SearchStrategy[str]:
     return st.text(
         st.sampled_from(["/", "/", ".", "%", "2", "e", "E", "F", "0", "a", "b", "~", "\x00", "\t"]),
         max_size=16,
+    )
+
+
+# -- wire format (protocol/_wire.py) ----------------------------------------------------------
+
+#: Any text that encodes to UTF-8 (no lone surrogates): ids, secrets, user names on the wire.
+utf8_text = st.text(st.characters(codec="utf-8"))
+#: The same, never empty (an empty form value means "absent", RFC 6749 §3.1).
+utf8_words = st.text(st.characters(codec="utf-8"), min_size=1)
+_seconds = st.floats(min_value=0, max_value=1e9, allow_nan=False)
+_times = st.floats(min_value=-1e12, max_value=1e12, allow_nan=False)
+
+
+def job_steps() -> st.SearchStrategy[Any]:
+    """One job step of any of the three kinds."""
+    return st.one_of(
+        st.builds(
+            AccessStep,
+            server=utf8_text,
+            path=utf8_text,
+            size=st.integers(0, 2**63),
+            write=st.booleans(),
+        ),
+        st.builds(ComputeStep, seconds=_seconds),
+        st.builds(ExecStep, argv=st.lists(utf8_text, max_size=4), timeout=_seconds),
+    )
+
+
+def rpc_messages() -> st.SearchStrategy[Any]:
+    """Any message that travels over RPC (``wire.RPC_MESSAGES``), fields drawn widely."""
+    ints = st.integers(-(2**63), 2**63)
+    program = st.builds(
+        JobProgram, steps=st.lists(job_steps(), max_size=5).map(tuple), reread=st.booleans()
+    )
+    return st.one_of(
+        st.builds(Ack, ok=st.booleans(), detail=utf8_text),
+        st.builds(
+            CredentialRequest,
+            user=utf8_text,
+            service=utf8_text,
+            wait=_seconds,
+            min_valid=_seconds,
+        ),
+        st.builds(
+            CredentialResponse,
+            token=st.none() | utf8_text,
+            jti=st.none() | utf8_text,
+            exp=st.none() | _times,
+        ),
+        st.builds(
+            CredentialUpdate,
+            user=utf8_text,
+            service=utf8_text,
+            token=utf8_text,
+            jti=utf8_text,
+            exp=_times,
+        ),
+        st.builds(
+            StoreCredential,
+            user=utf8_text,
+            service=utf8_text,
+            issuer=utf8_text,
+            scopes=utf8_text,
+            audience=utf8_text,
+            refresh_token=utf8_text,
+        ),
+        st.builds(
+            StartJob,
+            job=ints,
+            slot=ints,
+            user=utf8_text,
+            service=utf8_text,
+            token=utf8_text,
+            jti=utf8_text,
+            exp=_times,
+            program=program,
+        ),
+        st.builds(
+            JobFinished,
+            job=ints,
+            host=utf8_text,
+            exit_code=ints,
+            reason=utf8_text,
+            cpu_seconds=_seconds,
+        ),
     )

@@ -23,11 +23,19 @@ import base64
 import binascii
 import json
 import re
+import typing
 import urllib.parse
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, Final
 
 import cattrs
+from cattrs.errors import (
+    AttributeValidationNote,
+    ClassValidationError,
+    ForbiddenExtraKeysError,
+    IterableValidationError,
+    IterableValidationNote,
+)
 from cattrs.strategies import configure_tagged_union
 
 from ..tokens import Reason
@@ -107,9 +115,13 @@ def parse_form(body: bytes) -> dict[str, str]:
         ) from None
     pairs = urllib.parse.parse_qsl(text, keep_blank_values=True)
     form: dict[str, str] = {}
+    seen: set[str] = set()
     for key, value in pairs:
-        if key in form:
+        # A repeat is an error even when one of the copies is empty ("scope=&scope=x"): which
+        # one counts would otherwise depend on the order.
+        if key in seen:
             raise WireError(key, "sent more than once (RFC 6749 §3.1)")
+        seen.add(key)
         if value != "":
             form[key] = value
     return form
@@ -274,7 +286,7 @@ def decode_device_approval(body: bytes) -> DeviceApproval:
         raise WireError(missing[0], "expected a value, received none")
     approve = form.get("approve", "yes")
     if approve not in ("yes", "no"):
-        raise WireError("approve", f"expected 'yes' or 'no', received {approve!r}")
+        raise WireError("approve", f"expected 'yes' or 'no', received {_short(approve)}")
     return DeviceApproval(user_code=form["user_code"], user=form["user"], approve=approve == "yes")
 
 
@@ -283,7 +295,7 @@ def token_response_body(resp: TokenResponse) -> dict[str, Any]:
     body: dict[str, Any] = {
         "access_token": resp.access_token,
         "token_type": resp.token_type,
-        "expires_in": int(resp.expires_in) if resp.expires_in.is_integer() else resp.expires_in,
+        "expires_in": _json_number(resp.expires_in),
         "scope": resp.scope,
     }
     if resp.refresh_token is not None:
@@ -293,18 +305,36 @@ def token_response_body(resp: TokenResponse) -> dict[str, Any]:
     return body
 
 
+def _json_number(value: float) -> int | float:
+    """``600`` rather than ``600.0`` for a whole number (an int is taken too: Python 3.11's
+    ``int`` has no ``is_integer``)."""
+    number = float(value)
+    return int(number) if number.is_integer() else number
+
+
 def decode_token_response(status: int, body: bytes) -> TokenResponse | OAuthError:
     """A token endpoint answer: :class:`TokenResponse` on 200, else :class:`OAuthError`.
 
     Raises:
-        WireError: a 200 whose JSON lacks ``access_token`` or ``expires_in``.
+        WireError: a 200 whose JSON lacks ``access_token``, or whose ``expires_in`` is missing
+            or not a non-negative finite number.
     """
     doc = _json_object(body)
     if status != 200:
         return _oauth_error(status, doc)
     token, expires_in = doc.get("access_token"), doc.get("expires_in")
-    if not isinstance(token, str) or not isinstance(expires_in, int | float):
-        raise WireError("access_token", "a 200 answer without access_token/expires_in")
+    if not isinstance(token, str) or not token:
+        raise WireError("access_token", "expected a string in a 200 answer, received none")
+    if (
+        not isinstance(expires_in, int | float)
+        or isinstance(expires_in, bool)
+        or not 0 <= expires_in < float("inf")
+    ):
+        raise WireError(
+            "expires_in",
+            f"expected a non-negative number of seconds, received {type(expires_in).__name__}"
+            + (f" {expires_in!r}" if isinstance(expires_in, int | float) else ""),
+        )
     refresh, scope = doc.get("refresh_token"), doc.get("scope", "")
     issued = doc.get("issued_token_type")
     return TokenResponse(
@@ -393,14 +423,40 @@ def bearer_challenge(reason: Reason, detail: str, *, realm: str) -> str:
     return "Bearer " + ", ".join(parts)
 
 
-_CHALLENGE_PARAM = re.compile(r'(\w+)="((?:[^"\\]|\\.)*)"')
+_TOKEN: Final = r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+"  # RFC 9110 §5.6.2
+_BEARER: Final = re.compile(r"(?:^|,)\s*bearer(?=\s|,|$)", re.IGNORECASE)
+_AUTH_PARAM: Final = re.compile(
+    rf'\s*,?\s*({_TOKEN})\s*=\s*(?:"((?:[^"\\]|\\.)*)"|({_TOKEN}))\s*(?=,|$)'
+)
+
+
+def _challenge_params(header: str) -> dict[str, str] | None:
+    """The auth-params of the Bearer challenge in ``header`` (RFC 9110 §11.2, §11.6.1), or
+    None when there is no Bearer challenge. Values may be tokens or quoted strings; a quoted
+    pair (``\\x``) stands for ``x``. A parameter that is not ``name=value`` ends the
+    challenge (it is the next challenge's scheme)."""
+    start = _BEARER.search(header)
+    if start is None:
+        return None
+    params: dict[str, str] = {}
+    pos = start.end()
+    while (m := _AUTH_PARAM.match(header, pos)) is not None:
+        name, quoted, token = m.groups()
+        value = re.sub(r"\\(.)", r"\1", quoted) if quoted is not None else token
+        params.setdefault(name.lower(), value)
+        pos = m.end()
+    return params
 
 
 def parse_bearer_challenge(header: str | None) -> tuple[str | None, Reason | None, str]:
-    """(error, our reason if the description names one, description) of a Bearer challenge."""
-    if not header or not header.lower().startswith("bearer"):
+    """(error, our reason if the description names one, description) of a Bearer challenge.
+
+    A challenge without an ``error`` is the answer to a request without a token (RFC 6750
+    §3.1), so its reason is :attr:`Reason.MISSING_TOKEN`.
+    """
+    params = _challenge_params(header or "")
+    if params is None:
         return None, None, ""
-    params = {k: v.replace('\\"', '"') for k, v in _CHALLENGE_PARAM.findall(header)}
     description = params.get("error_description", "")
     head = description.split(":", 1)[0]
     reason = next((r for r in Reason if r.value == head), None)
@@ -431,13 +487,129 @@ RPC_MESSAGES: Final[dict[str, type[Any]]] = {
 }
 
 
+_STEPS: Final[dict[str, type[Any]]] = {
+    cls.__name__: cls for cls in (AccessStep, ComputeStep, ExecStep)
+}
+_ENVELOPE_KEYS: Final = frozenset({"type", "body"})
+
+
+class _Mismatch(TypeError):
+    """A JSON value of the wrong kind. The message names kinds, never the value (which may be
+    a token)."""
+
+
+def _kind(value: object) -> str:
+    """The JSON name of a value's type."""
+    names = {bool: "boolean", int: "integer", float: "number", str: "string"}
+    names |= {list: "array", dict: "object", type(None): "null"}
+    return names.get(type(value), type(value).__name__)
+
+
+def _structure_str(value: object, _: object) -> str:
+    if isinstance(value, str):
+        return value
+    raise _Mismatch(f"expected a string, received {_kind(value)}")
+
+
+def _structure_int(value: object, _: object) -> int:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    raise _Mismatch(f"expected an integer, received {_kind(value)}")
+
+
+def _structure_float(value: object, _: object) -> float:
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    raise _Mismatch(f"expected a number, received {_kind(value)}")
+
+
+def _structure_bool(value: object, _: object) -> bool:
+    if isinstance(value, bool):
+        return value
+    raise _Mismatch(f"expected a boolean, received {_kind(value)}")
+
+
+def _is_array(t: Any) -> bool:
+    args = typing.get_args(t)
+    return typing.get_origin(t) is tuple and len(args) == 2 and args[1] is Ellipsis
+
+
 def _rpc_converter() -> cattrs.Converter:
+    """JSON <-> RPC messages, strictly: a value of the wrong JSON type is refused, never
+    coerced (cattrs would otherwise take ``"false"`` as True, ``"ls"`` as ``("l", "s")`` and
+    ``1.9`` as 1)."""
     conv = cattrs.Converter(forbid_extra_keys=True)
-    configure_tagged_union(AccessStep | ComputeStep | ExecStep, conv, tag_name="kind")
+    conv.register_structure_hook(str, _structure_str)
+    conv.register_structure_hook(int, _structure_int)
+    conv.register_structure_hook(float, _structure_float)
+    conv.register_structure_hook(bool, _structure_bool)
+
+    def array_of(t: Any) -> Callable[[object, object], tuple[Any, ...]]:
+        item = typing.get_args(t)[0]
+
+        def structure(value: object, _: object) -> tuple[Any, ...]:
+            if not isinstance(value, list):
+                raise _Mismatch(f"expected an array, received {_kind(value)}")
+            out: list[Any] = []
+            errors: list[Exception] = []
+            for i, element in enumerate(value):
+                try:
+                    out.append(conv.structure(element, item))
+                except Exception as exc:  # collected like cattrs does, with the index
+                    exc.add_note(IterableValidationNote(f"Structuring @ index {i}", i, item))
+                    errors.append(exc)
+            if errors:
+                raise IterableValidationError(f"While structuring {t!r}", errors, t)
+            return tuple(out)
+
+        return structure
+
+    conv.register_structure_hook_factory(_is_array, array_of)
+    # Job steps are a union tagged by "kind" (the class name).
+    step_union = AccessStep | ComputeStep | ExecStep
+    configure_tagged_union(step_union, conv, tag_name="kind")
+
+    def structure_step(value: object, _: object) -> Any:
+        if not isinstance(value, dict):
+            raise _Mismatch(f"expected an object, received {_kind(value)}")
+        kind = value.get("kind")
+        cls = _STEPS.get(kind) if isinstance(kind, str) else None
+        if cls is None:
+            if "kind" not in value:
+                received = "none"
+            else:
+                received = _short(kind) if isinstance(kind, str) else _kind(kind)
+            exc = _Mismatch(f"expected one of {sorted(_STEPS)}, received {received}")
+            exc.add_note(AttributeValidationNote("Structuring a job step @ kind", "kind", str))
+            raise ClassValidationError("While structuring a job step", [exc], object)
+        return conv.structure({k: v for k, v in value.items() if k != "kind"}, cls)
+
+    conv.register_structure_hook(step_union, structure_step)
     return conv
 
 
 _CONVERTER: Final = _rpc_converter()
+
+
+def _short(text: str, limit: int = 40) -> str:
+    """``text`` quoted when it is a short name; else only its length (it could be a token put
+    in the wrong place, and an error message never holds a token)."""
+    if len(text) <= limit and text.isidentifier():
+        return repr(text)
+    return f"a string of {len(text)} characters"
+
+
+def _describe(exc: BaseException, _: Any) -> str:
+    """What is wrong, for :func:`cattrs.transform_error`; never the offending value."""
+    if isinstance(exc, _Mismatch):
+        return str(exc)
+    if isinstance(exc, KeyError):
+        return "required field missing"
+    if isinstance(exc, ForbiddenExtraKeysError):
+        return "unexpected fields " + ", ".join(_short(k) for k in sorted(exc.extra_fields))
+    if isinstance(exc, ValueError):
+        return str(exc)  # the message classes' validators: numbers only
+    return f"does not fit ({type(exc).__name__})"
 
 
 def encode_rpc(message: Message) -> bytes:
@@ -456,15 +628,31 @@ def decode_rpc(body: bytes) -> Message:
     """An RPC message from its JSON envelope.
 
     Raises:
-        WireError: not JSON, an unknown ``type``, or a body that does not fit the type.
+        WireError: not a JSON object, an unknown ``type``, or a body that does not fit the type;
+            ``field`` is the path to the culprit (``body.program.steps[1].seconds``).
     """
-    doc = _json_object(body)
+    try:
+        doc = json.loads(body)
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        raise WireError("envelope", "expected a JSON object, received other bytes") from None
+    if not isinstance(doc, dict):
+        raise WireError("envelope", f"expected a JSON object, received {_kind(doc)}")
+    extra = sorted(set(doc) - _ENVELOPE_KEYS)
+    if extra:
+        raise WireError("envelope", "unexpected fields " + ", ".join(_short(k) for k in extra))
     name = doc.get("type")
     cls = RPC_MESSAGES.get(name) if isinstance(name, str) else None
     if cls is None:
-        raise WireError("type", f"expected one of {sorted(RPC_MESSAGES)}, received {name!r}")
+        received = _short(name) if isinstance(name, str) else _kind(name)
+        raise WireError("type", f"expected one of {sorted(RPC_MESSAGES)}, received {received}")
+    content = doc.get("body", {})
+    if not isinstance(content, dict):
+        raise WireError("body", f"expected a JSON object, received {_kind(content)}")
     try:
-        message: Message = _CONVERTER.structure(doc.get("body", {}), cls)
-    except (cattrs.BaseValidationError, ValueError, TypeError) as exc:
-        raise WireError("body", f"does not fit {name}: {exc}") from None
+        message: Message = _CONVERTER.structure(content, cls)
+    except Exception as exc:
+        problems = cattrs.transform_error(exc, path="body", format_exception=_describe)
+        description, _, field = problems[0].rpartition(" @ ")
+        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+        raise WireError(field, f"{description} in {name}{more}") from None
     return message

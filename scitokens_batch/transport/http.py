@@ -17,6 +17,7 @@ messages for the actor's ``handle``; every app also answers ``GET`` :data:`HEALT
 from __future__ import annotations
 
 import json
+import logging
 import re
 import ssl
 import urllib.parse
@@ -64,6 +65,8 @@ JOB_HEADER: Final = "x-scitokens-batch-job"
 CHUNK: Final = 256 * 1024
 #: The most a form or RPC body may hold.
 MAX_BODY: Final = 1 << 20
+#: The most request body read and dropped to answer before the body was read (a refusal).
+DRAIN_LIMIT: Final = 1 << 32
 
 _METHOD_OF: Final = {
     Operation.READ: "GET",
@@ -72,6 +75,8 @@ _METHOD_OF: Final = {
     Operation.MODIFY: "PUT",
     Operation.MKDIR: "MKCOL",
 }
+
+_log: Final = logging.getLogger(__name__)
 
 ASGIApp = Callable[
     [dict[str, Any], Callable[[], Awaitable[dict[str, Any]]], Callable[[dict[str, Any]], Any]],
@@ -140,13 +145,13 @@ class HttpTransport:
         if peer is None:
             raise Unreachable(src, dest, "unknown")
         try:
-            return await self._request(peer, message)
+            return await self._request(src, peer, message)
         except (httpx.TransportError, ssl.SSLError) as exc:
             # Refused, reset, timed out or cut: the same as a down actor in virtual time.
             why = "timeout" if isinstance(exc, httpx.TimeoutException) else "down"
             raise Unreachable(src, dest, why) from exc
 
-    async def _request(self, peer: Peer, message: Message) -> Message:
+    async def _request(self, src: str, peer: Peer, message: Message) -> Message:
         if isinstance(message, DataRequest):
             return await self._data(peer, message)
         if peer.kind == "rpc":
@@ -156,7 +161,8 @@ class HttpTransport:
                 headers={"content-type": "application/json"},
             )
             if reply.status_code != 200:
-                raise Unreachable("rpc", peer.name, f"http {reply.status_code}")
+                # The actor is up but could not answer (a 500): to the caller, no answer.
+                raise Unreachable(src, peer.name, f"http {reply.status_code}")
             return w.decode_rpc(reply.content)
         return await self._oauth(peer, message)
 
@@ -209,7 +215,7 @@ class HttpTransport:
         url = peer.url + urllib.parse.quote(req.path)
         headers = {}
         if req.token is not None:
-            headers["authorization"] = f"Bearer {req.token}"  # F3
+            headers["Authorization"] = f"Bearer {req.token}"  # F3
         if req.job is not None:
             headers[JOB_HEADER] = str(req.job)
         if method == "PUT":
@@ -219,13 +225,16 @@ class HttpTransport:
             )
             return _data_response(reply.status_code, reply.headers, reply.content, req.size)
         async with self.client.stream(method, url, headers=headers) as reply:
+            # One pass over the body: counted on success, its start kept for a refusal.
             moved = 0
-            head = b""  # the start of an error body, for the failure's detail
+            detail = bytearray()
             async for chunk in reply.aiter_raw():
                 moved += len(chunk)
-                if not reply.is_success and len(head) < 512:
-                    head += chunk[: 512 - len(head)]
-            return _data_response(reply.status_code, reply.headers, head, moved)
+                if not reply.is_success and len(detail) < _DETAIL_BYTES:
+                    detail += chunk[: _DETAIL_BYTES - len(detail)]
+            if not reply.is_success:
+                moved = 0
+            return _data_response(reply.status_code, reply.headers, bytes(detail), moved)
 
 
 async def _zeros(size: int) -> AsyncIterator[bytes]:
@@ -237,14 +246,29 @@ async def _zeros(size: int) -> AsyncIterator[bytes]:
         yield chunk
 
 
+#: How much of a refusal's body is kept for its detail.
+_DETAIL_BYTES: Final = 200
+
+
 def _data_response(status: int, headers: httpx.Headers, body: bytes, moved: int) -> DataResponse:
     if 200 <= status < 300:
         return DataResponse(status=status, size=moved)
     # A server that does not say why (XRootD answers a bare 403 to every refusal) leaves the
     # reason None; ours names it at the start of error_description.
     _, reason, description = w.parse_bearer_challenge(headers.get("www-authenticate"))
-    detail = description or body[:200].decode("utf-8", "replace").strip()
+    detail = description or _error_description(body)
     return DataResponse(status=status, reason=reason, detail=detail)
+
+
+def _error_description(body: bytes) -> str:
+    """``error_description`` of a JSON error body (ours), else the start of the body as text."""
+    try:
+        doc = json.loads(body)
+    except ValueError:
+        doc = None
+    if isinstance(doc, dict) and isinstance(doc.get("error_description"), str):
+        return str(doc["error_description"])
+    return body[:_DETAIL_BYTES].decode("utf-8", "replace").strip()
 
 
 # -- the server side ---------------------------------------------------------------------------
@@ -284,9 +308,9 @@ async def _respond(
     content_length: int | None = None,
 ) -> None:
     raw = [(k.encode(), v.encode()) for k, v in (headers or {}).items()]
-    raw.append(
-        (b"content-length", str(len(body) if content_length is None else content_length).encode())
-    )
+    if status != 204:  # RFC 9110 §8.6: a 204 MUST NOT carry Content-Length
+        length = len(body) if content_length is None else content_length
+        raw.append((b"content-length", str(length).encode()))
     await send({"type": "http.response.start", "status": status, "headers": raw})
     await send({"type": "http.response.body", "body": body})
 
@@ -332,10 +356,44 @@ def _app(name: str, route: Callable[[dict[str, Any], Receive, Send], Awaitable[N
         if scope["method"] == "GET" and scope["path"] == HEALTH_PATH:
             await _json(send, 200, {"status": "ok", "actor": name})
             return
+        started = False
+        body_done = False
+
+        async def tracked_receive() -> dict[str, Any]:
+            nonlocal body_done
+            event = await receive()
+            if event["type"] == "http.disconnect" or not event.get("more_body", False):
+                body_done = True
+            return event
+
+        async def tracked_send(event: dict[str, Any]) -> None:
+            nonlocal started
+            if event["type"] == "http.response.start":
+                started = True
+                # An answer before the request body was read (a refused upload, a 413): read
+                # the rest and drop it first. hypercorn closes the connection as soon as the
+                # answer is complete, and closing with unread bytes resets it; a client still
+                # sending (httpx sends the whole body before reading) would then see a broken
+                # connection instead of the 401/403.
+                drained = 0
+                while not body_done and drained <= DRAIN_LIMIT:
+                    drained += len((await tracked_receive()).get("body", b""))
+            await send(event)
+
         try:
-            await route(scope, receive, send)
+            await route(scope, tracked_receive, tracked_send)
         except _TooLarge:
-            await _json(send, 413, {"error": "invalid_request", "error_description": "too large"})
+            await _json(
+                tracked_send, 413, {"error": "invalid_request", "error_description": "too large"}
+            )
+        except Exception:
+            # A bug in a handler or the store: logged here, a bare 500 for the client (the
+            # exception text may hold anything). Once the answer has started there is no
+            # status left to change: the server cuts the connection.
+            _log.exception("%s: %s %s failed", name, scope["method"], scope["path"])
+            if started:
+                raise
+            await _json(tracked_send, 500, {"error": "server_error"})
 
     return app
 
@@ -370,7 +428,7 @@ def issuer_app(
     handler: Handler,
     discovery: Callable[[], Mapping[str, Any]],
     *,
-    jwks_max_age: int = 3600,
+    jwks_max_age: int | None = None,
 ) -> ASGIApp:
     """The issuer's HTTPS face (D2, D3, D5; K1-K4; RFC 7009; RFC 8628).
 
@@ -378,6 +436,9 @@ def issuer_app(
     ``GET /.well-known/openid-configuration`` (also the RFC 8414 forms at the host root),
     ``GET /jwks``, ``POST /token``, ``POST /device_authorization``, ``POST /revoke``,
     ``GET``/``POST /device`` (the user's approval page).
+
+    The JWKS goes out with ``Cache-Control: max-age`` of the handler's
+    :class:`JwksResponse` (D4), unless ``jwks_max_age`` overrides it.
     """
     prefix = urllib.parse.urlsplit(url).path.rstrip("/")
     meta_paths = {
@@ -393,12 +454,17 @@ def issuer_app(
             return
         if method == "GET" and path == f"{prefix}/jwks":
             answer = await handler(JwksRequest(issuer=url))
-            assert isinstance(answer, JwksResponse)
+            if isinstance(answer, OAuthError):
+                await _oauth_answer(send, answer, basic=False)
+                return
+            if not isinstance(answer, JwksResponse):
+                raise TypeError(f"issuer answered JwksRequest with {type(answer).__name__}")
+            max_age = round(answer.max_age) if jwks_max_age is None else jwks_max_age
             await _json(
                 send,
                 200,
                 jwks_document(answer.keys),
-                {"cache-control": f"public, max-age={jwks_max_age}"},  # D4
+                {"cache-control": f"public, max-age={max_age}"},  # D4
             )
             return
         if method == "GET" and path == f"{prefix}/device":
@@ -517,7 +583,9 @@ def data_app(
     Statuses follow conformance M1-M6: 401 with ``WWW-Authenticate: Bearer`` for a missing or
     unusable token, 403 (``error="insufficient_scope"``) when the token may not do this, 404
     for an authorized access to nothing, 201 for a new file or directory, 204 for an
-    overwrite or a delete, 405 for MKCOL on an existing directory (RFC 4918 §9.3.1).
+    overwrite or a delete, 405 for MKCOL on an existing directory (RFC 4918 §9.3.1), 409 for
+    a PUT onto a directory or anything below a file, 400 for a path that still holds ``%``
+    once decoded (it would be authorized as one path and opened as another).
     """
 
     async def route(scope: dict[str, Any], receive: Receive, send: Send) -> None:
@@ -528,6 +596,16 @@ def data_app(
             return
         if "\x00" in path or not path.startswith("/"):
             await _json(send, 400, {"error": "invalid_request"})
+            return
+        if "%" in path:
+            # The ASGI path is already percent-decoded, and the scope check reads escapes (B5):
+            # "/di%2572" would be authorized as "/dir" but the store would open "di%72", outside
+            # the scope. A name that still holds '%' once decoded is refused.
+            await _json(
+                send,
+                400,
+                {"error": "invalid_request", "error_description": "'%' in a decoded path"},
+            )
             return
         job_text = _header(scope, JOB_HEADER)
         length = _header(scope, "content-length")
@@ -560,12 +638,28 @@ def data_app(
             found = store.size(path)
             await _respond(send, 200, headers={}, content_length=found or 0)
         elif method == "PUT":
-            await store.write(path, _body_chunks(receive))
+            # A directory in the way (at the path, or a file where a parent should be) is a
+            # conflict with the namespace (RFC 9110 §15.5.10), not a server error.
+            if store.is_dir(path):
+                await _respond(send, 409)
+                return
+            try:
+                await store.write(path, _body_chunks(receive))
+            except (IsADirectoryError, NotADirectoryError, FileExistsError):
+                await _respond(send, 409)
+                return
             await _respond(send, 201 if answer.status == 201 else 204)
         elif method == "DELETE":
             await _respond(send, 204 if store.delete(path) else 404)
         else:  # MKCOL
-            await _respond(send, 201 if store.mkdir(path) else 405)
+            try:
+                made = store.mkdir(path)
+            except NotADirectoryError:
+                await _respond(send, 409)  # RFC 4918 §9.3.1: a parent is not a collection
+                return
+            except FileExistsError:
+                made = False  # made meanwhile
+            await _respond(send, 201 if made else 405)
 
     return _app(name, route)
 

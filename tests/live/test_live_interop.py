@@ -213,9 +213,23 @@ def test_lowercase_authorization_header(cluster: Cluster, alice: str, server: st
     """RFC 9110 §5.1: header names are case-insensitive; a client sending "authorization" (as
     httpx and every HTTP/2 client do) is served like one sending "Authorization"."""
     proc = subprocess.run(
-        ["curl", "-sS", "-o", "/dev/null", "-w", "%{http_code}", "--cacert", str(cluster.ca),
-         "-H", f"authorization: Bearer {alice}", cluster.url(server) + "/vo/data/0"],
-        capture_output=True, text=True, timeout=CURL_TIMEOUT, check=True,
+        [
+            "curl",
+            "-sS",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "--cacert",
+            str(cluster.ca),
+            "-H",
+            f"authorization: Bearer {alice}",
+            cluster.url(server) + "/vo/data/0",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=CURL_TIMEOUT,
+        check=True,
     )
     assert proc.stdout == "200"
 
