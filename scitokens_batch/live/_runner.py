@@ -639,7 +639,9 @@ def run_live(
     except BaseException:
         sys.stderr.write(f"live run failed; configurations and logs are kept in {workdir}\n")
         raise
-    if not keep_workdir:
+    if keep_workdir:
+        sys.stderr.write(f"configurations, logs and the run's CA are kept in {workdir}\n")
+    else:
         shutil.rmtree(workdir, ignore_errors=True)
     return result
 

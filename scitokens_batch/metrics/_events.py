@@ -18,11 +18,14 @@ kind                actor            fields
                                      reason, cpu_s
 ``mint``            issuer           jti, token_sha, sub, client, grant, scope, aud, iat,
                                      exp, kid
-``request``         issuer           endpoint ("token"/"jwks"), status, grant, error
+``request``         issuer           endpoint ("token"/"jwks"/"device_authorization"/
+                                     "device"/"revoke"), status, grant, error
 ``refresh``         token_manager    user, service, jti, exp, initial
 ``refresh_failed``  token_manager    user, service, error, attempt, retry_in_s
 ``stage``           <execute host>   job, service, jti, exp, host_time (the host's own clock)
 ``use``             <data server>    job, op, path, jti, exp, headroom_s, status, cached
+                                     (+ observed_by: the execute host that recorded it for a
+                                     server that records nothing itself, XRootD)
 ``reject``          <data server>    job, op, path, status, reason, detail, jti, exp,
                                      headroom_s (jti/exp/headroom_s null when unparsable)
 ``jwks_fetch``      <data server>    issuer, ok, unknown_kid

@@ -20,16 +20,18 @@ SCENARIO = Path(__file__).resolve().parents[2] / "scenarios" / "live-smoke.toml"
 
 
 def _children() -> set[int]:
-    """Our live child processes (their command lines name `scitokens_batch serve` or xrootd)."""
+    """This test process's children (the live services and XRootD are started as such)."""
+    me = os.getpid()
     found = set()
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
         try:
-            cmd = Path(f"/proc/{entry}/cmdline").read_bytes().replace(b"\0", b" ")
+            stat = Path(f"/proc/{entry}/stat").read_text()
         except OSError:
             continue
-        if b"scitokens_batch serve" in cmd or b"xrootd -c" in cmd:
+        ppid = int(stat.rsplit(")", 1)[1].split()[1])  # after "(comm)": state, ppid
+        if ppid == me:
             found.add(int(entry))
     return found
 
