@@ -255,7 +255,7 @@ class ExecuteHost:
                 if code != 0:
                     return code, why
                 continue
-            token = run.box.token() if program.reread else at_start
+            token = run.box.token if program.reread else lambda: at_start
             answer = await self._access(run.start.job, step, token)
             if answer is None:
                 return 1, f"{step.server}: unreachable after {ACCESS_RETRIES + 1} tries"
@@ -265,11 +265,16 @@ class ExecuteHost:
                 return 1, f"{verb} {step.path}: {answer.status} {why}"
         return 0, ""
 
-    async def _access(self, job: int, step: AccessStep, token: str | None) -> DataResponse | None:
+    async def _access(
+        self, job: int, step: AccessStep, token: Callable[[], str | None]
+    ) -> DataResponse | None:
+        """One access, retried while the server is unreachable; each try presents the token
+        found at that moment (a retry 30 s later must not resend a token that has since been
+        renewed and may have expired)."""
         # A PUT is a PUT: the data server decides whether it creates or overwrites.
         op = Operation.CREATE if step.write else Operation.READ
-        request = DataRequest(op=op, path=step.path, size=step.size, token=token, job=job)
         for attempt in range(ACCESS_RETRIES + 1):
+            request = DataRequest(op=op, path=step.path, size=step.size, token=token(), job=job)
             try:
                 answer = await self.transport.request(self.name, step.server, request)
             except Unreachable:

@@ -193,7 +193,7 @@ async def serve(config: ServiceConfig) -> None:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(_on_signals, shutdown, log)
             await nursery.start(actor.run)
-            if config.role == "token-manager":
+            if config.role in ("token-manager", "issuer"):
                 nursery.start_soon(_keep_saving, after)
             await hypercorn_serve(app, hc, shutdown_trigger=shutdown.wait)
             nursery.cancel_scope.cancel()
@@ -234,7 +234,8 @@ def _load_credentials(tm: TokenManager, path: Path) -> None:
 
 
 async def _keep_saving(save: Callable[[], None], every: float = 1.0) -> None:
-    """Persist state every ``every`` seconds (a crash loses at most that much)."""
+    """Persist state every ``every`` seconds (a SIGKILL loses at most that much; SIGTERM saves
+    on the way out)."""
     while True:
         await trio.sleep(every)
         save()
@@ -270,14 +271,7 @@ def _pick(world: World, config: ServiceConfig) -> tuple[Any, Any, Callable[[], N
         if issuer is None:
             raise missing("an issuer", list(world.issuers))
         _issuer_state(issuer, config.workdir)
-        original = issuer.handle
-
-        async def handle_and_save(message: Any) -> Any:
-            answer = await original(message)
-            _save_issuer(issuer, config.workdir)
-            return answer
-
-        app = issuer_app(name, issuer.url, handle_and_save, issuer.discovery_document)
+        app = issuer_app(name, issuer.url, issuer.handle, issuer.discovery_document)
         return issuer, app, lambda: _save_issuer(issuer, config.workdir)
     if role == "data-server":
         server = world.data_servers.get(name)

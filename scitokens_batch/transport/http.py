@@ -63,6 +63,8 @@ HEALTH_PATH: Final = "/.well-known/scitokens-batch/health"
 JOB_HEADER: Final = "x-scitokens-batch-job"
 #: Bytes per chunk when streaming file bodies.
 CHUNK: Final = 256 * 1024
+#: Uploads up to this size are sent as one buffer rather than streamed.
+SMALL_BODY: Final = 8 * 1024 * 1024
 #: The most a form or RPC body may hold.
 MAX_BODY: Final = 1 << 20
 #: The most request body read and dropped to answer before the body was read (a refusal).
@@ -220,9 +222,10 @@ class HttpTransport:
             headers[JOB_HEADER] = str(req.job)
         if method == "PUT":
             headers["content-length"] = str(req.size)
-            reply = await self.client.request(
-                method, url, content=_zeros(req.size), headers=headers
-            )
+            # Small bodies go in one piece: XrdHttp 5.5.3 was seen to stall on some PUTs whose
+            # body arrived as a stream of chunks (the request then timed out).
+            body = bytes(req.size) if req.size <= SMALL_BODY else _zeros(req.size)
+            reply = await self.client.request(method, url, content=body, headers=headers)
             return _data_response(reply.status_code, reply.headers, reply.content, req.size)
         async with self.client.stream(method, url, headers=headers) as reply:
             # One pass over the body: counted on success, its start kept for a refusal.

@@ -184,3 +184,32 @@ offset = "30m"
         "expired",
         999.99,
     )
+
+
+async def test_retry_presents_the_token_found_at_retry_time(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """P16/I13: a retry after an unreachable server re-reads the sandbox token, so a token that
+    expired while the server was down is not sent again (here: tried at 80 s with the first
+    token, exp 120 s; retried at 110 s and 140 s; the renewed token, staged at 90 s, is used)."""
+    faults = """
+[[faults]]
+kind = "data_server_restart"
+server = "store"
+at = "79500ms"
+downtime = "60s"
+"""
+    steps = '{ compute = { kind = "fixed", duration = "80s" } }, { read = "store:/data/1", size = "1MB" }'
+    spec = scenario(
+        workload(steps) + faults,
+        lifetime="2m",
+        token_manager__scan_interval="10s",
+        execute_hosts__node__sandbox_refresh="30s",
+    )
+    _, events = await simulate(spec, until=200)
+    staged = of(events, "stage")
+    assert [e.t for e in staged] == [0.0, 90.0]
+    (use,) = of(events, "use")
+    assert use.t == 140.0 and use.fields["jti"] == staged[1].fields["jti"]
+    (end,) = of(events, "terminated")
+    assert end.fields["status"] == "completed"
