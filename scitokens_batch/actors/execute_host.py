@@ -277,7 +277,15 @@ class ExecuteHost:
             request = DataRequest(op=op, path=step.path, size=step.size, token=token(), job=job)
             try:
                 answer = await self.transport.request(self.name, step.server, request)
-            except Unreachable:
+            except Unreachable as exc:
+                self.log.info(
+                    "data server unreachable",
+                    server=step.server,
+                    job=job,
+                    why=exc.why,
+                    detail=exc.detail,
+                    attempt=attempt + 1,
+                )
                 if attempt < ACCESS_RETRIES:
                     await trio.sleep(ACCESS_RETRY_DELAY)
                 continue

@@ -24,11 +24,12 @@ class Unreachable(SciTokensBatchError, ConnectionError):
 
     Attributes:
         dest: the actor that could not be reached.
-        why: ``"down"`` or ``"partition"``.
+        why: ``"down"`` or ``"partition"`` (live mode: also ``"timeout"``).
+        detail: what the network layer said (live mode), for logs.
     """
 
-    def __init__(self, src: str, dest: str, why: str) -> None:
-        self.src, self.dest, self.why = src, dest, why
+    def __init__(self, src: str, dest: str, why: str, *, detail: str = "") -> None:
+        self.src, self.dest, self.why, self.detail = src, dest, why, detail
         super().__init__(f"{src} -> {dest}: unreachable ({why})")
 
 

@@ -102,6 +102,10 @@ class Peer:
     kind: str = attrs.field(validator=attrs.validators.in_(("issuer", "data", "rpc")))
 
 
+#: Failures of a request on a connection the server had already closed.
+_STALE = (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError)
+
+
 def _max_age(header: str | None, default: float = 3600.0) -> float:
     match = re.search(r"max-age=(\d+)", header or "")
     return float(match.group(1)) if match else default
@@ -121,6 +125,8 @@ class HttpTransport:
     ca_file: str | None = None
     timeout: float = 30.0
     _client: httpx.AsyncClient | None = attrs.field(default=None, alias="_client")
+    #: data requests tried again after a kept-alive connection turned out closed
+    stale_retries: int = attrs.field(default=0, init=False)
 
     @property
     def client(self) -> httpx.AsyncClient:
@@ -135,6 +141,14 @@ class HttpTransport:
             )
         return self._client
 
+    def _fresh_client(self) -> httpx.AsyncClient:
+        """A client with no pooled connection (one request, then closed)."""
+        return httpx.AsyncClient(
+            verify=ssl.create_default_context(cafile=self.ca_file),
+            timeout=httpx.Timeout(self.timeout),
+            headers={"user-agent": "scitokens-batch"},
+        )
+
     async def aclose(self) -> None:
         """Close the pooled connections."""
         if self._client is not None:
@@ -147,11 +161,22 @@ class HttpTransport:
         if peer is None:
             raise Unreachable(src, dest, "unknown")
         try:
-            return await self._request(src, peer, message)
+            try:
+                return await self._request(src, peer, message)
+            except _STALE:
+                if not isinstance(message, DataRequest):
+                    raise
+                # A kept-alive connection the server had closed (XRootD 5.5.3 drops the link
+                # after some answers): GET, HEAD and PUT are idempotent, so try once more, on a
+                # new connection, as browsers and curl do. Never for OAuth posts: a replayed
+                # refresh could burn a single-use refresh token.
+                self.stale_retries += 1
+            async with self._fresh_client() as fresh:
+                return await self._data(peer, message, client=fresh)
         except (httpx.TransportError, ssl.SSLError) as exc:
             # Refused, reset, timed out or cut: the same as a down actor in virtual time.
             why = "timeout" if isinstance(exc, httpx.TimeoutException) else "down"
-            raise Unreachable(src, dest, why) from exc
+            raise Unreachable(src, dest, why, detail=f"{type(exc).__name__}: {exc}") from exc
 
     async def _request(self, src: str, peer: Peer, message: Message) -> Message:
         if isinstance(message, DataRequest):
@@ -210,7 +235,10 @@ class HttpTransport:
             return OAuthError(error="jwks_failed", description=type(exc).__name__, status=502)
         return JwksResponse(keys=keys, max_age=_max_age(keys_reply.headers.get("cache-control")))
 
-    async def _data(self, peer: Peer, req: DataRequest) -> DataResponse:
+    async def _data(
+        self, peer: Peer, req: DataRequest, *, client: httpx.AsyncClient | None = None
+    ) -> DataResponse:
+        client = client or self.client
         method = _METHOD_OF.get(req.op)
         if method is None:
             raise TypeError(f"no HTTP method for {req.op}")
@@ -225,9 +253,9 @@ class HttpTransport:
             # Small bodies go in one piece: XrdHttp 5.5.3 was seen to stall on some PUTs whose
             # body arrived as a stream of chunks (the request then timed out).
             body = bytes(req.size) if req.size <= SMALL_BODY else _zeros(req.size)
-            reply = await self.client.request(method, url, content=body, headers=headers)
+            reply = await client.request(method, url, content=body, headers=headers)
             return _data_response(reply.status_code, reply.headers, reply.content, req.size)
-        async with self.client.stream(method, url, headers=headers) as reply:
+        async with client.stream(method, url, headers=headers) as reply:
             # One pass over the body: counted on success, its start kept for a refusal.
             moved = 0
             detail = bytearray()
