@@ -424,7 +424,7 @@ class TransferService:
             for m in f.tokens:
                 seen.setdefault(id(m), m)
         for m in seen.values():
-            while not m.ready and m.dead is None:
+            while not m.ready and m.dead is None and m.users:
                 await m.changed.wait()
         assert self._queue is not None
         for f in files:
@@ -684,12 +684,17 @@ class TransferService:
         self._release(f)
 
     def _release(self, f: _File) -> None:
-        """``f`` no longer needs its tokens; a token no file needs is no longer refreshed."""
+        """``f`` no longer needs its tokens; a token no file needs is no longer refreshed.
+
+        Whoever waits on one of them (a worker holding a slot for ``f``, a job's token_prep)
+        is woken to look again: the token may never change now.
+        """
         for m in f.tokens:
             m.users.discard(f)
             if not m.users and m.cancel is not None:
                 m.cancel.cancel()
                 m.cancel = None
+            m.notify()
 
     def _state(
         self,

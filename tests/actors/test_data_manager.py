@@ -40,7 +40,7 @@ async def test_tokens_per_l1_l2(autojump_clock: trio.testing.MockClock) -> None:
 
 
 async def test_jobs_of_at_most_bulk_files(autojump_clock: trio.testing.MockClock) -> None:
-    """25 files with bulk = 10 are three jobs of 10, 10 and 5 files."""
+    """L5: 25 files with bulk = 10 are three jobs of 10, 10 and 5 files, each with its tokens."""
     _, events = await simulate(transfer_scenario(dataset(25, "1GB") + rule(), bulk=10), until=10)
     assert [(e.fields["job"], e.fields["files"]) for e in of(events, "rule_submitted")] == [
         ("rule-0-1", 10),
@@ -117,7 +117,7 @@ async def test_cached_while_token_min_lifetime_left(
 
 
 async def test_issuer_outage_delays_the_rule(autojump_clock: trio.testing.MockClock) -> None:
-    """An issuer down at the rule's start (0-100 s) is retried after 30, 60 and 120 s: the tokens
+    """K3/L3: an issuer down at the rule's start (0-100 s) is retried after 30, 60 and 120 s: the tokens
     come at 210 s and the job is submitted then."""
     body = (
         dataset(2, "1GB")
@@ -139,7 +139,7 @@ duration = "100s"
 async def test_unreachable_transfer_service_is_retried(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
-    """A transfer service cut off from the data manager (0-60 s) gets the job on the retry at 90 s."""
+    """L5: a transfer service cut off from the data manager (0-60 s) gets the job on the retry at 90 s."""
     body = (
         dataset(2, "1GB")
         + rule()

@@ -110,7 +110,7 @@ async def test_missing_source_file(autojump_clock: trio.testing.MockClock) -> No
 
 
 async def test_unreachable_source(autojump_clock: trio.testing.MockClock) -> None:
-    """A source that is down is a 502 from the destination, naming the source."""
+    """M1: a source that is down never judges the token; the destination answers 502, naming it."""
     world, _ = build(transfer_scenario(dataset(2, "1GB")))
     src, dst = await mint(world, READ, CERN), await mint(world, WRITE, BNL)
     world.network.set_down("cern", True)
@@ -121,7 +121,8 @@ async def test_unreachable_source(autojump_clock: trio.testing.MockClock) -> Non
 
 
 async def test_destination_restart_breaks_the_copy(autojump_clock: trio.testing.MockClock) -> None:
-    """A destination restart mid-copy breaks the connection (Unreachable), as for a plain transfer."""
+    """M4: a destination restart mid-copy breaks the connection (Unreachable) and writes no file,
+    as for a plain PUT."""
     world, _ = build(transfer_scenario(dataset(2, "1GB")))
     src, dst = await mint(world, READ, CERN), await mint(world, WRITE, BNL)
     caught: list[Unreachable] = []
@@ -142,7 +143,7 @@ async def test_destination_restart_breaks_the_copy(autojump_clock: trio.testing.
 
 
 async def test_copy_outlives_its_tokens(autojump_clock: trio.testing.MockClock) -> None:
-    """Tokens are checked when the copy starts only (as long-transfer.toml shows for plain
+    """E1 is judged when the copy starts only (as long-transfer.toml shows for plain
     transfers): a 2-hour copy on 1-hour tokens completes."""
     world, sink = build(transfer_scenario(dataset(1, "720GB"), cern_bw="100MB/s"))
     src, dst = await mint(world, READ, CERN), await mint(world, WRITE, BNL)

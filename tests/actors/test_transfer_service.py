@@ -253,7 +253,7 @@ async def test_revoked_refresh_token_fails_the_files(
 
 
 async def test_concurrency_is_respected(autojump_clock: trio.testing.MockClock) -> None:
-    """At most `concurrency` (3) copies run at once; 7 files of 10 GB sharing 100 MB/s links
+    """FTS copies the files of its L5 jobs at most `concurrency` (3) at a time; 7 files of 10 GB sharing 100 MB/s links
     end at 300, 300, 300, 600, 600, 600 and 700 s."""
     _, events = await simulate(
         transfer_scenario(dataset(7, "10GB") + rule(), concurrency=3), until=2000
@@ -281,8 +281,8 @@ duration = "{duration}"
 async def test_unreachable_destination_is_retried_then_fails(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
-    """A copy whose destination cannot be reached is retried after 30 and 60 s (max_retries 2),
-    then the file fails with the reason."""
+    """A copy whose destination cannot be reached is retried (with the current tokens, L7) after
+    30 and 60 s (max_retries 2), then the file fails with the reason."""
     body = dataset(1, "1GB") + rule() + PARTITION.format(duration="1h")
     _, events = await simulate(transfer_scenario(body, max_retries=2), until=2000)
     assert times(events, "transfer_state", state="active") == [0.0, 30.0, 90.0]
@@ -292,7 +292,8 @@ async def test_unreachable_destination_is_retried_then_fails(
 
 
 async def test_retry_after_a_partition_heals(autojump_clock: trio.testing.MockClock) -> None:
-    """The same copy with a 50 s partition succeeds on its third attempt, at 90 s."""
+    """The same copy with a 50 s partition succeeds on its third attempt, at 90 s, its tokens
+    still fresh (L7)."""
     body = dataset(1, "1GB") + rule() + PARTITION.format(duration="50s")
     _, events = await simulate(transfer_scenario(body, max_retries=2), until=2000)
     (done,) = of(events, "transfer_done")
@@ -302,7 +303,7 @@ async def test_retry_after_a_partition_heals(autojump_clock: trio.testing.MockCl
 
 
 async def test_refused_copy_names_the_end(autojump_clock: trio.testing.MockClock) -> None:
-    """A copy of a file missing at the source is the source's 404, retried, then failed saying
+    """M3: a copy of a file missing at the source is the source's 404, retried, then failed saying
     which end refused."""
     body = dataset(1, "1GB") + rule()
     spec = transfer_scenario(body, max_retries=1)
@@ -474,3 +475,31 @@ async def test_fts_keys_unavailable_is_503(autojump_clock: trio.testing.MockCloc
             fts_token=fts,
         )
         assert isinstance(answer, TransferRefused) and answer.status == 503
+
+
+async def test_a_dead_token_frees_a_worker_waiting_on_the_other(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """P12, never a hang: a worker waiting for a file's source token to be refreshed is freed at
+    once when the file's destination token dies (the file fails), even if the source token is
+    never refreshed."""
+    from scitokens_batch.actors.transfer_service import FileState, _File
+
+    async with running(transfer_scenario(dataset(1, "1GB"))) as world:
+        fts = world.transfer_service
+        assert fts is not None
+        now = fts.now()
+        stale = ManagedToken(id="s", issuer="wlcg", scope=READ, audience=CERN, ready=True, exp=now)
+        fresh = ManagedToken(
+            id="d", issuer="wlcg", scope=WRITE, audience=BNL, ready=True, exp=now + 3600
+        )
+        f = _File(job="j", index=0, spec=files(1)[0], source=stale, destination=fresh)
+        stale.users.add(f)
+        fresh.users.add(f)
+        with trio.fail_after(10):
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(fts._copy, f)
+                await trio.sleep(1)
+                assert f.state is FileState.SUBMITTED  # waiting for the source token
+                fts._die(fresh, "refresh", "refresh refused: 400 invalid_grant")
+        assert f.state is FileState.FAILED and f.attempts == 0

@@ -139,7 +139,7 @@ def test_defaults() -> None:
 
 
 def test_every_key() -> None:
-    """Every key is read in its unit; the fault's restore is "none" unless it says "backup"."""
+    """Every key (L3 token_min_lifetime, L7 refresh_margin, ...) is read in its unit; the fault's restore is "none" unless it says "backup"."""
     rest = (
         SERVICES.replace(
             'audience = "https://fts.example"',
@@ -195,14 +195,14 @@ restore = "backup"
 
 
 def test_without_any_of_it() -> None:
-    """A scenario without the tables has neither service (the existing scenarios are unchanged)."""
+    """L1-L7 are opt-in: a scenario without the tables has neither service (the existing scenarios are unchanged)."""
     scenario = parse(text(""))
     assert (scenario.transfer_service, scenario.data_manager) == (None, None)
     assert (scenario.datasets, scenario.rules) == ((), ())
 
 
 def test_override() -> None:
-    """--set reaches the new tables (and a table the file leaves out)."""
+    """--set reaches the new tables (L5 concurrency, rule times) (and a table the file leaves out)."""
     scenario = parse(text(), ("transfer_service.concurrency=2", "rules[0].at=1m"))
     assert scenario.transfer_service is not None
     assert scenario.transfer_service.concurrency == 2 and scenario.rules[0].at == 60.0
@@ -379,7 +379,8 @@ def test_override() -> None:
     ],
 )
 def test_errors(source: str, key_path: str, fragments: tuple[str, ...]) -> None:
-    """A bad value or a dangling reference is refused, naming the key path and what was expected."""
+    """A bad value or a dangling reference (K3/K5 grants, L1 audience, L2 wlcg profile, P13
+    lifetime) is refused, naming the key path and what was expected."""
     err = error(source)
     assert err.key_path == key_path, err
     for fragment in fragments:
@@ -387,7 +388,7 @@ def test_errors(source: str, key_path: str, fragments: tuple[str, ...]) -> None:
 
 
 def test_issuers_must_agree() -> None:
-    """The data manager's issuer is the transfer service's (FTS verifies Rucio's FTS token and
+    """L1/L6: the data manager's issuer is the transfer service's (FTS verifies Rucio's FTS token and
     exchanges its storage tokens there)."""
     rest = SERVICES.replace('[data_manager]\nissuer = "wlcg"', '[data_manager]\nissuer = "other"')
     source = text(rest) + (
