@@ -346,7 +346,7 @@ class TransferService:
         missing = [claim for claim in L5_CLAIMS if claim not in claims]
         if missing:
             return (
-                f"expected the claims {', '.join(L5_CLAIMS)} (L5), received none for "
+                f"expected the claims {', '.join(L5_CLAIMS)} (L5), received a token without "
                 f"{', '.join(repr(c) for c in missing)}"
             )
         if claims["iss"] not in self.issuer_actors:
@@ -356,6 +356,8 @@ class TransferService:
         return None
 
     def _has_keys(self, token: str) -> bool:
+        """Whether usable keys of the token's issuer are cached (else a refusal for an unknown
+        key means the keys could not be fetched: try later)."""
         try:
             _, claims = peek(token)
         except TokenFormatError:

@@ -489,3 +489,10 @@ def test_cli_check_is_clean() -> None:
     proc = _cli("check", str(SCENARIOS / "issuer-outage.toml"))
     assert proc.returncode == 0, proc.stderr
     assert "ok" in proc.stdout
+
+
+def test_cli_check_counts_rules() -> None:
+    """`scitokens-batch check` names the replication rules and their files (L5) when there are some."""
+    proc = _cli("check", str(SCENARIOS / "rucio-fts.toml"))
+    assert proc.returncode == 0, proc.stderr
+    assert "1 rule(s) (300 file(s))" in proc.stdout
