@@ -503,3 +503,22 @@ async def test_a_dead_token_frees_a_worker_waiting_on_the_other(
                 assert f.state is FileState.SUBMITTED  # waiting for the source token
                 fts._die(fresh, "refresh", "refresh refused: 400 invalid_grant")
         assert f.state is FileState.FAILED and f.attempts == 0
+
+
+async def test_l5_neither_is_accepted_and_refused_by_the_storage(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """L5 allows a job without storage tokens (FTS would use X.509, not modelled): it is accepted,
+    nothing is exchanged, and the destination refuses the token-less copy (401 missing_token)."""
+    spec = transfer_scenario(dataset(1, "1GB"), max_retries=0)
+    world, sink = build(spec)
+    async with trio.open_nursery() as nursery:
+        await world.start(nursery)
+        fts = await mint(world, "fts", FTS_AUD)
+        answer = await submit(world, job="x509", files=files(1), fts_token=fts)
+        assert answer == TransferAccepted(job="x509", files=1)
+        await trio.sleep(100)
+        nursery.cancel_scope.cancel()
+    (failed,) = of(sink.events, "transfer_failed")
+    assert failed.fields["reason"].startswith("destination refused: 401 missing_token")
+    assert not of(sink.events, "exchange")
