@@ -330,10 +330,14 @@ def _cmd_check(args: argparse.Namespace) -> int:
     check_scenario(spec, source=args.scenario)
     jobs = sum(w.jobs for w in spec.workloads)
     hosts = len(spec.host_names)
+    rules = ""
+    if spec.rules:  # Rucio -> FTS -> storage: said only when there is some
+        files = sum(spec.dataset(rule.dataset).files for rule in spec.rules)
+        rules = f"{len(spec.rules)} rule(s) ({files} file(s)), "
     sys.stdout.write(
         f"{args.scenario}: ok — scenario {spec.meta.name!r}, {len(spec.issuers)} issuer(s), "
         f"{hosts} execute host(s), {len(spec.data_servers)} data server(s), {jobs} job(s), "
-        f"{len(spec.faults)} fault(s), {len(spec.expect.checks)} check(s)\n"
+        f"{rules}{len(spec.faults)} fault(s), {len(spec.expect.checks)} check(s)\n"
     )
     return EXIT_OK
 

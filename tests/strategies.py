@@ -14,12 +14,19 @@ from scitokens_batch.protocol import (
     CredentialRequest,
     CredentialResponse,
     CredentialUpdate,
+    DataResponse,
     ExecStep,
     JobFinished,
     JobProgram,
     StartJob,
     StoreCredential,
+    ThirdPartyCopy,
+    TransferAccepted,
+    TransferFile,
+    TransferRefused,
+    TransferSubmit,
 )
+from scitokens_batch.tokens._reasons import Reason
 from scitokens_batch.tokens._scopes import Operation, Scope
 
 #: Characters of a plain path component: RFC 3986 unreserved, so already in normal form.
@@ -120,6 +127,7 @@ utf8_text = st.text(st.characters(codec="utf-8"))
 utf8_words = st.text(st.characters(codec="utf-8"), min_size=1)
 _seconds = st.floats(min_value=0, max_value=1e9, allow_nan=False)
 _times = st.floats(min_value=-1e12, max_value=1e12, allow_nan=False)
+_sizes = st.integers(min_value=0, max_value=2**63)
 
 
 def job_steps() -> st.SearchStrategy[Any]:
@@ -194,4 +202,59 @@ def rpc_messages() -> st.SearchStrategy[Any]:
             reason=utf8_text,
             cpu_seconds=_seconds,
         ),
+        transfer_submits(),
+        st.builds(TransferAccepted, job=utf8_text, files=ints),
+        st.builds(TransferRefused, job=utf8_text, status=ints, reason=utf8_text),
+        st.builds(
+            ThirdPartyCopy,
+            source=utf8_text,
+            source_path=utf8_text,
+            destination_path=utf8_text,
+            size=_sizes,
+            source_token=st.none() | utf8_text,
+            destination_token=st.none() | utf8_text,
+            transfer=utf8_text,
+        ),
+        st.builds(
+            DataResponse,
+            status=ints,
+            reason=st.none() | st.sampled_from(Reason),
+            detail=utf8_text,
+            size=ints,
+            side=st.none() | st.sampled_from(["source", "destination"]),
+        ),
     )
+
+
+def transfer_submits() -> st.SearchStrategy[TransferSubmit]:
+    """A transfer job submission (Rucio -> FTS), tokens per file or none (L5)."""
+    files = st.lists(
+        st.builds(
+            TransferFile,
+            source=utf8_text,
+            source_path=utf8_text,
+            destination=utf8_text,
+            destination_path=utf8_text,
+            size=_sizes,
+        ),
+        max_size=4,
+    )
+
+    def with_tokens(items: list[TransferFile]) -> st.SearchStrategy[TransferSubmit]:
+        n = len(items)
+        tokens = st.lists(utf8_text, min_size=n, max_size=n).map(tuple)
+        both = st.tuples(tokens, tokens) | st.just(((), ()))
+        return st.builds(
+            lambda pair, job, fts: TransferSubmit(
+                job=job,
+                files=tuple(items),
+                source_tokens=pair[0],
+                destination_tokens=pair[1],
+                fts_token=fts,
+            ),
+            both,
+            utf8_text,
+            utf8_text,
+        )
+
+    return files.flatmap(with_tokens)

@@ -4,6 +4,9 @@ clock, RNG, recorder and logger, ``async def run(*, task_status)`` and ``async d
 
 from ._bandwidth import SharedLink as SharedLink
 from ._common import HostClock as HostClock
+from .data_manager import DataManager as DataManager
+from .data_manager import Endpoint as Endpoint
+from .data_manager import ReplicationRule as ReplicationRule
 from .data_server import DataServer as DataServer
 from .data_server import namespace as namespace
 from .execute_host import ExecuteHost as ExecuteHost
@@ -17,21 +20,30 @@ from .queue_manager import QueueManager as QueueManager
 from .queue_manager import Submission as Submission
 from .token_manager import Credential as Credential
 from .token_manager import TokenManager as TokenManager
+from .transfer_service import FileState as FileState
+from .transfer_service import ManagedToken as ManagedToken
+from .transfer_service import TransferService as TransferService
 
 __all__ = [
     "ClientPolicy",
     "Credential",
+    "DataManager",
     "DataServer",
+    "Endpoint",
     "ExecuteHost",
+    "FileState",
     "HostClock",
     "Issuer",
+    "ManagedToken",
     "MemorySandbox",
     "QueueManager",
+    "ReplicationRule",
     "Sandbox",
     "SandboxFactory",
     "SharedLink",
     "Submission",
     "TokenManager",
+    "TransferService",
     "UserPolicy",
     "namespace",
 ]

@@ -7,6 +7,18 @@ that fetch fail, pitfall P10). Statuses follow conformance M1-M6: 401 for a miss
 token, 403 when the token may not do this, 404 for an authorized read of a missing file, 201 for
 a new file, 200 otherwise. A PUT on an existing file needs overwrite rights (``storage.modify``
 or ``write``): ``storage.create`` never overwrites (B7, M4).
+
+A :class:`~scitokens_batch.protocol.ThirdPartyCopy` (the transfer service's WebDAV HTTP-TPC
+pull) is served by the *destination*: it checks the destination token for writing the target,
+exactly as a PUT (create, or modify when the file exists; the same ``use``/``reject`` events),
+then pulls the file from the source with a GET through the transport, presenting the source
+token (the source checks it and records the read). The source streams the bytes over its link
+and the destination receives them over its own, at once: the copy takes as long as the slower
+of the two shares (each link is processor-shared on its own; a stream through both really
+moves at the smaller rate, which this approximates by timing the two independently). Tokens
+are checked when the copy starts only, as for any transfer (``long-transfer.toml``): a copy
+longer than its tokens' lives completes. A refusal at either end is a :class:`DataResponse`
+whose ``side`` says which.
 """
 
 from __future__ import annotations
@@ -18,7 +30,14 @@ import attrs
 import trio
 
 from ..metrics import Recorder
-from ..protocol import DataRequest, DataResponse, JwksRequest, JwksResponse, Message
+from ..protocol import (
+    DataRequest,
+    DataResponse,
+    JwksRequest,
+    JwksResponse,
+    Message,
+    ThirdPartyCopy,
+)
 from ..tokens import (
     NeedKeys,
     Operation,
@@ -69,7 +88,10 @@ class DataServer:
 
     async def handle(self, message: Message) -> Message:
         """Serve one :class:`DataRequest` in virtual time: decide, then move the bytes over the
-        shared link and update the namespace."""
+        shared link and update the namespace; or a :class:`ThirdPartyCopy` (see
+        :meth:`third_party_copy`)."""
+        if isinstance(message, ThirdPartyCopy):
+            return await self.third_party_copy(message)
         if not isinstance(message, DataRequest):
             raise TypeError(f"data server {self.name}: unexpected message {type(message).__name__}")
         answer = await self.admit(message)
@@ -81,6 +103,67 @@ class DataServer:
             raise Unreachable(f"job {message.job}", self.name, "down") from None  # reset
         if message.op is not Operation.READ and message.op is not Operation.STAT:
             self.files[message.path] = answer.size
+        return answer
+
+    async def third_party_copy(self, message: ThirdPartyCopy) -> DataResponse:
+        """Pull one file from ``message.source`` into ``message.destination_path`` (HTTP-TPC).
+
+        Returns:
+            The destination's answer to the write (201 new file, 200 overwrite) once the bytes
+            are through; or the refusal of either end, with ``side`` set: the destination's
+            (its token may not write there), or the source's (its token may not read, the file
+            is not there, 502 when the source cannot be reached or fails mid-copy).
+
+        Raises:
+            Unreachable: this server was restarted while the bytes were coming in (the
+                client's connection breaks, as for a plain transfer).
+        """
+        write = DataRequest(
+            op=Operation.CREATE,
+            path=message.destination_path,
+            size=message.size,
+            token=message.destination_token,
+            transfer=message.transfer,
+        )
+        answer = await self.admit(write)
+        if not answer.ok:
+            return attrs.evolve(answer, side="destination")
+        pull = DataRequest(
+            op=Operation.READ,
+            path=message.source_path,
+            size=message.size,
+            token=message.source_token,
+            transfer=message.transfer,
+        )
+        pulled: list[Message] = []
+        reset = False
+        async with trio.open_nursery() as nursery:
+
+            async def fetch() -> None:
+                try:
+                    got: Message = await self.transport.request(self.name, message.source, pull)
+                except Unreachable as exc:
+                    got = DataResponse(
+                        status=502, detail=f"source {exc.dest} unreachable ({exc.why})"
+                    )
+                pulled.append(got)
+                if not (isinstance(got, DataResponse) and got.ok):
+                    nursery.cancel_scope.cancel()  # nothing to receive: stop our side
+
+            nursery.start_soon(fetch)
+            try:
+                await self.link.transfer(answer.size)
+            except LinkReset:
+                reset = True
+                nursery.cancel_scope.cancel()  # the source's side is abandoned with ours
+        if reset:
+            raise Unreachable(f"transfer {message.transfer}", self.name, "down")
+        (got,) = pulled
+        if not isinstance(got, DataResponse):
+            raise TypeError(f"data server {message.source}: unexpected answer {type(got).__name__}")
+        if not got.ok:
+            return attrs.evolve(got, side="source")
+        self.files[message.destination_path] = answer.size
         return answer
 
     async def admit(self, message: DataRequest) -> DataResponse:
@@ -174,6 +257,7 @@ class DataServer:
         status: int,
         cached: bool,
     ) -> None:
+        extra = {} if msg.transfer is None else {"transfer": msg.transfer}
         self.recorder.record(
             self.name,
             "use",
@@ -185,6 +269,7 @@ class DataServer:
             headroom_s=headroom,
             status=status,
             cached=cached,
+            **extra,
         )
 
     def _record_reject(self, msg: DataRequest, op: Operation, rejection: Rejection) -> None:
@@ -199,6 +284,7 @@ class DataServer:
                 if isinstance(raw_exp, int | float) and not isinstance(raw_exp, bool):
                     exp = float(raw_exp)
                     headroom = round(exp - self.true_now(), 6)
+        extra = {} if msg.transfer is None else {"transfer": msg.transfer}
         self.recorder.record(
             self.name,
             "reject",
@@ -211,6 +297,7 @@ class DataServer:
             jti=jti,
             exp=exp,
             headroom_s=headroom,
+            **extra,
         )
 
     # -- faults ------------------------------------------------------------------------------

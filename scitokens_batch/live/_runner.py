@@ -248,6 +248,19 @@ def check_live(spec: Scenario, source: str) -> None:
                 f"a live run can apply {kinds}; received {fault.kind!r} "
                 "(it needs control over time or the network: run it in virtual time)",
             )
+    for key, present in (
+        ("transfer_service", spec.transfer_service is not None),
+        ("data_manager", spec.data_manager is not None),
+        ("datasets", bool(spec.datasets)),
+        ("rules", bool(spec.rules)),
+    ):
+        if present:
+            raise ScenarioError(
+                source,
+                key,
+                "the transfer service (FTS) and the data manager (Rucio) run in virtual time "
+                "only for now: expected a virtual-time run, received a live one",
+            )
     for i, ds in enumerate(spec.data_servers):
         if ds.backend is DataBackend.XROOTD:
             from ._xrootd import xrootd_missing

@@ -6,31 +6,58 @@ holds a token, refresh token or key: only ``jti`` and ``token_sha`` (12 hex digi
 
 The event kinds, and their fields (the contract of events.jsonl, summary.json and the report):
 
-==================  ===============  =====================================================
-kind                actor            fields
-==================  ===============  =====================================================
-``submit``          queue_manager    job, workload, user
-``execute``         queue_manager    job, host, slot
-``held``            queue_manager    job, code, reason
-``released``        queue_manager    job, reason
-``evicted``         queue_manager    job, host, reason, lost_cpu_s
-``terminated``      queue_manager    job, host, exit_code, status ("completed"/"failed"),
-                                     reason, cpu_s
-``mint``            issuer           jti, token_sha, sub, client, grant, scope, aud, iat,
-                                     exp, kid
-``request``         issuer           endpoint ("token"/"jwks"/"device_authorization"/
-                                     "device"/"revoke"), status, grant, error
-``refresh``         token_manager    user, service, jti, exp, initial
-``refresh_failed``  token_manager    user, service, error, attempt, retry_in_s
-``stage``           <execute host>   job, service, jti, exp, host_time (the host's own clock)
-``use``             <data server>    job, op, path, jti, exp, headroom_s, status, cached
-                                     (+ observed_by: the execute host that recorded it for a
-                                     server that records nothing itself, XRootD)
-``reject``          <data server>    job, op, path, status, reason, detail, jti, exp,
-                                     headroom_s (jti/exp/headroom_s null when unparsable)
-``jwks_fetch``      <data server>    issuer, ok, unknown_kid
-``fault``           world            fault, phase ("start"/"end"), and the fault's keys
-==================  ===============  =====================================================
+=========================  ===============  =====================================================
+kind                       actor            fields
+=========================  ===============  =====================================================
+``submit``                 queue_manager    job, workload, user
+``execute``                queue_manager    job, host, slot
+``held``                   queue_manager    job, code, reason
+``released``               queue_manager    job, reason
+``evicted``                queue_manager    job, host, reason, lost_cpu_s
+``terminated``             queue_manager    job, host, exit_code, status ("completed"/"failed"),
+                                            reason, cpu_s
+``mint``                   issuer           jti, token_sha, sub, client, grant, scope, aud, iat,
+                                            exp, kid
+``request``                issuer           endpoint ("token"/"jwks"/"device_authorization"/
+                                            "device"/"revoke"), status, grant, error
+``refresh``                token_manager    user, service, jti, exp, initial
+                           transfer         token (the jti of the token submitted to it), jti, exp,
+                           service          initial (false)
+``refresh_failed``         token_manager    user, service, error, attempt, retry_in_s
+                           transfer         token, error, attempt, retry_in_s (null: final)
+                           service
+``stage``                  <execute host>   job, service, jti, exp, host_time (the host's own clock)
+``use``                    <data server>    job, op, path, jti, exp, headroom_s, status, cached
+                                            (+ observed_by: the execute host that recorded it for a
+                                            server that records nothing itself, XRootD)
+``reject``                 <data server>    job, op, path, status, reason, detail, jti, exp,
+                                            headroom_s (jti/exp/headroom_s null when unparsable)
+``jwks_fetch``             <data server>,   issuer, ok, unknown_kid
+                           transfer
+                           service
+``exchange``               transfer         token, jti, exp (L6: a submitted token exchanged for a
+                           service          refresh token and a new access token)
+``exchange_failed``        transfer         token, error, attempt, retry_in_s (null: final)
+                           service
+``transfer_...``           transfer         ``transfer_submitted``: job, files;
+                           service          ``transfer_refused``: job, status, reason;
+                                            ``transfer_state``: job, file, state ("submitted"/
+                                            "token_prep"/"active"/"done"/"failed"), attempt, reason
+                                            (+ retry_in_s when a retry is scheduled);
+                                            ``transfer_done``: job, file, source, destination,
+                                            path, size, attempts, duration_s;
+                                            ``transfer_failed``: job, file, reason, attempts
+``rule_...``               data manager     ``rule_start``: rule, source, destination, files;
+                                            ``rule_submitted``: rule, job, files;
+                                            ``rule_failed``: rule, job (null: the rest of the
+                                            rule), files, reason
+``token_request_failed``   data manager     scope, audience, error, attempt, retry_in_s (null:
+                                            final)
+``fault``                  world            fault, phase ("start"/"end"), and the fault's keys
+=========================  ===============  =====================================================
+
+``use`` and ``reject`` also carry ``transfer`` (``<transfer job>/<file>``) for the accesses of a
+third-party copy, at both ends.
 
 ``headroom_s`` is ``exp`` minus the *true* time of the access (not the server's skewed clock).
 """

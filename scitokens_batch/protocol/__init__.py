@@ -49,8 +49,13 @@ from ._messages import OAuthError as OAuthError
 from ._messages import RevocationRequest as RevocationRequest
 from ._messages import StartJob as StartJob
 from ._messages import StoreCredential as StoreCredential
+from ._messages import ThirdPartyCopy as ThirdPartyCopy
 from ._messages import TokenRequest as TokenRequest
 from ._messages import TokenResponse as TokenResponse
+from ._messages import TransferAccepted as TransferAccepted
+from ._messages import TransferFile as TransferFile
+from ._messages import TransferRefused as TransferRefused
+from ._messages import TransferSubmit as TransferSubmit
 
 __all__ = [
     "CLIENT_AUTH_BASIC",
@@ -101,7 +106,12 @@ __all__ = [
     "StoreCredential",
     "Submit",
     "Terminate",
+    "ThirdPartyCopy",
     "TokenRequest",
     "TokenResponse",
+    "TransferAccepted",
+    "TransferFile",
+    "TransferRefused",
+    "TransferSubmit",
     "wire",
 ]

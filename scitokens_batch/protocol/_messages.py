@@ -47,8 +47,13 @@ __all__ = [
     "RevocationRequest",
     "StartJob",
     "StoreCredential",
+    "ThirdPartyCopy",
     "TokenRequest",
     "TokenResponse",
+    "TransferAccepted",
+    "TransferFile",
+    "TransferRefused",
+    "TransferSubmit",
 ]
 
 #: RFC 6749 §4.4 / §6, RFC 8693 §2.1: the grant types the issuer understands.
@@ -365,6 +370,9 @@ class DataRequest:
     token: str | None = attrs.field(default=None, repr=False)
     #: the job making the access (an X-header in live mode), for the events; None for others
     job: int | None = None
+    #: the third-party copy this access belongs to (``<transfer job>/<file index>``), for the
+    #: events; None for every other access
+    transfer: str | None = None
 
 
 @attrs.frozen(kw_only=True)
@@ -375,11 +383,111 @@ class DataResponse:
     reason: Reason | None = None
     detail: str = ""
     size: int = 0
+    #: for a third-party copy: which end refused, ``"source"`` or ``"destination"``; None for
+    #: a plain access and for a copy that went through
+    side: str | None = None
 
     @property
     def ok(self) -> bool:
         """2xx."""
         return 200 <= self.status < 300
+
+
+# -- data manager (Rucio) -> transfer service (FTS) -> data servers ---------------------------
+
+
+def _file_tuple(value: Iterable[TransferFile]) -> tuple[TransferFile, ...]:
+    return tuple(value)
+
+
+@attrs.frozen(kw_only=True)
+class TransferFile:
+    """One file of a transfer job: copy ``source:source_path`` to
+    ``destination:destination_path`` (server paths, base paths included).
+
+    Attributes:
+        source: the source data server's actor name.
+        source_path: the file's path on the source server.
+        destination: the destination data server's actor name.
+        destination_path: where the copy goes on the destination server.
+        size: bytes to copy.
+    """
+
+    source: str
+    source_path: str
+    destination: str
+    destination_path: str
+    size: int = attrs.field(validator=_non_negative)
+
+
+@attrs.frozen(kw_only=True)
+class TransferSubmit:
+    """A transfer job submitted to the transfer service (FTS's REST job submission, oauth2).
+
+    L5: ``source_tokens`` and ``destination_tokens`` hold one token per file, in file order,
+    both or neither; the transfer service checks that, and the tokens' claims, on receipt (and
+    refuses with :class:`TransferRefused`), not here: a malformed job is an answer, not a
+    crash of the sender.
+
+    Attributes:
+        job: the job id (chosen by the submitter; unique per submitter).
+        files: the files, in order (their index is the file id in events).
+        source_tokens: the access token to read each file at its source.
+        destination_tokens: the access token to write each file at its destination.
+        fts_token: the submitter's token for the transfer service itself (L1: scope ``fts``,
+            audience = the service's).
+    """
+
+    job: str
+    files: tuple[TransferFile, ...] = attrs.field(converter=_file_tuple)
+    source_tokens: tuple[str, ...] = attrs.field(default=(), converter=_str_tuple, repr=False)
+    destination_tokens: tuple[str, ...] = attrs.field(default=(), converter=_str_tuple, repr=False)
+    fts_token: str = attrs.field(repr=False)
+
+
+@attrs.frozen(kw_only=True)
+class TransferAccepted:
+    """The transfer service took a job (HTTP 200 with the job id)."""
+
+    job: str
+    files: int
+
+
+@attrs.frozen(kw_only=True)
+class TransferRefused:
+    """The transfer service refused a job: HTTP-style status (400 malformed, 401 bad FTS token,
+    403 FTS token without the ``fts`` scope, 503 try again later) and why, in words that never
+    hold a token."""
+
+    job: str
+    status: int
+    reason: str
+
+
+@attrs.frozen(kw_only=True)
+class ThirdPartyCopy:
+    """A third-party copy, sent to the *destination* data server (WebDAV HTTP-TPC pull mode:
+    ``COPY`` with a ``Source`` header). The destination checks ``destination_token`` for
+    writing ``destination_path``, pulls the file from ``source`` presenting ``source_token``,
+    and answers with a :class:`DataResponse` whose ``side`` names the end that refused.
+
+    Attributes:
+        source: the source data server's actor name.
+        source_path: the file's path on the source server.
+        destination_path: where the copy goes on the destination server.
+        size: bytes to copy.
+        source_token: the bearer token for the read at the source (None: none).
+        destination_token: the bearer token for the write at the destination (None: none).
+        transfer: ``<transfer job>/<file index>``: which file of which job, for the events.
+    """
+
+    source: str
+    source_path: str
+    destination_path: str
+    size: int = attrs.field(validator=_non_negative)
+    source_token: str | None = attrs.field(default=None, repr=False)
+    destination_token: str | None = attrs.field(default=None, repr=False)
+    transfer: str
 
 
 Message: TypeAlias = (
@@ -401,4 +509,8 @@ Message: TypeAlias = (
     | JobFinished
     | DataRequest
     | DataResponse
+    | TransferSubmit
+    | TransferAccepted
+    | TransferRefused
+    | ThirdPartyCopy
 )

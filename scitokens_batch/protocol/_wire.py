@@ -10,8 +10,10 @@ Three shapes, each the one the real systems use:
   (RFC 6750 §2.1, F3); refusals carry ``WWW-Authenticate: Bearer error=..., error_description=...``
   (RFC 6750 §3).
 - **RPC** between the batch-system actors (token manager, queue manager, execute hosts), which
-  talk their own protocols in HTCondor: one JSON envelope ``{"type": ..., "body": ...}`` per
-  message, made by cattrs from the attrs classes.
+  talk their own protocols in HTCondor, and between the data manager, the transfer service and
+  the data servers' third-party copies (Rucio -> FTS -> storage; FTS's REST API and WebDAV
+  HTTP-TPC in the real systems): one JSON envelope ``{"type": ..., "body": ...}`` per message,
+  made by cattrs from the attrs classes.
 
 Every decoder refuses what breaks its protocol with :class:`WireError` naming the field, the
 expected and the received value; none of them ever puts a token or a secret into a message.
@@ -21,6 +23,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import enum
 import json
 import re
 import typing
@@ -49,6 +52,7 @@ from ._messages import (
     CredentialRequest,
     CredentialResponse,
     CredentialUpdate,
+    DataResponse,
     DeviceApproval,
     DeviceAuthorizationRequest,
     DeviceAuthorizationResponse,
@@ -59,8 +63,12 @@ from ._messages import (
     RevocationRequest,
     StartJob,
     StoreCredential,
+    ThirdPartyCopy,
     TokenRequest,
     TokenResponse,
+    TransferAccepted,
+    TransferRefused,
+    TransferSubmit,
 )
 
 __all__ = [
@@ -472,7 +480,8 @@ def _quote(text: str) -> str:
 
 # -- RPC -----------------------------------------------------------------------------------------
 
-#: The messages the batch-system actors exchange over RPC, by envelope ``type``.
+#: The messages the batch-system actors, and the data manager, transfer service and data
+#: servers (third-party copies), exchange over RPC, by envelope ``type``.
 RPC_MESSAGES: Final[dict[str, type[Any]]] = {
     cls.__name__: cls
     for cls in (
@@ -483,6 +492,11 @@ RPC_MESSAGES: Final[dict[str, type[Any]]] = {
         StoreCredential,
         StartJob,
         JobFinished,
+        TransferSubmit,
+        TransferAccepted,
+        TransferRefused,
+        ThirdPartyCopy,
+        DataResponse,
     )
 }
 
@@ -529,6 +543,17 @@ def _structure_bool(value: object, _: object) -> bool:
     raise _Mismatch(f"expected a boolean, received {_kind(value)}")
 
 
+def _structure_enum(value: object, cls: type[enum.Enum]) -> enum.Enum:
+    """An enum from its value; the error names the allowed values, never the received one
+    (a misplaced token must not reach an error message)."""
+    for member in cls:
+        if member.value == value and type(member.value) is type(value):
+            return member
+    allowed = ", ".join(repr(m.value) for m in cls)
+    received = _short(value) if isinstance(value, str) else _kind(value)
+    raise _Mismatch(f"expected one of {allowed}, received {received}")
+
+
 def _is_array(t: Any) -> bool:
     args = typing.get_args(t)
     return typing.get_origin(t) is tuple and len(args) == 2 and args[1] is Ellipsis
@@ -543,6 +568,9 @@ def _rpc_converter() -> cattrs.Converter:
     conv.register_structure_hook(int, _structure_int)
     conv.register_structure_hook(float, _structure_float)
     conv.register_structure_hook(bool, _structure_bool)
+    conv.register_structure_hook_func(
+        lambda t: isinstance(t, type) and issubclass(t, enum.Enum), _structure_enum
+    )
 
     def array_of(t: Any) -> Callable[[object, object], tuple[Any, ...]]:
         item = typing.get_args(t)[0]

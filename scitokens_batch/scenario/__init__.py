@@ -27,8 +27,10 @@ from scitokens_batch.scenario._spec import ClockStep as ClockStep
 from scitokens_batch.scenario._spec import Compute as Compute
 from scitokens_batch.scenario._spec import ComputeStep as ComputeStep
 from scitokens_batch.scenario._spec import DataBackend as DataBackend
+from scitokens_batch.scenario._spec import DataManagerSpec as DataManagerSpec
 from scitokens_batch.scenario._spec import DataServerRestart as DataServerRestart
 from scitokens_batch.scenario._spec import DataServerSpec as DataServerSpec
+from scitokens_batch.scenario._spec import DatasetSpec as DatasetSpec
 from scitokens_batch.scenario._spec import EveryArrival as EveryArrival
 from scitokens_batch.scenario._spec import ExecuteHostCrash as ExecuteHostCrash
 from scitokens_batch.scenario._spec import ExecuteHostSpec as ExecuteHostSpec
@@ -45,7 +47,9 @@ from scitokens_batch.scenario._spec import Partition as Partition
 from scitokens_batch.scenario._spec import PoissonArrival as PoissonArrival
 from scitokens_batch.scenario._spec import QueueManagerSpec as QueueManagerSpec
 from scitokens_batch.scenario._spec import ReadStep as ReadStep
+from scitokens_batch.scenario._spec import RefreshTokenRestore as RefreshTokenRestore
 from scitokens_batch.scenario._spec import RefreshTokenRevoked as RefreshTokenRevoked
+from scitokens_batch.scenario._spec import RuleSpec as RuleSpec
 from scitokens_batch.scenario._spec import Scenario as Scenario
 from scitokens_batch.scenario._spec import ScenarioMeta as ScenarioMeta
 from scitokens_batch.scenario._spec import Step as Step
@@ -54,6 +58,8 @@ from scitokens_batch.scenario._spec import TokenManagerCrash as TokenManagerCras
 from scitokens_batch.scenario._spec import TokenManagerSpec as TokenManagerSpec
 from scitokens_batch.scenario._spec import TokenRequestSpec as TokenRequestSpec
 from scitokens_batch.scenario._spec import TokenUse as TokenUse
+from scitokens_batch.scenario._spec import TransferServiceSpec as TransferServiceSpec
+from scitokens_batch.scenario._spec import TransferServiceStateLoss as TransferServiceStateLoss
 from scitokens_batch.scenario._spec import UniformCompute as UniformCompute
 from scitokens_batch.scenario._spec import UserSpec as UserSpec
 from scitokens_batch.scenario._spec import WorkloadSpec as WorkloadSpec
@@ -87,8 +93,10 @@ __all__ = [
     "Compute",
     "ComputeStep",
     "DataBackend",
+    "DataManagerSpec",
     "DataServerRestart",
     "DataServerSpec",
+    "DatasetSpec",
     "EveryArrival",
     "ExecuteHostCrash",
     "ExecuteHostSpec",
@@ -106,7 +114,9 @@ __all__ = [
     "PoissonArrival",
     "QueueManagerSpec",
     "ReadStep",
+    "RefreshTokenRestore",
     "RefreshTokenRevoked",
+    "RuleSpec",
     "RunResult",
     "Scenario",
     "ScenarioMeta",
@@ -116,6 +126,8 @@ __all__ = [
     "TokenManagerSpec",
     "TokenRequestSpec",
     "TokenUse",
+    "TransferServiceSpec",
+    "TransferServiceStateLoss",
     "UniformCompute",
     "UserSpec",
     "WorkloadSpec",

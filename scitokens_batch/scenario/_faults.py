@@ -7,6 +7,7 @@ for the very first request (for example an issuer that is down when the pool sta
 
 from __future__ import annotations
 
+import enum
 from typing import Any
 
 import attrs
@@ -21,8 +22,10 @@ from ._spec import (
     IssuerOutage,
     KeyRotation,
     Partition,
+    RefreshTokenRestore,
     RefreshTokenRevoked,
     TokenManagerCrash,
+    TransferServiceStateLoss,
 )
 from ._world import World
 
@@ -33,6 +36,8 @@ def _fields(fault: Fault) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for a in attrs.fields(type(fault)):
         v = getattr(fault, a.name)
+        if isinstance(v, enum.Enum):
+            v = v.value
         out[a.name] = list(v) if isinstance(v, tuple) else v
     return out
 
@@ -88,6 +93,12 @@ def begin_fault(world: World, fault: Fault) -> float | None:
             for y in _members(world, b):
                 net.set_partition(x, y, True)
         return fault.duration
+    if isinstance(fault, TransferServiceStateLoss):
+        assert world.transfer_service is not None  # the loader checked it
+        world.transfer_service.lose_refresh_tokens(
+            backup=fault.restore is RefreshTokenRestore.BACKUP
+        )
+        return None
     raise AssertionError(f"unknown fault {fault!r}")  # the loader builds only the kinds above
 
 

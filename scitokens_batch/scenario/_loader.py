@@ -52,6 +52,7 @@ from scitokens_batch.scenario._spec import (
     RefreshTokenRevoked,
     Scenario,
     StepTarget,
+    TransferServiceStateLoss,
     UniformCompute,
 )
 from scitokens_batch.scenario._units import (
@@ -62,6 +63,7 @@ from scitokens_batch.scenario._units import (
     parse_rate,
     parse_size,
 )
+from scitokens_batch.tokens._profiles import Profile
 from scitokens_batch.tokens._scopes import parse_scope
 
 __all__ = ["OVERRIDE_FILE", "load_scenario", "parse_scenario"]
@@ -621,6 +623,8 @@ def _check_references(scenario: Scenario) -> None:
         for name in server.issuers:
             _check_name_in(name, issuers, "an issuer", ["data_servers", i, "issuers", name])
 
+    _check_transfers(scenario)
+
     for i, workload in enumerate(scenario.workloads):
         here: list[PathPart] = ["workloads", i]
         _check_name_in(workload.issuer, issuers, "an issuer", [*here, "issuer"])
@@ -653,7 +657,11 @@ def _check_references(scenario: Scenario) -> None:
                 )
 
     host_names = sorted(groups | hosts)
-    actors = sorted(set(issuers) | servers | groups | hosts | set(PARTITION_SERVICES))
+    services = set(PARTITION_SERVICES)
+    for table in (scenario.transfer_service, scenario.data_manager):
+        if table is not None:
+            services.add(table.name)
+    actors = sorted(set(issuers) | servers | groups | hosts | services)
     for i, fault in enumerate(scenario.faults):
         here = ["faults", i]
         if isinstance(fault, IssuerOutage | KeyRotation):
@@ -686,6 +694,134 @@ def _check_references(scenario: Scenario) -> None:
                 known = [user.name for issuer in scenario.issuers for user in issuer.users]
                 what = "a user of some issuer"
             _check_name_in(fault.user, known, what, [*here, "user"])
+        elif isinstance(fault, TransferServiceStateLoss) and scenario.transfer_service is None:
+            raise _Problem(
+                "expected a [transfer_service] table for this fault, received none", [*here, "kind"]
+            )
+
+
+def _check_transfers(scenario: Scenario) -> None:
+    """Rucio -> FTS -> storage: the tables, datasets and rules refer to what exists (L1-L7)."""
+    issuers = {issuer.name: issuer for issuer in scenario.issuers}
+    servers = {server.name: server for server in scenario.data_servers}
+    ts, dm = scenario.transfer_service, scenario.data_manager
+
+    if ts is not None:
+        _check_name_in(ts.issuer, issuers, "an issuer", ["transfer_service", "issuer"])
+        issuer = issuers[ts.issuer]
+        client = _check_client(
+            issuer,
+            ts.client,
+            ("token_exchange", "refresh_token"),
+            "the transfer service exchanges and refreshes storage tokens (K5, L6, L7)",
+            ["transfer_service", "client"],
+        )
+        _check_backoff(ts.retry_backoff, ts.retry_backoff_max, ["transfer_service"])
+        lifetime = client.access_token_lifetime or issuer.access_token_lifetime
+        if ts.refresh_margin >= lifetime:
+            raise _Problem(
+                f"expected a duration below the lifetime of client {ts.client!r}'s access tokens "
+                f"({format_duration(lifetime)}: exchanged and refreshed tokens get it, P13), "
+                f"received {format_duration(ts.refresh_margin)!r}",
+                ["transfer_service", "refresh_margin"],
+            )
+
+    if dm is not None:
+        _check_name_in(dm.issuer, issuers, "an issuer", ["data_manager", "issuer"])
+        if ts is not None and dm.issuer != ts.issuer:
+            raise _Problem(
+                f"expected the transfer service's issuer {ts.issuer!r} (it verifies the data "
+                f"manager's FTS token and exchanges its storage tokens), received {dm.issuer!r}",
+                ["data_manager", "issuer"],
+            )
+        issuer = issuers[dm.issuer]
+        if issuer.profile is not Profile.WLCG:
+            i = scenario.issuers.index(issuer)
+            raise _Problem(
+                f"expected profile = 'wlcg' for the data manager's issuer {dm.issuer!r} (it asks "
+                f"for storage.* scopes, L2), received {issuer.profile.value!r}",
+                ["issuers", i, "profile"],
+            )
+        _check_client(
+            issuer,
+            dm.client,
+            ("client_credentials",),
+            "the data manager gets its tokens by client credentials (K3, L3)",
+            ["data_manager", "client"],
+        )
+        _check_backoff(dm.retry_backoff, dm.retry_backoff_max, ["data_manager"])
+
+    if scenario.datasets and dm is None:
+        raise _Problem(
+            "expected a [data_manager] table: datasets belong to it, received none", ["datasets"]
+        )
+    _check_unique([dataset.name for dataset in scenario.datasets], ["datasets"])
+    for i, dataset in enumerate(scenario.datasets):
+        assert dm is not None
+        _check_trusting_server(dataset.server, servers, dm.issuer, ["datasets", i, "server"])
+
+    if scenario.rules and (ts is None or dm is None):
+        missing = "[transfer_service]" if ts is None else "[data_manager]"
+        raise _Problem(f"expected a {missing} table: rules need one, received none", ["rules"])
+    datasets = {dataset.name: dataset for dataset in scenario.datasets}
+    _check_unique([rule.rule_name(i) for i, rule in enumerate(scenario.rules)], ["rules"])
+    for i, rule in enumerate(scenario.rules):
+        assert dm is not None
+        here: list[PathPart] = ["rules", i]
+        _check_name_in(rule.dataset, datasets, "a dataset", [*here, "dataset"])
+        _check_trusting_server(rule.destination, servers, dm.issuer, [*here, "destination"])
+        if rule.destination == datasets[rule.dataset].server:
+            raise _Problem(
+                f"expected a data server other than the dataset's own "
+                f"({datasets[rule.dataset].server!r}), received {rule.destination!r}",
+                [*here, "destination"],
+            )
+
+
+def _check_client(
+    issuer: _spec.IssuerSpec,
+    name: str,
+    grants: Sequence[str],
+    why: str,
+    path: list[PathPart],
+) -> _spec.ClientSpec:
+    """``name`` is a client of ``issuer`` with ``grants``; returns it."""
+    client = issuer.client(name)
+    _check_name_in(
+        name, [c.name for c in issuer.clients], f"a client of issuer {issuer.name!r}", path
+    )
+    assert client is not None
+    held = {grant.value for grant in client.grants}
+    lacking = [grant for grant in grants if grant not in held]
+    if lacking:
+        raise _Problem(
+            f"expected a client with the {' and '.join(grants)} grants ({why}), received "
+            f"{name!r} without {', '.join(lacking)}",
+            path,
+        )
+    return client
+
+
+def _check_backoff(first: float, maximum: float, table: list[PathPart]) -> None:
+    if maximum < first:
+        raise _Problem(
+            f"expected a duration >= retry_backoff ({format_duration(first)}), "
+            f"received {format_duration(maximum)!r}",
+            [*table, "retry_backoff_max"],
+        )
+
+
+def _check_trusting_server(
+    name: str, servers: Mapping[str, _spec.DataServerSpec], issuer: str, path: list[PathPart]
+) -> None:
+    """``name`` is a data server that trusts ``issuer`` (its tokens are the data manager's)."""
+    _check_name_in(name, servers, "a data server", path)
+    if issuer not in servers[name].issuers:
+        raise _Problem(
+            f"expected a data server that trusts the data manager's issuer {issuer!r} (in its "
+            f"issuers table), received {name!r}",
+            path,
+        )
 
 
 def _check_names(scenario: Scenario) -> None:
@@ -708,6 +844,10 @@ def _check_names(scenario: Scenario) -> None:
         claim(group.name, ["execute_hosts", i, "name"])
         for host in group.host_names:
             claim(host, ["execute_hosts", i, "name"])
+    if scenario.transfer_service is not None:
+        claim(scenario.transfer_service.name, ["transfer_service", "name"])
+    if scenario.data_manager is not None:
+        claim(scenario.data_manager.name, ["data_manager", "name"])
 
     urls: dict[str, int] = {}
     for i, issuer in enumerate(scenario.issuers):

@@ -45,8 +45,10 @@ __all__ = [
     "Compute",
     "ComputeStep",
     "DataBackend",
+    "DataManagerSpec",
     "DataServerRestart",
     "DataServerSpec",
+    "DatasetSpec",
     "EveryArrival",
     "ExecStep",
     "ExecuteHostCrash",
@@ -64,7 +66,9 @@ __all__ = [
     "PoissonArrival",
     "QueueManagerSpec",
     "ReadStep",
+    "RefreshTokenRestore",
     "RefreshTokenRevoked",
+    "RuleSpec",
     "Scenario",
     "ScenarioMeta",
     "Step",
@@ -73,6 +77,8 @@ __all__ = [
     "TokenManagerSpec",
     "TokenRequestSpec",
     "TokenUse",
+    "TransferServiceSpec",
+    "TransferServiceStateLoss",
     "UniformCompute",
     "UserSpec",
     "WorkloadSpec",
@@ -527,6 +533,108 @@ class DataServerSpec:
 
 
 # --------------------------------------------------------------------------------------------
+# [transfer_service], [data_manager], [[datasets]], [[rules]]: Rucio -> FTS -> storage (L1-L7)
+
+
+@attrs.frozen(kw_only=True)
+class TransferServiceSpec:
+    """The ``[transfer_service]`` table (FTS): third-party copies with managed tokens (L5-L7).
+
+    Attributes:
+        name: its actor name.
+        issuer: the issuer it trusts for its own tokens and exchanges storage tokens at.
+        client: its OAuth client id at that issuer (needs the ``token_exchange`` and
+            ``refresh_token`` grants, K5).
+        audience: its audience: the FTS token must name it (L1).
+        concurrency: copies running at once.
+        refresh_margin: refresh an access token this long before its ``exp``, and start no
+            copy with a token valid for less (L7: 300 s).
+        retry_backoff: first retry delay (token requests, failed copies); doubles each time.
+        retry_backoff_max: the cap of that doubling.
+        max_retries: a failed copy is retried this many times before the file fails.
+    """
+
+    name: str = attrs.field(default="fts", metadata=_NAME)
+    issuer: str
+    client: str = attrs.field(metadata=_meta(check=_client_id))
+    audience: str = attrs.field(metadata=_meta(check=_server_audience))
+    concurrency: int = attrs.field(default=10, metadata=_meta(check=_positive_int))
+    refresh_margin: float = attrs.field(default=300.0, metadata=_NON_ZERO)
+    retry_backoff: float = attrs.field(default=30.0, metadata=_NON_ZERO)
+    retry_backoff_max: float = attrs.field(default=600.0, metadata=_NON_ZERO)
+    max_retries: int = attrs.field(default=3, metadata=_meta(check=_non_negative_int))
+
+
+@attrs.frozen(kw_only=True)
+class DataManagerSpec:
+    """The ``[data_manager]`` table (Rucio): replication rules into transfer jobs (L1-L3).
+
+    Attributes:
+        name: its actor name.
+        issuer: the issuer of its tokens (FTS token and storage tokens, by client credentials).
+        client: its OAuth client id there (needs the ``client_credentials`` grant, K3).
+        token_min_lifetime: a cached token is handed out only with at least this much left
+            (L3: Rucio's ``token_min_lifetime``, 300 s).
+        bulk: at most this many files per transfer job.
+        retry_backoff: first retry delay while the issuer or the transfer service is
+            unreachable; doubles each time.
+        retry_backoff_max: the cap of that doubling.
+    """
+
+    name: str = attrs.field(default="rucio", metadata=_NAME)
+    issuer: str
+    client: str = attrs.field(metadata=_meta(check=_client_id))
+    token_min_lifetime: float = attrs.field(default=300.0, metadata=_DURATION)
+    bulk: int = attrs.field(default=100, metadata=_meta(check=_positive_int))
+    retry_backoff: float = attrs.field(default=30.0, metadata=_NON_ZERO)
+    retry_backoff_max: float = attrs.field(default=600.0, metadata=_NON_ZERO)
+
+
+@attrs.frozen(kw_only=True)
+class DatasetSpec:
+    """A ``[[datasets]]`` entry: ``files`` files named ``0`` .. ``files-1`` in a directory.
+
+    Attributes:
+        name: the dataset's name (rules name it).
+        server: the data server holding it at the start.
+        path: its directory as the token sees it: the server path is the server's base path
+            for the data manager's issuer followed by this (B6).
+        files: how many files.
+        size: bytes per file.
+    """
+
+    name: str = attrs.field(metadata=_NAME)
+    server: str
+    path: str = attrs.field(metadata=_meta(check=_absolute_path))
+    files: int = attrs.field(metadata=_meta(check=_non_negative_int))
+    size: int = attrs.field(metadata=_meta("size"))
+
+
+@attrs.frozen(kw_only=True)
+class RuleSpec:
+    """A ``[[rules]]`` entry: a replication rule, copy ``dataset`` to ``destination``.
+
+    Attributes:
+        name: the rule's name (transfer job ids are ``<name>-<k>``); absent: ``rule-<i>``
+            for the i-th rule of the file (from 0).
+        dataset: the dataset to copy.
+        destination: the data server to copy it to.
+        path: the directory of the copies at the destination, as the token sees it.
+        at: when the rule is created.
+    """
+
+    name: str | None = attrs.field(default=None, metadata=_NAME)
+    dataset: str
+    destination: str
+    path: str = attrs.field(metadata=_meta(check=_absolute_path))
+    at: float = attrs.field(default=0.0, metadata=_DURATION)
+
+    def rule_name(self, index: int) -> str:
+        """The rule's name: ``name``, or ``rule-<index>``."""
+        return self.name if self.name is not None else f"rule-{index}"
+
+
+# --------------------------------------------------------------------------------------------
 # [[workloads]]: arrivals (tagged by `kind`)
 
 
@@ -850,6 +958,26 @@ class RefreshTokenRevoked:
     issuer: str | None = None
 
 
+class RefreshTokenRestore(enum.Enum):
+    """What is left of the transfer service's refresh tokens after a state loss (P12)."""
+
+    NONE = "none"  #: nothing: no refresh can even be asked for
+    BACKUP = "backup"  #: a backup from before their last rotation: tokens already used
+
+
+@attrs.frozen(kw_only=True)
+class TransferServiceStateLoss:
+    """The transfer service loses its stored refresh tokens at ``at`` (P12: FTS DB loss).
+
+    With ``restore = "backup"`` each comes back as it was before its last rotation: the one
+    already used, which the issuer accepts again only within ``refresh_token_grace``.
+    """
+
+    kind: ClassVar[str] = "transfer_service_state_loss"
+    at: float = attrs.field(metadata=_DURATION)
+    restore: RefreshTokenRestore = RefreshTokenRestore.NONE
+
+
 Fault: TypeAlias = (
     IssuerOutage
     | KeyRotation
@@ -859,6 +987,7 @@ Fault: TypeAlias = (
     | DataServerRestart
     | Partition
     | RefreshTokenRevoked
+    | TransferServiceStateLoss
 )
 
 
@@ -889,6 +1018,10 @@ class Scenario:
         execute_hosts: host groups.
         data_servers: storage elements.
         workloads: job streams.
+        transfer_service: FTS (needed by rules).
+        data_manager: Rucio (needed by datasets and rules).
+        datasets: datasets on the data servers.
+        rules: replication rules.
         faults: injected faults, in file order.
         expect: expectations.
     """
@@ -902,6 +1035,10 @@ class Scenario:
     execute_hosts: tuple[ExecuteHostSpec, ...] = ()
     data_servers: tuple[DataServerSpec, ...] = ()
     workloads: tuple[WorkloadSpec, ...] = ()
+    transfer_service: TransferServiceSpec | None = None
+    data_manager: DataManagerSpec | None = None
+    datasets: tuple[DatasetSpec, ...] = ()
+    rules: tuple[RuleSpec, ...] = ()
     faults: tuple[Fault, ...] = ()
     expect: ExpectSpec = attrs.field(factory=ExpectSpec)
 
@@ -937,6 +1074,23 @@ class Scenario:
         for server in self.data_servers:
             if server.name == name:
                 return server
+        raise KeyError(name)
+
+    def dataset(self, name: str) -> DatasetSpec:
+        """Find a dataset by name.
+
+        Args:
+            name: the dataset's name.
+
+        Returns:
+            The dataset called ``name``.
+
+        Raises:
+            KeyError: there is none.
+        """
+        for dataset in self.datasets:
+            if dataset.name == name:
+                return dataset
         raise KeyError(name)
 
     @property

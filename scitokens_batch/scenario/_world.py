@@ -21,15 +21,19 @@ import trio
 from ..actors import (
     ClientPolicy,
     Credential,
+    DataManager,
     DataServer,
+    Endpoint,
     ExecuteHost,
     HostClock,
     Issuer,
     QueueManager,
+    ReplicationRule,
     SandboxFactory,
     SharedLink,
     Submission,
     TokenManager,
+    TransferService,
     UserPolicy,
     namespace,
 )
@@ -311,6 +315,108 @@ def submissions(spec: Scenario, *, source: str = "scenario") -> list[Submission]
     return subs
 
 
+def _secret(issuers: Mapping[str, Issuer], issuer: str, client: str) -> str | None:
+    policy = issuers[issuer].clients.get(client)
+    return policy.secret if policy is not None else None
+
+
+def _transfer_service(
+    spec: Scenario,
+    seed: int,
+    issuers: Mapping[str, Issuer],
+    url_to_actor: Mapping[str, str],
+    transport: Transport,
+    true_now: Callable[[], float],
+    recorder: Recorder,
+    log: Any,
+) -> TransferService | None:
+    """FTS, when the scenario has a ``[transfer_service]``: it trusts its issuer for its own
+    tokens (audience: its own, L1) and exchanges storage tokens at the issuer that minted them,
+    as the same client (with the secret registered there, if any)."""
+    ts = spec.transfer_service
+    if ts is None:
+        return None
+    verifier = Verifier(
+        issuers=[TrustedIssuer(spec.issuer(ts.issuer).url, "/")], audiences=[ts.audience]
+    )
+    secrets = {
+        name: secret
+        for name in issuers
+        if (secret := _secret(issuers, name, ts.client)) is not None
+    }
+    return TransferService(
+        name=ts.name,
+        audience=ts.audience,
+        verifier=verifier,
+        issuer_actors=url_to_actor,
+        client_id=ts.client,
+        client_secrets=secrets,
+        concurrency=ts.concurrency,
+        refresh_margin=ts.refresh_margin,
+        backoff=Backoff(first=ts.retry_backoff, maximum=ts.retry_backoff_max),
+        max_retries=ts.max_retries,
+        transport=transport,
+        now=true_now,
+        rng=derive_rng(seed, "transfer_service", ts.name),
+        recorder=recorder,
+        log=log.bind(actor=ts.name),
+    )
+
+
+def _data_manager(
+    spec: Scenario,
+    seed: int,
+    issuers: Mapping[str, Issuer],
+    transport: Transport,
+    true_now: Callable[[], float],
+    recorder: Recorder,
+    log: Any,
+) -> DataManager | None:
+    """Rucio, when the scenario has a ``[data_manager]``, with its rules resolved: the
+    datasets' servers and the destinations as endpoints (audience, base path for its issuer)."""
+    dm = spec.data_manager
+    if dm is None:
+        return None
+    endpoints = {
+        ds.name: Endpoint(
+            server=ds.name, audience=ds.audience, base_path=ds.issuers.get(dm.issuer, "/")
+        )
+        for ds in spec.data_servers
+    }
+    rules = []
+    for i, rule in enumerate(spec.rules):
+        dataset = spec.dataset(rule.dataset)
+        rules.append(
+            ReplicationRule(
+                name=rule.rule_name(i),
+                start=spec.meta.epoch + rule.at,
+                source=endpoints[dataset.server],
+                source_path=dataset.path,
+                destination=endpoints[rule.destination],
+                destination_path=rule.path,
+                files=tuple((str(k), dataset.size) for k in range(dataset.files)),
+            )
+        )
+    ts = spec.transfer_service
+    return DataManager(
+        name=dm.name,
+        issuer=dm.issuer,
+        client_id=dm.client,
+        client_secret=_secret(issuers, dm.issuer, dm.client),
+        transfer_service=ts.name if ts is not None else "fts",
+        transfer_audience=ts.audience if ts is not None else "",
+        rules=tuple(rules),
+        token_min_lifetime=dm.token_min_lifetime,
+        bulk=dm.bulk,
+        backoff=Backoff(first=dm.retry_backoff, maximum=dm.retry_backoff_max),
+        transport=transport,
+        now=true_now,
+        rng=derive_rng(seed, "data_manager", dm.name),
+        recorder=recorder,
+        log=log.bind(actor=dm.name),
+    )
+
+
 @attrs.define
 class World:
     """Everything one run owns.
@@ -332,6 +438,8 @@ class World:
     data_servers: dict[str, DataServer]
     log: Any
     source: str
+    transfer_service: TransferService | None = None
+    data_manager: DataManager | None = None
 
     @classmethod
     def build(
@@ -458,6 +566,25 @@ class World:
             )
             net.register(ds.name, servers[ds.name].handle)
 
+        if live is None:
+            # The datasets' files exist at the start (their paths as the data manager's tokens
+            # see them, under the server's base path for its issuer, B6).
+            for dataset in spec.datasets:
+                ds_spec = spec.data_server(dataset.server)
+                assert spec.data_manager is not None  # the loader checked it
+                base = ds_spec.issuers.get(spec.data_manager.issuer, "/")
+                files = servers[dataset.server].files
+                for k in range(dataset.files):
+                    files[_join(base, f"{dataset.path}/{k}")] = dataset.size
+        transfer_service = _transfer_service(
+            spec, seed, issuers, url_to_actor, transport, true_now, recorder, log
+        )
+        if transfer_service is not None:
+            net.register(transfer_service.name, transfer_service.handle)
+        data_manager = _data_manager(spec, seed, issuers, transport, true_now, recorder, log)
+        if data_manager is not None:
+            net.register(data_manager.name, data_manager.handle)
+
         qms = spec.queue_manager
         qm = QueueManager(
             submissions=submissions(spec, source=source),
@@ -487,6 +614,8 @@ class World:
             data_servers=servers,
             log=log,
             source=source,
+            transfer_service=transfer_service,
+            data_manager=data_manager,
         )
         if live is None:
             world._store_credentials()
@@ -550,6 +679,12 @@ class World:
         if not self._tm_scope.cancel_called:  # a crash at t=0 keeps it down until its restart
             await nursery.start(self._supervise_token_manager)
         await nursery.start(self.queue_manager.run)
+        # Started last (after everything a scenario without rules has), the transfer service
+        # before the data manager, whose rules may submit at once.
+        if self.transfer_service is not None:
+            await nursery.start(self.transfer_service.run)
+        if self.data_manager is not None:
+            await nursery.start(self.data_manager.run)
 
     _tm_scope: trio.CancelScope = attrs.field(init=False, factory=trio.CancelScope)
 

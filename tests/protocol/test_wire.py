@@ -29,6 +29,7 @@ from scitokens_batch.protocol import (
     CredentialRequest,
     CredentialResponse,
     CredentialUpdate,
+    DataResponse,
     DeviceApproval,
     DeviceAuthorizationRequest,
     DeviceAuthorizationResponse,
@@ -39,8 +40,13 @@ from scitokens_batch.protocol import (
     RevocationRequest,
     StartJob,
     StoreCredential,
+    ThirdPartyCopy,
     TokenRequest,
     TokenResponse,
+    TransferAccepted,
+    TransferFile,
+    TransferRefused,
+    TransferSubmit,
 )
 from scitokens_batch.protocol import wire as w
 from scitokens_batch.tokens import Reason
@@ -676,11 +682,34 @@ def start_job_body(**over: Any) -> dict[str, Any]:
     return body
 
 
+def copy_file(i: int = 0) -> TransferFile:
+    """One file of a transfer job."""
+    return TransferFile(
+        source="cern",
+        source_path=f"/vo/raw/{i}",
+        destination="bnl",
+        destination_path=f"/vo/copy/{i}",
+        size=5_000_000_000,
+    )
+
+
+def transfer_submit() -> TransferSubmit:
+    """A two-file transfer job with per-file tokens (L5)."""
+    return TransferSubmit(
+        job="r-1",
+        files=(copy_file(0), copy_file(1)),
+        source_tokens=(TOKEN, TOKEN),
+        destination_tokens=(TOKEN, TOKEN),
+        fts_token=TOKEN,
+    )
+
+
 class TestRpc:
     """The JSON envelope between the batch-system actors (protocol/_wire.py RPC)."""
 
     def test_rpc_messages(self) -> None:
-        """Exactly the batch-system messages travel over RPC, by class name."""
+        """Exactly the batch-system messages, and those of Rucio -> FTS -> storage (L5, HTTP-TPC
+        copies and their answers), travel over RPC, by class name."""
         assert set(w.RPC_MESSAGES) == {
             "Ack",
             "CredentialRequest",
@@ -689,6 +718,11 @@ class TestRpc:
             "StoreCredential",
             "StartJob",
             "JobFinished",
+            "TransferSubmit",
+            "TransferAccepted",
+            "TransferRefused",
+            "ThirdPartyCopy",
+            "DataResponse",
         }
 
     @pytest.mark.parametrize(
@@ -710,6 +744,23 @@ class TestRpc:
             ),
             start_job(),
             JobFinished(job=17, host="node-1", exit_code=1, reason="held", cpu_seconds=3.25),
+            transfer_submit(),
+            TransferSubmit(job="r-2", files=(copy_file(),), fts_token=TOKEN),
+            TransferAccepted(job="r-1", files=2),
+            TransferRefused(job="r-1", status=400, reason="source_tokens[1]: no 'aud' (L5)"),
+            ThirdPartyCopy(
+                source="cern",
+                source_path="/vo/raw/0",
+                destination_path="/vo/copy/0",
+                size=5_000_000_000,
+                source_token=TOKEN,
+                destination_token=TOKEN,
+                transfer="r-1/0",
+            ),
+            DataResponse(status=201, size=5_000_000_000),
+            DataResponse(
+                status=403, reason=Reason.INSUFFICIENT_SCOPE, detail="no", side="destination"
+            ),
         ],
         ids=lambda m: type(m).__name__,
     )
@@ -718,6 +769,12 @@ class TestRpc:
         decoded = w.decode_rpc(w.encode_rpc(message))
         assert decoded == message
         assert TOKEN not in repr(decoded) and SECRET not in repr(decoded)
+
+    def test_enum_error_never_shows_the_value(self) -> None:
+        """An unknown reason is named by its length, not quoted: it could be a misplaced token."""
+        with pytest.raises(w.WireError) as err:
+            w.decode_rpc(envelope("DataResponse", {"status": 401, "reason": TOKEN}))
+        assert TOKEN not in str(err.value) and "a string of" in str(err.value)
 
     def test_steps_are_tagged(self) -> None:
         """Job steps travel as a union tagged by ``kind``, in order, with argv as an array."""
@@ -775,6 +832,31 @@ class TestRpc:
             ),
             ("CredentialResponse", {"token": None, "exp": "soon"}, "body.exp", "number"),
             ("CredentialRequest", {"user": "u", "service": "s", "wait": -1}, "body", "wait"),
+            (
+                "TransferSubmit",
+                {"job": "j", "files": [], "fts_token": 1},
+                "body.fts_token",
+                "string",
+            ),
+            (
+                "TransferSubmit",
+                {"job": "j", "files": [{"source": "a"}], "fts_token": "t"},
+                "body.files[0].source_path",
+                "missing",
+            ),
+            (
+                "TransferSubmit",
+                {"job": "j", "files": [], "fts_token": "t", "source_tokens": "abc"},
+                "body.source_tokens",
+                "array",
+            ),
+            (
+                "DataResponse",
+                {"status": 403, "reason": "nope"},
+                "body.reason",
+                "insufficient_scope",
+            ),
+            ("DataResponse", {"status": 403, "reason": 3}, "body.reason", "received integer"),
         ],
     )
     def test_wrong_fields(self, name: str, body: dict[str, Any], field: str, words: str) -> None:

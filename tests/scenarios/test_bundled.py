@@ -75,6 +75,7 @@ def test_the_bundled_set() -> None:
         "long-transfer.toml",
         "copy-once-antipattern.toml",
         "live-smoke.toml",
+        "rucio-fts.toml",
     }
 
 
@@ -370,6 +371,93 @@ class TestCopyOnce:
         assert min(careful) >= 240 - 0.1
 
 
+# -- rucio-fts ----------------------------------------------------------------------------------
+
+
+def _fts(events: Iterable[Event], kind: str) -> list[Event]:
+    return [e for e in events if e.kind == kind and e.actor == "fts"]
+
+
+class TestRucioFts:
+    """The dataset copy outlives its 1-hour tokens; the outage delays, the lost single-use refresh
+    token fails the files not yet started (L3, L6, L7, P12, P13)."""
+
+    def test_refresh_schedule(self) -> None:
+        """L6/L7: both tokens are exchanged at 0 s, fail to refresh at 3300, 3330 and 3390 s (issuer
+        down), refresh at 3510 and 6810 s, and are refused (invalid_grant) at 10110 s."""
+        ev = _events(_run("rucio-fts.toml"))
+        per_token: defaultdict[str, list[tuple[float, str]]] = defaultdict(list)
+        for e in ev:
+            if e.actor == "fts" and e.kind in ("exchange", "refresh", "refresh_failed"):
+                per_token[e.fields["token"]].append((e.t, e.kind))
+        assert len(per_token) == 2
+        expected = [
+            (0.0, "exchange"),
+            (3300.0, "refresh_failed"),
+            (3330.0, "refresh_failed"),
+            (3390.0, "refresh_failed"),
+            (3510.0, "refresh"),
+            (6810.0, "refresh"),
+            (10110.0, "refresh_failed"),
+        ]
+        assert all(times == expected for times in per_token.values())
+        final = [e for e in _fts(ev, "refresh_failed") if e.fields["retry_in_s"] is None]
+        assert all("invalid_grant" in e.fields["error"] for e in final)
+
+    def test_copies_in_rounds(self) -> None:
+        """Ten copies of 500 s at a time: rounds start every 500 s, the one due at 3500 s waits for
+        the refreshed tokens (3510 s); the 90 files not started by 10110 s fail then, saying
+        that the refresh token is gone (P12); the round started at 10010 s completes."""
+        ev = _events(_run("rucio-fts.toml"))
+        starts = Counter(e.t for e in _fts(ev, "transfer_state") if e.fields["state"] == "active")
+        rounds = [500.0 * k for k in range(7)] + [3510.0 + 500.0 * k for k in range(14)]
+        assert starts == Counter(dict.fromkeys(rounds, 10))
+        failed = _fts(ev, "transfer_failed")
+        assert {e.t for e in failed} == {10110.0} and len(failed) == 90
+        assert all("the refresh token is gone" in e.fields["reason"] for e in failed)
+        assert all(e.fields["attempts"] == 0 for e in failed)
+        assert max(e.t for e in _fts(ev, "transfer_done")) == 10510.0
+
+    def test_one_token_pair_for_the_dataset(self) -> None:
+        """L3: Rucio asks for 3 tokens (fts, read, modify+read) for 3 jobs of 100 files; every
+        copy presents one of the 2 tokens FTS holds at that moment (the exchanged or a refreshed
+        one, each for its own server's audience, P13: FTS's 1-hour lifetime)."""
+        ev = _events(_run("rucio-fts.toml"))
+        minted = {e.fields["jti"]: e.fields for e in ev if e.kind == "mint"}
+        rucio = [f for f in minted.values() if f["client"] == "rucio"]
+        assert sorted(f["scope"] for f in rucio) == [
+            "fts",
+            "storage.modify:/datadisk/data24/raw storage.read:/datadisk/data24/raw",
+            "storage.read:/datadisk/data24/raw",
+        ]
+        assert [e.fields["files"] for e in ev if e.kind == "rule_submitted"] == [100, 100, 100]
+        used = {e.fields["jti"] for e in ev if e.kind == "use"}
+        assert {minted[j]["client"] for j in used} == {"fts"}
+        assert {minted[j]["exp"] - minted[j]["iat"] for j in used} == {3600}
+        by_server = {(e.actor, minted[e.fields["jti"]]["aud"]) for e in ev if e.kind == "use"}
+        assert by_server == {
+            ("cern", "https://eosatlas.cern.example"),
+            ("bnl", "https://dcache.bnl.example"),
+        }
+
+    def test_grace_saves_the_dataset(self) -> None:
+        """P12's advice (E4 grace): with a one-day grace the replayed refresh token is accepted,
+        all 300 files arrive by 15010 s and the tokens are renewed 4 times each."""
+        result = _run("rucio-fts.toml", "issuers.wlcg.refresh_token_grace=1d")
+        figures = result.summary
+        assert figures["transfers"] == {"done": 300, "failed": 0}
+        assert figures["tokens"]["renewed"] == 8 and figures["tokens"]["refresh_failures"] == 6
+        assert max(e.t for e in _fts(_events(result), "transfer_done")) == 15010.0
+
+    def test_tokens_lost_altogether(self) -> None:
+        """P12: with nothing restored (restore = "none") the same 90 files fail at 10110 s without
+        a request to the issuer."""
+        result = _run("rucio-fts.toml", "faults[1].restore=none")
+        assert _failed_lines(result) == {"issuer.errors == 2"}
+        reasons = {e.fields["reason"] for e in _fts(_events(result), "transfer_failed")}
+        assert all("refresh token lost" in r for r in reasons)
+
+
 # -- the command line -------------------------------------------------------------------------
 
 
@@ -401,3 +489,10 @@ def test_cli_check_is_clean() -> None:
     proc = _cli("check", str(SCENARIOS / "issuer-outage.toml"))
     assert proc.returncode == 0, proc.stderr
     assert "ok" in proc.stdout
+
+
+def test_cli_check_counts_rules() -> None:
+    """`scitokens-batch check` names the replication rules and their files (L5) when there are some."""
+    proc = _cli("check", str(SCENARIOS / "rucio-fts.toml"))
+    assert proc.returncode == 0, proc.stderr
+    assert "1 rule(s) (300 file(s))" in proc.stdout

@@ -20,7 +20,7 @@ def _events_without_token_bytes(out: Path) -> bytes:
     return _TOKEN_SHA.sub("", (out / "events.jsonl").read_text()).encode()
 
 
-@pytest.mark.parametrize("name", ["reference", "key-rotation", "credmon-crash"])
+@pytest.mark.parametrize("name", ["reference", "key-rotation", "credmon-crash", "rucio-fts"])
 def test_two_runs_same_bytes(name: str, tmp_path: Path) -> None:
     """Two runs of one scenario and seed write the same events.jsonl, byte for byte."""
     spec = load_scenario(ROOT / "scenarios" / f"{name}.toml")
