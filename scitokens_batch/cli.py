@@ -566,7 +566,15 @@ def _build_parser() -> argparse.ArgumentParser:
     srv = sub.add_parser("serve", help="run one actor as a long-lived HTTPS service")
     srv.add_argument(
         "role",
-        choices=["issuer", "token-manager", "queue-manager", "execute-host", "data-server"],
+        choices=[
+            "issuer",
+            "token-manager",
+            "queue-manager",
+            "execute-host",
+            "data-server",
+            "transfer-service",
+            "data-manager",
+        ],
     )
     srv.add_argument("--config", required=True, metavar="FILE", help="service configuration")
     srv.set_defaults(func=_cmd_serve)

@@ -41,7 +41,15 @@ from ..errors import LocalInputError
 
 __all__ = ["ROLES", "ConfigError", "ServiceConfig", "TlsFiles", "load_service_config"]
 
-ROLES: Final = ("issuer", "token-manager", "queue-manager", "execute-host", "data-server")
+ROLES: Final = (
+    "issuer",
+    "token-manager",
+    "queue-manager",
+    "execute-host",
+    "data-server",
+    "transfer-service",
+    "data-manager",
+)
 
 
 class ConfigError(LocalInputError):

@@ -248,19 +248,6 @@ def check_live(spec: Scenario, source: str) -> None:
                 f"a live run can apply {kinds}; received {fault.kind!r} "
                 "(it needs control over time or the network: run it in virtual time)",
             )
-    for key, present in (
-        ("transfer_service", spec.transfer_service is not None),
-        ("data_manager", spec.data_manager is not None),
-        ("datasets", bool(spec.datasets)),
-        ("rules", bool(spec.rules)),
-    ):
-        if present:
-            raise ScenarioError(
-                source,
-                key,
-                "the transfer service (FTS) and the data manager (Rucio) run in virtual time "
-                "only for now: expected a virtual-time run, received a live one",
-            )
     for i, ds in enumerate(spec.data_servers):
         if ds.backend is DataBackend.XROOTD:
             from ._xrootd import xrootd_missing
@@ -293,6 +280,10 @@ class _Run:
         roles: list[tuple[str, str]] = [(i.name, "issuer") for i in self.spec.issuers]
         roles += [(d.name, "data-server") for d in self.spec.data_servers]
         roles += [(h, "execute-host") for h in self.spec.host_names]
+        if self.spec.transfer_service is not None:
+            roles.append((self.spec.transfer_service.name, "transfer-service"))
+        if self.spec.data_manager is not None:
+            roles.append((self.spec.data_manager.name, "data-manager"))
         roles += [("token_manager", "token-manager"), ("queue_manager", "queue-manager")]
         for name, _ in roles:
             self.sockets[name] = _bind()
@@ -341,11 +332,19 @@ class _Run:
                 name, role, config_path, self.workdir / "logs" / f"{name}.log", port, url
             )
             if role == "data-server":
-                spec = self.spec.data_server(name)
-                populate(
-                    FileTree(workdir / "data"),
-                    [(f.path, f.count, f.size) for f in spec.files],
-                )
+                populate(FileTree(workdir / "data"), self._files_of(name))
+
+    def _files_of(self, name: str) -> list[tuple[str, int, int]]:
+        """The files a data server holds at the start: its file sets, and the datasets on it
+        (under its base path for the data manager's issuer, B6)."""
+        ds = self.spec.data_server(name)
+        files = [(f.path, f.count, f.size) for f in ds.files]
+        dm = self.spec.data_manager
+        for dataset in self.spec.datasets:
+            if dataset.server == name and dm is not None:
+                base = ds.issuers.get(dm.issuer, "/").rstrip("/")
+                files.append((base + "/" + dataset.path.strip("/"), dataset.files, dataset.size))
+        return files
 
     def _plan_xrootd(self, name: str) -> None:
         ds = self.spec.data_server(name)
@@ -353,7 +352,7 @@ class _Run:
         workdir.mkdir(parents=True, exist_ok=True)
         workdir.chmod(0o755)  # reachable by the xrootd user (it holds no secret of ours)
         root = workdir / "ns"
-        populate(FileTree(root), [(f.path, f.count, f.size) for f in ds.files])
+        populate(FileTree(root), self._files_of(name))
         spec = XrootdSpec(
             name=name,
             root=root,

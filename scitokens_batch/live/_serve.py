@@ -279,12 +279,24 @@ def _pick(world: World, config: ServiceConfig) -> tuple[Any, Any, Callable[[], N
             raise missing("a data server", list(world.data_servers))
         tree = server.files
         assert isinstance(tree, FileTree)
-        return server, data_app(name, server.admit, tree, realm=name), nothing
+        assert isinstance(server.transport, HttpTransport)
+        app = data_app(name, server.admit, tree, realm=name, pull=server.transport.client)
+        return server, app, nothing
     if role == "execute-host":
         host = world.hosts.get(name)
         if host is None:
             raise missing("an execute host", list(world.hosts))
         return host, rpc_app(name, host.handle), nothing
+    if role == "transfer-service":
+        fts = world.transfer_service
+        if fts is None or fts.name != name:
+            raise missing("the transfer service", [fts.name] if fts else [])
+        return fts, rpc_app(name, fts.handle), nothing
+    if role == "data-manager":
+        rucio = world.data_manager
+        if rucio is None or rucio.name != name:
+            raise missing("the data manager", [rucio.name] if rucio else [])
+        return rucio, rpc_app(name, rucio.handle), nothing
     if role == "token-manager":
         tm = world.token_manager
         store = config.workdir / "credentials.json"

@@ -39,6 +39,7 @@ from ..protocol import (
     Message,
     OAuthError,
     RevocationRequest,
+    ThirdPartyCopy,
     TokenRequest,
     TokenResponse,
 )
@@ -61,6 +62,12 @@ __all__ = [
 HEALTH_PATH: Final = "/.well-known/scitokens-batch/health"
 #: The job an access belongs to (for the events; real clients simply do not send it).
 JOB_HEADER: Final = "x-scitokens-batch-job"
+#: Which transfer a data access belongs to (FTS's ``<job>/<file>``), for the events.
+TRANSFER_HEADER: Final = "x-scitokens-batch-transfer"
+#: Which end refused a third-party copy: ``source`` or ``destination``.
+SIDE_HEADER: Final = "x-scitokens-batch-side"
+#: The size a third-party copy is expected to move (for the destination's decision and events).
+SIZE_HEADER: Final = "x-scitokens-batch-size"
 #: Bytes per chunk when streaming file bodies.
 CHUNK: Final = 256 * 1024
 #: Uploads up to this size are sent as one buffer rather than streamed.
@@ -181,6 +188,8 @@ class HttpTransport:
     async def _request(self, src: str, peer: Peer, message: Message) -> Message:
         if isinstance(message, DataRequest):
             return await self._data(peer, message)
+        if isinstance(message, ThirdPartyCopy):
+            return await self._copy(src, peer, message)
         if peer.kind == "rpc":
             reply = await self.client.post(
                 peer.url + "/rpc",
@@ -235,6 +244,29 @@ class HttpTransport:
             return OAuthError(error="jwks_failed", description=type(exc).__name__, status=502)
         return JwksResponse(keys=keys, max_age=_max_age(keys_reply.headers.get("cache-control")))
 
+    async def _copy(self, src: str, peer: Peer, msg: ThirdPartyCopy) -> DataResponse:
+        """HTTP-TPC pull: ``COPY`` to the destination with the source's URL in ``Source``."""
+        source = self.peers.get(msg.source)
+        if source is None:
+            raise Unreachable(src, msg.source, "unknown")
+        headers = {
+            "Source": source.url + urllib.parse.quote(msg.source_path),
+            SIZE_HEADER: str(msg.size),
+            TRANSFER_HEADER: msg.transfer,
+        }
+        if msg.destination_token is not None:
+            headers["Authorization"] = f"Bearer {msg.destination_token}"
+        if msg.source_token is not None:
+            headers["TransferHeaderAuthorization"] = f"Bearer {msg.source_token}"
+        url = peer.url + urllib.parse.quote(msg.destination_path)
+        # A copy takes as long as the bytes do: no read timeout beyond the copy's own.
+        reply = await self.client.request(
+            "COPY", url, headers=headers, timeout=httpx.Timeout(self.timeout, read=None)
+        )
+        answer = _data_response(reply.status_code, reply.headers, reply.content, msg.size)
+        side = reply.headers.get(SIDE_HEADER)
+        return attrs.evolve(answer, side=side) if side is not None else answer
+
     async def _data(
         self, peer: Peer, req: DataRequest, *, client: httpx.AsyncClient | None = None
     ) -> DataResponse:
@@ -248,6 +280,8 @@ class HttpTransport:
             headers["Authorization"] = f"Bearer {req.token}"  # F3
         if req.job is not None:
             headers[JOB_HEADER] = str(req.job)
+        if req.transfer is not None:
+            headers[TRANSFER_HEADER] = req.transfer
         if method == "PUT":
             headers["content-length"] = str(req.size)
             # Small bodies go in one piece: XrdHttp 5.5.3 was seen to stall on some PUTs whose
@@ -607,6 +641,7 @@ def data_app(
     store: DataStore,
     *,
     realm: str,
+    pull: httpx.AsyncClient | None = None,
 ) -> ASGIApp:
     """A data server over HTTP(S): GET, HEAD, PUT, DELETE, MKCOL with bearer tokens.
 
@@ -617,10 +652,20 @@ def data_app(
     overwrite or a delete, 405 for MKCOL on an existing directory (RFC 4918 §9.3.1), 409 for
     a PUT onto a directory or anything below a file, 400 for a path that still holds ``%``
     once decoded (it would be authorized as one path and opened as another).
+
+    With ``pull`` (an HTTP client), ``COPY`` is a third-party copy in HTTP-TPC pull mode (the
+    WLCG/FTS convention): the destination token in ``Authorization`` is checked for writing the
+    path, as for a PUT, then the file named by the ``Source`` header is fetched with the
+    ``TransferHeaderAuthorization`` header as that request's ``Authorization`` and stored.
+    A refusal by the source is answered with the source's status and
+    ``X-Scitokens-Batch-Side: source``; an unreachable source is 502.
     """
 
     async def route(scope: dict[str, Any], receive: Receive, send: Send) -> None:
         method, path = scope["method"], scope["path"]
+        if method == "COPY" and pull is not None:
+            await _copy(scope, send, path)
+            return
         op = _OPS.get(method)
         if op is None:
             await _respond(send, 405, headers={"allow": ", ".join(_OPS)})
@@ -647,16 +692,11 @@ def data_app(
             size=size if method == "PUT" else 0,
             token=_bearer(scope),
             job=int(job_text) if job_text is not None and job_text.isdigit() else None,
+            transfer=_header(scope, TRANSFER_HEADER),
         )
         answer = await admit(request)
         if answer.status in (401, 403):
-            reason = answer.reason or Reason.INSUFFICIENT_SCOPE
-            challenge = w.bearer_challenge(reason, answer.detail, realm=realm)
-            body = {
-                "error": reason.oauth_error or "invalid_request",
-                "error_description": answer.detail,
-            }
-            await _json(send, answer.status, body, {"www-authenticate": challenge})
+            await _refuse(send, answer)
             return
         if not answer.ok:
             await _json(
@@ -691,6 +731,64 @@ def data_app(
             except FileExistsError:
                 made = False  # made meanwhile
             await _respond(send, 201 if made else 405)
+
+    async def _refuse(send: Send, answer: DataResponse, side: str | None = None) -> None:
+        reason = answer.reason or Reason.INSUFFICIENT_SCOPE
+        challenge = w.bearer_challenge(reason, answer.detail, realm=realm)
+        body = {
+            "error": reason.oauth_error or "invalid_request",
+            "error_description": answer.detail,
+        }
+        headers = {"www-authenticate": challenge}
+        if side is not None:
+            headers[SIDE_HEADER] = side
+        await _json(send, answer.status, body, headers)
+
+    async def _copy(scope: dict[str, Any], send: Send, path: str) -> None:
+        assert pull is not None
+        source = _header(scope, "source")
+        if source is None or not source.startswith(("https://", "http://")) or "%" in path:
+            await _json(send, 400, {"error": "invalid_request", "error_description": "Source"})
+            return
+        size_text = _header(scope, SIZE_HEADER) or "0"
+        write = DataRequest(
+            op=Operation.CREATE,
+            path=path,
+            size=int(size_text) if size_text.isdigit() else 0,
+            token=_bearer(scope),
+            transfer=_header(scope, TRANSFER_HEADER),
+        )
+        answer = await admit(write)
+        if answer.status in (401, 403):
+            await _refuse(send, answer, "destination")
+            return
+        if not answer.ok:
+            await _json(send, answer.status, {"error": "refused"}, {SIDE_HEADER: "destination"})
+            return
+        headers = {}
+        source_auth = _header(scope, "transferheaderauthorization")
+        if source_auth is not None:
+            headers["Authorization"] = source_auth
+        if write.transfer is not None:
+            headers[TRANSFER_HEADER] = write.transfer
+        try:
+            async with pull.stream("GET", source, headers=headers) as reply:
+                if not reply.is_success:
+                    detail = bytes(await reply.aread())[:_DETAIL_BYTES]
+                    out = {SIDE_HEADER: "source"}
+                    if "www-authenticate" in reply.headers:
+                        out["www-authenticate"] = reply.headers["www-authenticate"]
+                    await _respond(send, reply.status_code, detail, out)
+                    return
+                if store.is_dir(path):
+                    await _respond(send, 409, headers={SIDE_HEADER: "destination"})
+                    return
+                await store.write(path, reply.aiter_raw())
+        except httpx.TransportError as exc:
+            body = {"error": "source_unreachable", "error_description": type(exc).__name__}
+            await _json(send, 502, body, {SIDE_HEADER: "source"})
+            return
+        await _respond(send, 201 if answer.status == 201 else 204)
 
     return _app(name, route)
 
