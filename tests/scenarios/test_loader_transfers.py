@@ -410,12 +410,14 @@ def test_reference_file_still_loads() -> None:
     check_scenario(scenario)
 
 
-def test_live_runs_refuse_transfers() -> None:
-    """The transfer service and data manager run in virtual time only for now: a live run
-    refuses them, naming the key, before starting anything."""
+def test_live_runs_accept_transfers_but_refuse_the_state_loss_fault() -> None:
+    """A live run takes the transfer tables (FTS and Rucio become services), but refuses the
+    transfer_service_state_loss fault, naming it, before starting anything."""
     from scitokens_batch.live._runner import check_live
 
+    check_live(parse(text()), "transfers.toml")
+    lossy = parse(text() + '\n[[faults]]\nkind = "transfer_service_state_loss"\nat = "1h"\n')
     with pytest.raises(ScenarioError) as info:
-        check_live(parse(text()), "transfers.toml")
-    assert info.value.key_path == "transfer_service"
-    assert "virtual time only" in info.value.message
+        check_live(lossy, "transfers.toml")
+    assert info.value.key_path.endswith(".kind")
+    assert "transfer_service_state_loss" in info.value.message
