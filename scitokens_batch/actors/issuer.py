@@ -173,6 +173,10 @@ class _RefreshGrant:
     revoked: bool = False
 
 
+#: The refresh-token table is never pruned below this many entries.
+PRUNE_FLOOR = 4096
+
+
 def _digest(refresh_token: str) -> str:
     """The table key of a refresh token: its SHA-256, so the table (and its copy on disk in
     live mode) never holds a usable refresh token."""
@@ -243,6 +247,7 @@ class Issuer:
     log: Logger
     _grants: dict[str, _RefreshGrant] = attrs.field(factory=dict, alias="_grants")
     _families: int = attrs.field(default=0, alias="_families")
+    _prune_at: int = attrs.field(default=4096, alias="_prune_at")
     _devices: dict[str, _DeviceGrant] = attrs.field(factory=dict, alias="_devices")
     _user_codes: dict[str, str] = attrs.field(factory=dict, alias="_user_codes")
     _window: int = attrs.field(default=-1, alias="_window")
@@ -294,6 +299,20 @@ class Issuer:
     def rotate_key(self, new_key: SigningKey, *, publish_ahead: float) -> None:
         """Publish ``new_key`` now and sign with it from now + ``publish_ahead`` (D6)."""
         self.keys.rotate(new_key, at=self.now(), publish_ahead=publish_ahead)
+
+    def _prune(self) -> None:
+        """Forget refresh tokens that can never be used again (expired, or rotated longer ago
+        than the grace): every rotation adds an entry, and a long-lived issuer must not grow
+        without bound. Run when the table doubles, so its cost is amortised; small tables are
+        never pruned, so a replayed token there is still told apart ("already used")."""
+        now = self.now()
+        grace = self.refresh_token_grace
+        self._grants = {
+            digest: g
+            for digest, g in self._grants.items()
+            if now < g.expires and (g.rotated_at is None or now < g.rotated_at + grace)
+        }
+        self._prune_at = max(PRUNE_FLOOR, 2 * len(self._grants))
 
     def snapshot(self) -> dict[str, Any]:
         """The refresh-token table, for a restart (live mode keeps it on disk, 0600): digests
@@ -760,6 +779,8 @@ class Issuer:
             self._families += 1
             family = self._families
         token = new_secret(self.rng, "rt-")
+        if len(self._grants) >= self._prune_at:
+            self._prune()
         self._grants[_digest(token)] = _RefreshGrant(
             user=user,
             client=client,

@@ -615,3 +615,23 @@ async def test_snapshot_keeps_only_digests_and_restores_the_table() -> None:
     fresh.restore(json.loads(json.dumps(state)))
     answer = await token(fresh, grant_type=GRANT_REFRESH, refresh_token=rt)
     assert answer.refresh_token not in (None, rt)
+
+
+async def test_refresh_table_is_pruned_of_dead_tokens(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """E4: rotations past their grace are forgotten once the table reaches PRUNE_FLOOR, so a
+    long-lived issuer does not grow without bound; the current token keeps working."""
+    from scitokens_batch.actors.issuer import PRUNE_FLOOR
+
+    issuer = make_issuer(refresh_token_grace=0.0)
+    rt = issuer.enroll("alice", client="token_manager", scopes="read:/data", audience=AUD)
+    for _ in range(PRUNE_FLOOR + 10):
+        answer = await token(issuer, grant_type=GRANT_REFRESH, refresh_token=rt)
+        assert answer.refresh_token is not None
+        rt = answer.refresh_token
+        await trio.sleep(0.001)
+    assert len(issuer._grants) < PRUNE_FLOOR
+    assert isinstance(
+        await token(issuer, grant_type=GRANT_REFRESH, refresh_token=rt), TokenResponse
+    )
