@@ -169,12 +169,17 @@ class Settings:
     rounds: int = 3
     warmup_seconds: float = 20.0
 
+    @property
+    def get_per_round(self) -> int:
+        """GETs per data server and round."""
+        return math.ceil(self.get_count / self.rounds)
+
     def line(self) -> str:
         """The settings in one line."""
         return (
             f"concurrency {self.concurrency}; token endpoint {self.token_count:,} requests "
             f"(cap {self.token_seconds:g} s) after {self.token_warmup} warm-up; GETs "
-            f"{self.get_count:,} per server in {self.rounds} interleaved rounds (cap "
+            f"{self.rounds} interleaved rounds × {self.get_per_round:,} per server (cap "
             f"{self.get_seconds:g} s per round), each after {self.get_warmup} warm-up"
         )
 
@@ -348,6 +353,14 @@ class Row:
     def server_ms(self) -> float | None:
         """Server CPU per good request, ms (all its threads)."""
         return self._per_request([m.server_cpu for m in self.runs])
+
+    @property
+    def server_cores(self) -> float | None:
+        """Server CPU seconds per wall second over the windows (1.0 = one core all the time)."""
+        cpu = [m.server_cpu for m in self.runs]
+        if any(c is None for c in cpu) or self.wall <= 0:
+            return None
+        return sum(c for c in cpu if c is not None) / self.wall
 
     @property
     def client_ms(self) -> float | None:
@@ -674,7 +687,7 @@ def _data_phase(
     for name in servers:
         say(f"cold start: the first {s.concurrency} GETs from {name}")
         cold[name] = gets(name, -1, s.concurrency, 0, s.warmup_seconds)
-    per_round = math.ceil(s.get_count / s.rounds)
+    per_round = s.get_per_round
     runs: dict[str, list[Measurement]] = {n: [] for n in servers}
     for rnd in range(s.rounds):
         for name in round_order(servers, rnd):
@@ -770,6 +783,7 @@ HEADER = (
     "p99 ms",
     "MB/s",
     "server CPU ms/req",
+    "server cores",
     "client CPU ms/req",
     "machine busy",
     "ended by",
@@ -793,6 +807,7 @@ def rows(r: LiveResult) -> list[tuple[str, ...]]:
                 _ms(row.p(99)),
                 _num(row.mb_per_s) if row.target != "vo" else "—",
                 _ms(row.server_ms),
+                _num(row.server_cores, ".2f"),
                 _ms(row.client_ms),
                 _num(row.busy * 100, ".0f") + " %",
                 row.stopped_by,
@@ -843,7 +858,8 @@ def notes(r: LiveResult) -> list[str]:
         "and round (keep-alive, latency = curl's `time_total`). Latencies are of good requests "
         "and pooled over the rounds; req/s = good requests ÷ wall time of the measured "
         "windows. CPU per request = CPU time of the process over the window ÷ good requests "
-        "(server: all its threads; XRootD runs several).",
+        "(server: all its threads; XRootD runs several); server cores = its CPU seconds per "
+        "wall second (1.00: one core busy all the time).",
     ]
     blocks = r.token_blocks
     if blocks:
@@ -1034,6 +1050,7 @@ def _row_json(row: Row) -> dict[str, Any]:
         "p99_ms": row.p(99),
         "mb_per_s": row.mb_per_s,
         "server_cpu_ms_per_request": row.server_ms,
+        "server_cores": row.server_cores,
         "client_cpu_ms_per_request": row.client_ms,
         "machine_busy": row.busy,
         "rounds": [_measurement_json(m) for m in row.runs],
