@@ -41,6 +41,7 @@ from __future__ import annotations
 import itertools
 import json
 import math
+import os
 import statistics
 import subprocess
 import sys
@@ -98,6 +99,10 @@ SERVERS: dict[str, str] = {
 LOADGEN_GRACE = 60.0
 #: The measured token requests are reported in this many consecutive blocks.
 TOKEN_BLOCKS = 3
+#: Machine-wide busy share above which a measurement is bounded by the machine, not the server.
+MACHINE_BOUND = 0.95
+#: Cores of other work (beyond the server and the client) above which the machine was shared.
+SHARED_CORES = 0.4
 #: Repetitions when timing the issuer's save.
 SAVE_REPEATS = 7
 #: Concurrent device-flow logins while preparing the refresh tokens.
@@ -368,6 +373,20 @@ class Row:
         return self._per_request([m.client_cpu for m in self.runs])
 
     @property
+    def other_cores(self) -> float | None:
+        """Cores busy with anything but this server and its client over the windows: the
+        machine's busy time (``/proc/stat``) minus both processes' CPU time, per wall second.
+        Kernel work on their behalf (loopback, softirqs) lands here too, so a quiet machine
+        shows a little; much more means other processes shared it."""
+        cores = os.cpu_count() or 1
+        total = 0.0
+        for m in self.runs:
+            if math.isnan(m.machine_busy) or m.server_cpu is None or m.client_cpu is None:
+                return None
+            total += m.machine_busy * cores * m.wall - m.server_cpu - m.client_cpu
+        return total / self.wall if self.wall > 0 else None
+
+    @property
     def busy(self) -> float:
         """Machine-wide busy share over the windows (weighted by their wall time)."""
         known = [(m.machine_busy, m.wall) for m in self.runs if not math.isnan(m.machine_busy)]
@@ -482,6 +501,13 @@ class LiveResult:
                     f"{row.label}: {row.errors} failed requests (e.g. "
                     + "; ".join(row.first_errors() or ["?"])
                     + ")"
+                )
+        for row in [self.token, *self.data]:
+            other = row.other_cores if row is not None else None
+            if row is not None and other is not None and other > SHARED_CORES:
+                out.append(
+                    f"{row.label}: {other:.2f} cores went to other work during its windows "
+                    "(the machine was shared): its figures are pessimistic"
                 )
         for name, m in self.cold.items():
             if m.errors:
@@ -785,7 +811,7 @@ HEADER = (
     "server CPU ms/req",
     "server cores",
     "client CPU ms/req",
-    "machine busy",
+    "other cores",
     "ended by",
 )
 
@@ -809,7 +835,7 @@ def rows(r: LiveResult) -> list[tuple[str, ...]]:
                 _ms(row.server_ms),
                 _num(row.server_cores, ".2f"),
                 _ms(row.client_ms),
-                _num(row.busy * 100, ".0f") + " %",
+                _num(row.other_cores, ".2f"),
                 row.stopped_by,
             )
         )
@@ -859,7 +885,9 @@ def notes(r: LiveResult) -> list[str]:
         "and pooled over the rounds; req/s = good requests ÷ wall time of the measured "
         "windows. CPU per request = CPU time of the process over the window ÷ good requests "
         "(server: all its threads; XRootD runs several); server cores = its CPU seconds per "
-        "wall second (1.00: one core busy all the time).",
+        "wall second (1.00: one core busy all the time); other cores = the machine's busy "
+        "time (`/proc/stat`) minus server and client, per wall second: kernel work for them "
+        "and whatever else ran on the machine.",
     ]
     blocks = r.token_blocks
     if blocks:
@@ -902,11 +930,20 @@ def notes(r: LiveResult) -> list[str]:
     if store is not None and xroot is not None:
         a, x = store.server_ms, xroot.server_ms
         if a is not None and x is not None and x > 0:
-            out.append(
+            text = (
                 f"Per GET, XRootD spends {x:.2f} ms of CPU against our {a:.2f} ms "
-                f"({a / x:.1f}×); both serve from one process, XRootD with several threads, "
-                "ours on one trio thread, so ours is bounded by one core."
+                f"({a / x:.1f}×). Ours serves from one trio thread, so it cannot use more than "
+                f"one core (it used {_num(store.server_cores, '.2f')}); XRootD serves from a "
+                f"pool of threads (it used {_num(xroot.server_cores, '.2f')} cores)."
             )
+            if xroot.busy >= MACHINE_BOUND:
+                text += (
+                    f" During XRootD's windows the machine was {xroot.busy:.0%} busy (XRootD, "
+                    "curl and the kernel): its req/s is what the machine allowed with the "
+                    "client on it, so it would serve more with the client elsewhere, and "
+                    "the req/s ratios above are upper bounds for ours."
+                )
+            out.append(text)
     if r.cold:
         text = (
             f"Cold start: the first {r.settings.concurrency} GETs sent at once to a server "
@@ -1052,6 +1089,7 @@ def _row_json(row: Row) -> dict[str, Any]:
         "server_cpu_ms_per_request": row.server_ms,
         "server_cores": row.server_cores,
         "client_cpu_ms_per_request": row.client_ms,
+        "other_cores": row.other_cores,
         "machine_busy": row.busy,
         "rounds": [_measurement_json(m) for m in row.runs],
     }
