@@ -932,9 +932,10 @@ def notes(r: LiveResult) -> list[str]:
         if a is not None and x is not None and x > 0:
             text = (
                 f"Per GET, XRootD spends {x:.2f} ms of CPU against our {a:.2f} ms "
-                f"({a / x:.1f}×). Ours serves from one trio thread, so it cannot use more than "
-                f"one core (it used {_num(store.server_cores, '.2f')}); XRootD serves from a "
-                f"pool of threads (it used {_num(xroot.server_cores, '.2f')} cores)."
+                f"({a / x:.1f}×). Ours runs its Python on one trio thread (file reads go to "
+                "worker threads), so it can use little more than one core (it used "
+                f"{_num(store.server_cores, '.2f')}); XRootD serves from a pool of threads "
+                f"(it used {_num(xroot.server_cores, '.2f')} cores)."
             )
             if xroot.busy >= MACHINE_BOUND:
                 text += (
