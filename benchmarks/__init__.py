@@ -7,4 +7,7 @@ libraries) paired per round, and prints PASS/MISS against the targets. It never 
 * :mod:`benchmarks._timing`: the interleaved-rounds harness (reusable by any section).
 * :mod:`benchmarks._report`: the machine line, rich/markdown/JSON rendering.
 * :mod:`benchmarks.tokens`: the token-core section.
+* :mod:`benchmarks.live`: real HTTPS services on loopback, ours next to XRootD (with its load
+  generators :mod:`benchmarks._loadgen` and :mod:`benchmarks._curlload`).
+* :mod:`benchmarks.sim`: the simulator's reference day against its crypto floor.
 """

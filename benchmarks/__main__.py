@@ -1,8 +1,10 @@
 """``python -m benchmarks [--quick] [--json FILE] [--markdown FILE]``: the performance report.
 
-Runs each section with the interleaved-rounds harness (the token core), then the simulator
-section (``sim``: the reference day ``benchmarks/day-10k.toml`` run once against its crypto
-floor, see :mod:`benchmarks.sim`), prints the rich tables with PASS/MISS per target, and
+Runs each section with the interleaved-rounds harness (the token core), then the live section
+(``live``: real HTTPS services on 127.0.0.1 under a concurrency of 64, our token endpoint and
+our data server next to XRootD, see :mod:`benchmarks.live`), then the simulator section
+(``sim``: the reference day ``benchmarks/day-10k.toml`` run once against its crypto floor, see
+:mod:`benchmarks.sim`), prints the rich tables with PASS/MISS per target, and
 optionally writes JSON and splices each markdown section into a document
 (``--markdown docs/performance.md``). The exit status is 0 whether or not the targets are met:
 this is a report, not a test.
@@ -14,12 +16,13 @@ import argparse
 import json
 import sys
 import time
+import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from rich.console import Console
 
-from . import sim, tokens
+from . import live, sim, tokens
 from ._report import (
     CpuCounters,
     MachineLoad,
@@ -58,7 +61,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--section",
         action="append",
-        choices=sorted([*SECTIONS, sim.NAME]),
+        choices=sorted([*SECTIONS, live.NAME, sim.NAME]),
         help="run only this section (repeatable; default: all)",
     )
     p.add_argument(
@@ -130,7 +133,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     info = machine_info()
     results: list[SectionResult] = []
     sim_result: sim.SimResult | None = None
-    for name in args.section or [*SECTIONS, sim.NAME]:
+    live_result: live.LiveResult | None = None
+    for name in args.section or [*SECTIONS, live.NAME, sim.NAME]:
+        if name == live.NAME:
+            try:
+                live_result = live.measure(quick=args.quick, err=err)
+            except Exception:
+                # A report, not a test: a deployment that cannot start here (no free port, a
+                # missing binary) is said, and the other sections still run.
+                err.print(f"[bold red]live section failed:[/bold red]\n{traceback.format_exc()}")
+                continue
+            live.print_result(out, live_result, info)
+            if args.markdown:
+                splice_markdown(args.markdown, name, live.markdown_section(live_result, info))
+            continue
         if name == sim.NAME:
             sim_result = sim.measure(
                 quick=args.quick, breakdown=args.breakdown, out=args.sim_out, err=err
@@ -149,6 +165,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         doc = to_json(results, info, settings)
+        if live_result is not None:
+            doc["sections"][live.NAME] = live.to_json(live_result)
         if sim_result is not None:
             doc["sections"][sim.NAME] = sim.to_json(sim_result)
         args.json.write_text(json.dumps(doc, indent=2, default=str) + "\n")

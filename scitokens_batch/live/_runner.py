@@ -237,6 +237,19 @@ def _bind(port: int = 0) -> socket.socket:
     return sock
 
 
+def new_workdir(prefix: str) -> Path:
+    """A fresh work directory (``mkdtemp``) with the layout of every live run.
+
+    XRootD runs as its own user and must reach its directory under ``services/``; everything
+    secret below is 0700/0600 on its own (each service's work directory, keys, sandboxes).
+    """
+    workdir = Path(tempfile.mkdtemp(prefix=prefix))
+    workdir.chmod(0o755)
+    for sub in ("logs", "events", "config", "services", "tls"):
+        (workdir / sub).mkdir(mode=0o755 if sub == "services" else 0o700)
+    return workdir
+
+
 def check_live(spec: Scenario, source: str) -> None:
     """Refuse what a live run cannot do, naming the key path."""
     for i, fault in enumerate(spec.faults):
@@ -595,12 +608,7 @@ def run_live(
     source = str(scenario_path)
     check_live(spec, source)
     the_seed = spec.meta.seed if seed is None else seed
-    workdir = Path(tempfile.mkdtemp(prefix="scitokens-batch-live-"))
-    # XRootD runs as its own user and must reach its directory under services/; everything
-    # secret below is 0700/0600 on its own (each service's work directory, keys, sandboxes).
-    workdir.chmod(0o755)
-    for sub in ("logs", "events", "config", "services", "tls"):
-        (workdir / sub).mkdir(mode=0o755 if sub == "services" else 0o700)
+    workdir = new_workdir("scitokens-batch-live-")
     wall0 = time.perf_counter()
     run = _Run(
         spec=spec,

@@ -3,8 +3,6 @@ processes on 127.0.0.1 (started and stopped by PID through the live runner's own
 
 from __future__ import annotations
 
-import shutil
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -12,8 +10,7 @@ from typing import Any
 import attrs
 import trio
 
-from scitokens_batch.live import RunCA
-from scitokens_batch.live._clock import wall_now
+from scitokens_batch.live._deploy import deployment
 from scitokens_batch.live._runner import _Run
 from scitokens_batch.protocol import (
     CLIENT_AUTH_POST,
@@ -21,7 +18,6 @@ from scitokens_batch.protocol import (
     TokenRequest,
     TokenResponse,
 )
-from scitokens_batch.scenario import load_scenario
 
 AUDIENCE = "https://store.vo.example"
 PROBE_SECRET = "probe-secret-for-tests"
@@ -158,31 +154,5 @@ class Cluster:
 
 def start_cluster(names: tuple[str, ...] = ("vo", "store", "xroot")) -> Iterator[Cluster]:
     """Start ``names`` (issuer, data servers); stop every process on the way out."""
-    workdir = Path(tempfile.mkdtemp(prefix="stb-live-test-"))
-    workdir.chmod(0o755)
-    for sub in ("logs", "events", "config", "services", "tls"):
-        (workdir / sub).mkdir(mode=0o755 if sub == "services" else 0o700)
-    scenario = workdir / "scenario.toml"
-    scenario.write_text(SCENARIO)
-    spec = load_scenario(scenario)
-    run = _Run(
-        spec=spec,
-        scenario_path=scenario,
-        overrides=(),
-        seed=spec.meta.seed,
-        workdir=workdir,
-        tls=RunCA.create(workdir / "tls"),
-        log_level="info",
-        t0=wall_now(),
-    )
-    try:
-        run.plan()
-        for name in names:
-            run.start(name)
-        trio.run(run.wait_healthy, list(names))
-        yield Cluster(run, workdir)
-    finally:
-        run.stop_all()
-        pids = [s.pid for s in run.services.values()]
-        assert pids == [None] * len(pids), pids
-        shutil.rmtree(workdir, ignore_errors=True)
+    with deployment(SCENARIO, names, prefix="stb-live-test-") as run:
+        yield Cluster(run, run.workdir)
