@@ -18,7 +18,7 @@ this order:
    a separate Python process (httpx on trio, HTTP/1.1 keep-alive, one connection per worker).
    The measured requests are also reported in thirds, with the issuer's CPU per request and
    its refresh-token table size, which grows by one entry per rotation; afterwards the
-   issuer's save after every request (``Issuer.snapshot()``, ``json.dumps``, the fsynced
+   issuer's periodic save, once a second (``Issuer.snapshot()``, ``json.dumps``, the fsynced
    write) is timed in this process at the final table size.
 3. Data, cold start: the first 64 GETs sent at once to each data server, which has never seen
    the token (nor, for XRootD, the issuer's keys), on new connections.
@@ -423,7 +423,7 @@ class Ratio:
 
 @dataclass(frozen=True, slots=True)
 class SaveCost:
-    """What the live issuer's save after every request costs at its final table size (ms)."""
+    """What one save of the live issuer (once a second) costs at its final table size (ms)."""
 
     grants: int
     size_bytes: int
@@ -609,7 +609,7 @@ class _NoEvents:
 
 
 def save_cost(spec: Scenario, state_file: Path, scratch: Path) -> SaveCost | None:
-    """Time what the live issuer does after every request (``live/_serve.py``), at the table
+    """Time what the live issuer does once a second (``live/_serve.py``), at the table
     size the run left: ``Issuer.snapshot()``, ``json.dumps`` of it, and
     ``_files.write_private`` (which fsyncs the file and its directory)."""
     try:
@@ -898,16 +898,18 @@ def notes(r: LiveResult) -> list[str]:
                 f"{b.grants_from:,}–{b.grants_to:,} → {b.rps:.0f} req/s, {_ms(b.server_ms)} ms"
                 for b in blocks
             )
-            + ". Every rotation adds an entry and none is ever removed, and the live issuer "
-            "writes the whole table to disk after every request (`live/_serve.py`)."
+            + ". Every rotation adds an entry; rotated tokens stay usable for the issuer's "
+            "grace (1 day here), so none is pruned during the run (`Issuer._prune` forgets only "
+            "dead ones, once the table doubles past 4,096). The live issuer saves the table once "
+            "a second and on shutdown (`live/_serve.py`), not per request."
         )
         if r.save is not None:
             text += (
-                f" At the final {r.save.grants:,} entries ({r.save.size_bytes / 1e3:,.0f} kB), "
-                f"timed here in this process: `Issuer.snapshot()` {_ms(r.save.snapshot_ms)} ms, "
-                f"`json.dumps` {_ms(r.save.dumps_ms)} ms, `_files.write_private` (two fsyncs) "
-                f"{_ms(r.save.write_ms)} ms per request, all on the issuer's event loop: the "
-                "token endpoint's throughput is a function of how many refreshes it has seen."
+                f" One save at the final {r.save.grants:,} entries "
+                f"({r.save.size_bytes / 1e3:,.0f} kB), timed here in this process: "
+                f"`Issuer.snapshot()` {_ms(r.save.snapshot_ms)} ms, `json.dumps` "
+                f"{_ms(r.save.dumps_ms)} ms, `_files.write_private` (two fsyncs) "
+                f"{_ms(r.save.write_ms)} ms: once a second, on the issuer's event loop."
             )
         out.append(text)
     by = {row.target: row for row in r.data}

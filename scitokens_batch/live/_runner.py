@@ -41,7 +41,7 @@ import attrs
 import httpx
 import trio
 
-from ..errors import LocalInputError, ScenarioError
+from ..errors import LocalInputError, PeerStartError, ScenarioError
 from ..metrics import Event, Recorder
 from ..protocol import (
     CLIENT_AUTH_BASIC,
@@ -206,7 +206,14 @@ class XrootdService:
         """Start the daemon on the planned port (the planning socket is closed first)."""
         if sock is not None:
             sock.close()
-        self.server = XrootdServer.start(self.spec, self.workdir)
+        try:
+            self.server = XrootdServer.start(self.spec, self.workdir)
+        except PeerStartError as exc:
+            # XRootD 5.5.3 was seen (once, on a loaded machine) to die with SIGSEGV while
+            # starting, before writing its log; start it once more, as systemd's
+            # Restart=on-failure would. A second failure is reported.
+            sys.stderr.write(f"XRootD {self.name} failed to start, trying once more: {exc}\n")
+            self.server = XrootdServer.start(self.spec, self.workdir)
         self.last_log = self.server.log_path
 
     def stop(self, *, kill: bool = False, timeout: float = STOP_TIMEOUT) -> int | None:
