@@ -33,8 +33,6 @@ from ..metrics import Recorder
 from ..protocol import (
     DataRequest,
     DataResponse,
-    JwksRequest,
-    JwksResponse,
     Message,
     ThirdPartyCopy,
 )
@@ -45,11 +43,12 @@ from ..tokens import (
     Rejection,
     VerifiedToken,
     Verifier,
-    parse,
+    claimed_identity,
 )
 from ..transport import Transport, Unreachable
 from ._bandwidth import LinkReset, SharedLink
 from ._common import Clock, Logger
+from ._jwks import fetch_jwks
 
 __all__ = ["DataServer"]
 
@@ -214,38 +213,15 @@ class DataServer:
         return verdict
 
     async def _fetch_keys(self, need: NeedKeys) -> None:
-        """Fetch once per issuer at a time: accesses that need the same JWKS while a fetch is
-        under way wait for it instead of sending their own (single flight)."""
-        running = self._fetching.get(need.issuer)
-        if running is not None:
-            await running.wait()
-            return
-        done = self._fetching[need.issuer] = trio.Event()
-        try:
-            await self._fetch_keys_now(need)
-        finally:
-            del self._fetching[need.issuer]
-            done.set()
-
-    async def _fetch_keys_now(self, need: NeedKeys) -> None:
-        actor = self.issuer_actors.get(need.issuer)
-        ok = False
-        if actor is not None:
-            try:
-                answer = await self.transport.request(
-                    self.name, actor, JwksRequest(issuer=need.issuer)
-                )
-            except Unreachable:
-                answer = None
-            if isinstance(answer, JwksResponse):
-                self.verifier.keys_fetched(
-                    need.issuer, answer.keys, now=self.clock(), unknown_kid=need.unknown_kid
-                )
-                ok = True
-        if not ok:
-            self.verifier.keys_failed(need.issuer, now=self.clock(), unknown_kid=need.unknown_kid)
-        self.recorder.record(
-            self.name, "jwks_fetch", issuer=need.issuer, ok=ok, unknown_kid=need.unknown_kid
+        await fetch_jwks(
+            need,
+            owner=self.name,
+            verifier=self.verifier,
+            issuer_actors=self.issuer_actors,
+            transport=self.transport,
+            clock=self.clock,
+            recorder=self.recorder,
+            running=self._fetching,
         )
 
     def _record_use(
@@ -273,17 +249,8 @@ class DataServer:
         )
 
     def _record_reject(self, msg: DataRequest, op: Operation, rejection: Rejection) -> None:
-        jti: str | None = None
-        exp: float | None = None
-        headroom: float | None = None
-        if msg.token:
-            parsed = parse(msg.token)  # unverified: only to say which token and how late
-            if not isinstance(parsed, Rejection):
-                raw_jti, raw_exp = parsed.claims.get("jti"), parsed.claims.get("exp")
-                jti = raw_jti if isinstance(raw_jti, str) else None
-                if isinstance(raw_exp, int | float) and not isinstance(raw_exp, bool):
-                    exp = float(raw_exp)
-                    headroom = round(exp - self.true_now(), 6)
+        jti, exp = claimed_identity(msg.token)  # unverified: which token, and how late
+        headroom = None if exp is None else round(exp - self.true_now(), 6)
         extra = {} if msg.transfer is None else {"transfer": msg.transfer}
         self.recorder.record(
             self.name,

@@ -39,7 +39,7 @@ from ..protocol import (
     Message,
     StartJob,
 )
-from ..tokens import Operation, Rejection, parse
+from ..tokens import Operation, claimed_identity
 from ..transport import Transport, Unreachable
 from ._common import Clock, Logger
 
@@ -296,14 +296,7 @@ class ExecuteHost:
         return None
 
     def _observe(self, server: str, request: DataRequest, answer: DataResponse) -> None:
-        jti: str | None = None
-        exp: float | None = None
-        if request.token is not None:
-            parsed = parse(request.token)  # unverified: only to say which token
-            if not isinstance(parsed, Rejection):
-                raw_jti, raw_exp = parsed.claims.get("jti"), parsed.claims.get("exp")
-                jti = raw_jti if isinstance(raw_jti, str) else None
-                exp = float(raw_exp) if isinstance(raw_exp, int | float) else None
+        jti, exp = claimed_identity(request.token)  # unverified: only to say which token
         headroom = None if exp is None else round(exp - self.clock(), 6)
         common = {
             "job": request.job,

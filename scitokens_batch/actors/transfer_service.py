@@ -79,8 +79,6 @@ from ..protocol import (
     TOKEN_TYPE_REFRESH,
     Backoff,
     DataResponse,
-    JwksRequest,
-    JwksResponse,
     Message,
     OAuthError,
     ThirdPartyCopy,
@@ -94,6 +92,7 @@ from ..protocol import (
 from ..tokens import NeedKeys, Reason, Rejection, Verifier, peek
 from ..transport import Transport, Unreachable
 from ._common import Clock, Logger
+from ._jwks import fetch_jwks
 
 __all__ = ["L5_CLAIMS", "FileState", "ManagedToken", "TransferService"]
 
@@ -385,34 +384,16 @@ class TransferService:
 
     async def _fetch_keys(self, need: NeedKeys) -> None:
         """The issuer's JWKS, once per issuer at a time (as the data server does)."""
-        running = self._fetching.get(need.issuer)
-        if running is not None:
-            await running.wait()
-            return
-        done = self._fetching[need.issuer] = trio.Event()
-        ok = False
-        try:
-            actor = self.issuer_actors.get(need.issuer)
-            if actor is not None:
-                try:
-                    answer = await self.transport.request(
-                        self.name, actor, JwksRequest(issuer=need.issuer)
-                    )
-                except Unreachable:
-                    answer = None
-                if isinstance(answer, JwksResponse):
-                    self.verifier.keys_fetched(
-                        need.issuer, answer.keys, now=self.now(), unknown_kid=need.unknown_kid
-                    )
-                    ok = True
-            if not ok:
-                self.verifier.keys_failed(need.issuer, now=self.now(), unknown_kid=need.unknown_kid)
-            self.recorder.record(
-                self.name, "jwks_fetch", issuer=need.issuer, ok=ok, unknown_kid=need.unknown_kid
-            )
-        finally:
-            del self._fetching[need.issuer]
-            done.set()
+        await fetch_jwks(
+            need,
+            owner=self.name,
+            verifier=self.verifier,
+            issuer_actors=self.issuer_actors,
+            transport=self.transport,
+            clock=self.now,
+            recorder=self.recorder,
+            running=self._fetching,
+        )
 
     # -- token_prep and refresh (L6, L7) -------------------------------------------------------
 

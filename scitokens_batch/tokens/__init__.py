@@ -11,6 +11,7 @@ from ._claims import check_issuer_url as check_issuer_url
 from ._claims import check_times as check_times
 from ._codec import MAX_TOKEN_BYTES as MAX_TOKEN_BYTES
 from ._codec import ParsedToken as ParsedToken
+from ._codec import claimed_identity as claimed_identity
 from ._codec import encode as encode
 from ._codec import parse as parse
 from ._codec import peek as peek
@@ -91,6 +92,7 @@ __all__ = [
     "check_claims",
     "check_issuer_url",
     "check_times",
+    "claimed_identity",
     "covers",
     "discover",
     "encode",

@@ -189,3 +189,24 @@ def peek(token: str) -> tuple[dict[str, Any], dict[str, Any]]:
     if not isinstance(header, dict) or not isinstance(claims, dict):
         raise TokenFormatError("token header and payload must be JSON objects")
     return header, claims
+
+
+def claimed_identity(token: str | None) -> tuple[str | None, float | None]:
+    """The ``jti`` and ``exp`` a token *claims*, unverified (None where it has none usable).
+
+    For events about a token that was refused or seen from outside a validator: which token
+    it was and how late, never whether it is genuine.
+    """
+    if not token:
+        return None, None
+    parsed = parse(token)
+    if isinstance(parsed, Rejection):
+        return None, None
+    raw_jti, raw_exp = parsed.claims.get("jti"), parsed.claims.get("exp")
+    jti = raw_jti if isinstance(raw_jti, str) else None
+    exp = (
+        float(raw_exp)
+        if isinstance(raw_exp, int | float) and not isinstance(raw_exp, bool)
+        else None
+    )
+    return jti, exp

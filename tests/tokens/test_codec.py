@@ -14,6 +14,7 @@ from scitokens_batch.tokens import (
     Reason,
     Rejection,
     SigningKey,
+    claimed_identity,
     encode,
     parse,
     peek,
@@ -172,3 +173,14 @@ def test_peek_refuses_non_tokens(bad: str) -> None:
     """peek raises TokenFormatError (not a traceback-worthy error) for non-tokens."""
     with pytest.raises(TokenFormatError):
         peek(bad)
+
+
+def test_claimed_identity_reads_jti_and_exp_without_verifying(es256_key: SigningKey) -> None:
+    """Events about refused tokens name them by their claimed jti and exp; a boolean or missing
+    exp, or an unparsable token, gives None rather than a wrong number."""
+    good = claims()
+    assert claimed_identity(token(es256_key)) == (good["jti"], float(good["exp"]))
+    assert claimed_identity(token(es256_key, exp=True)) == (good["jti"], None)
+    assert claimed_identity(token(es256_key, jti=None)) == (None, float(good["exp"]))
+    assert claimed_identity("not.a.token") == (None, None)
+    assert claimed_identity(None) == (None, None)
