@@ -25,7 +25,7 @@ from . import _files
 from ._version import __version__
 from .errors import KeyFileError, LocalInputError
 from .metrics import summary_table
-from .scenario import Scenario, check_scenario, load_scenario, run_virtual
+from .scenario import RunResult, Scenario, check_scenario, load_scenario, run_virtual
 from .tokens import (
     Algorithm,
     Discovered,
@@ -342,48 +342,64 @@ def _cmd_check(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _with_progress(
+    label: str,
+    total: float,
+    shown: Callable[[float, float], str],
+    run: Callable[[Callable[[float, float], None] | None], RunResult],
+) -> RunResult:
+    """Call ``run`` with a progress callback drawing a bar on a terminal (None otherwise)."""
+    console = _console()
+    if not console.is_terminal:
+        return run(None)
+    with Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        TextColumn("{task.fields[t]}"),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
+    ) as bar:
+        task = bar.add_task(label, total=total, t="")
+
+        def progress(done: float, total: float) -> None:
+            bar.update(task, completed=done, t=shown(done, total))
+
+        return run(progress)
+
+
+def _report(result: RunResult, outputs: str | None) -> int:
+    """Print the summary table, each failed check, and where the outputs went."""
+    _console().print(summary_table(result.summary))
+    for check in result.checks:
+        if not check.passed:
+            why = f" ({check.error})" if check.error else f" (actual {check.actual!r})"
+            sys.stdout.write(f"FAILED: {check.line}{why}\n")
+    if outputs is not None:
+        sys.stdout.write(outputs + "\n")
+    return EXIT_OK if result.passed else EXIT_FAILED
+
+
 def _cmd_run(args: argparse.Namespace) -> int:
     spec = _load(args)
     out = Path(args.out) if args.out else None
     if getattr(args, "live", False):
         return _run_live(args, spec, out)
-    console = _console()
-    if console.is_terminal:
-        with Progress(
-            TextColumn("[bold]{task.description}"),
-            BarColumn(),
-            TextColumn("{task.fields[t]}"),
-            TimeElapsedColumn(),
-            console=console,
-            transient=True,
-        ) as bar:
-            task = bar.add_task(f"{spec.meta.name} (virtual time)", total=spec.meta.duration, t="")
-
-            def progress(done: float, total: float) -> None:
-                bar.update(task, completed=done, t=f"{done / 3600:.2f} h / {total / 3600:.2f} h")
-
-            result = run_virtual(
-                spec,
-                seed=args.seed,
-                out=out,
-                log_level=args.log_level,
-                progress=progress,
-                source=args.scenario,
-            )
-    else:
-        result = run_virtual(
-            spec, seed=args.seed, out=out, log_level=args.log_level, source=args.scenario
-        )
-    console.print(summary_table(result.summary))
-    for check in result.checks:
-        if not check.passed:
-            why = f" ({check.error})" if check.error else f" (actual {check.actual!r})"
-            sys.stdout.write(f"FAILED: {check.line}{why}\n")
-    if out is not None:
-        sys.stdout.write(
-            f"outputs in {out}/: summary.json events.jsonl jobs.csv tokens.csv report.html\n"
-        )
-    return EXIT_OK if result.passed else EXIT_FAILED
+    result = _with_progress(
+        f"{spec.meta.name} (virtual time)",
+        spec.meta.duration,
+        lambda done, total: f"{done / 3600:.2f} h / {total / 3600:.2f} h",
+        lambda progress: run_virtual(
+            spec,
+            seed=args.seed,
+            out=out,
+            log_level=args.log_level,
+            progress=progress,
+            source=args.scenario,
+        ),
+    )
+    outputs = "summary.json events.jsonl jobs.csv tokens.csv report.html"
+    return _report(result, f"outputs in {out}/: {outputs}" if out is not None else None)
 
 
 def _run_live(args: argparse.Namespace, spec: Scenario, out: Path | None) -> int:
@@ -395,35 +411,12 @@ def _run_live(args: argparse.Namespace, spec: Scenario, out: Path | None) -> int
         if not all(given):
             raise _Usage("--ca, --cert and --key go together (expected all three or none)")
         tls = RunCA.existing(ca=Path(args.ca), cert=Path(args.cert), key=Path(args.key))
-    console = _console()
     try:
-        if console.is_terminal:
-            with Progress(
-                TextColumn("[bold]{task.description}"),
-                BarColumn(),
-                TextColumn("{task.fields[t]}"),
-                TimeElapsedColumn(),
-                console=console,
-                transient=True,
-            ) as bar:
-                task = bar.add_task(f"{spec.meta.name} (live)", total=spec.meta.duration, t="")
-
-                def progress(done: float, total: float) -> None:
-                    bar.update(task, completed=done, t=f"{done:.0f} s / {total:.0f} s")
-
-                result = run_live(
-                    spec,
-                    Path(args.scenario),
-                    overrides=args.set or (),
-                    seed=args.seed,
-                    out=out,
-                    log_level=args.log_level,
-                    tls=tls,
-                    keep_workdir=args.keep_workdir,
-                    progress=progress,
-                )
-        else:
-            result = run_live(
+        result = _with_progress(
+            f"{spec.meta.name} (live)",
+            spec.meta.duration,
+            lambda done, total: f"{done:.0f} s / {total:.0f} s",
+            lambda progress: run_live(
                 spec,
                 Path(args.scenario),
                 overrides=args.set or (),
@@ -432,18 +425,14 @@ def _run_live(args: argparse.Namespace, spec: Scenario, out: Path | None) -> int
                 log_level=args.log_level,
                 tls=tls,
                 keep_workdir=args.keep_workdir,
-            )
+                progress=progress,
+            ),
+        )
     except LiveError as exc:
         sys.stderr.write(f"scitokens-batch: live run failed: {exc}\n")
         return EXIT_FAILED
-    console.print(summary_table(result.summary))
-    for check in result.checks:
-        if not check.passed:
-            why = f" ({check.error})" if check.error else f" (actual {check.actual!r})"
-            sys.stdout.write(f"FAILED: {check.line}{why}\n")
-    if out is not None:
-        sys.stdout.write(f"outputs in {out}/ (service logs in {out}/logs/)\n")
-    return EXIT_OK if result.passed else EXIT_FAILED
+    logs = f"outputs in {out}/ (service logs in {out}/logs/)"
+    return _report(result, logs if out is not None else None)
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
