@@ -33,6 +33,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.parse
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -161,11 +162,7 @@ class ServiceProcess:
 
     def log_tail(self, lines: int = 15) -> str:
         """The end of its log, for error messages."""
-        try:
-            text = self.log_path.read_text(errors="replace")
-        except OSError:
-            return ""
-        return "\n".join(text.splitlines()[-lines:])
+        return _log_tail(self.log_path, lines)
 
 
 @attrs.define
@@ -229,10 +226,15 @@ class XrootdService:
 
     def log_tail(self, lines: int = 15) -> str:
         """The end of its log."""
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return ""
+        return _log_tail(self.log_path, lines)
+
+
+def _log_tail(path: Path, lines: int) -> str:
+    """The last ``lines`` lines of a log file ("" when it cannot be read)."""
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return ""
 
 
 def _bind(port: int = 0) -> socket.socket:
@@ -311,7 +313,7 @@ class _Run:
             port = self.sockets[name].getsockname()[1]
             base = f"https://127.0.0.1:{port}"
             if role == "issuer":
-                path = _url_path(self.spec.issuer(name).url)
+                path = urllib.parse.urlsplit(self.spec.issuer(name).url).path
                 self.issuer_urls[name] = base + path
             else:
                 self.peers[name] = base
@@ -555,11 +557,6 @@ class _Run:
                 if isinstance(v, str | int | float | bool)
             }
             self.recorder.record("world", "fault", fault=fault.kind, phase=phase, **fields)
-
-
-def _url_path(url: str) -> str:
-    rest = url.split("://", 1)[-1]
-    return "/" + rest.split("/", 1)[1] if "/" in rest else ""
 
 
 def _env_name(name: str) -> str:

@@ -139,20 +139,20 @@ class HttpTransport:
     def client(self) -> httpx.AsyncClient:
         """The shared client, made on first use (inside the event loop)."""
         if self._client is None:
-            verify: ssl.SSLContext | bool = ssl.create_default_context(cafile=self.ca_file)
-            self._client = httpx.AsyncClient(
-                verify=verify,
-                timeout=httpx.Timeout(self.timeout),
-                limits=httpx.Limits(max_connections=256, max_keepalive_connections=64),
-                headers={"user-agent": "scitokens-batch"},
+            self._client = self._new_client(
+                httpx.Limits(max_connections=256, max_keepalive_connections=64)
             )
         return self._client
 
     def _fresh_client(self) -> httpx.AsyncClient:
         """A client with no pooled connection (one request, then closed)."""
+        return self._new_client(httpx.Limits())
+
+    def _new_client(self, limits: httpx.Limits) -> httpx.AsyncClient:
         return httpx.AsyncClient(
             verify=ssl.create_default_context(cafile=self.ca_file),
             timeout=httpx.Timeout(self.timeout),
+            limits=limits,
             headers={"user-agent": "scitokens-batch"},
         )
 
