@@ -44,7 +44,14 @@ from ._faults import begin_fault, run_fault
 from ._spec import DataBackend, ExecStep, Scenario
 from ._world import World, structured_logger
 
-__all__ = ["RunResult", "check_scenario", "drive", "result_from_events", "run_virtual"]
+__all__ = [
+    "RunResult",
+    "check_scenario",
+    "drive",
+    "result_from_events",
+    "run_virtual",
+    "with_seed",
+]
 
 
 @attrs.frozen
@@ -78,6 +85,13 @@ class _CountingSink:
 
     def close(self) -> None:
         pass
+
+
+def with_seed(spec: Scenario, seed: int) -> Scenario:
+    """``spec`` with ``scenario.seed`` set to ``seed`` (the same object when it already is)."""
+    if spec.meta.seed == seed:
+        return spec
+    return attrs.evolve(spec, meta=attrs.evolve(spec.meta, seed=seed))
 
 
 def check_scenario(spec: Scenario, *, source: str | None = None) -> None:
@@ -121,6 +135,9 @@ def run_virtual(
             wrapped in an exception group (the command line turns it into exit code 2).
     """
     the_seed = spec.meta.seed if seed is None else seed
+    # One seed for everything: whichever way it was given, the spec carries the seed the
+    # summary reports, so no stream can fall back to the file's `[scenario] seed`.
+    spec = with_seed(spec, the_seed)
     check_scenario(spec, source=source)  # before anything is written
     _refuse_live_only(spec, source or f"scenario {spec.meta.name!r}")
 

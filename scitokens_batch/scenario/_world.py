@@ -280,10 +280,12 @@ def _join(base: str, path: str) -> str:
     return base.rstrip("/") + (path if path.startswith("/") else "/" + path)
 
 
-def submissions(spec: Scenario, *, source: str = "scenario") -> list[Submission]:
+def submissions(spec: Scenario, *, seed: int, source: str = "scenario") -> list[Submission]:
     """Every job of the scenario, ids in submit order, programs resolved (deterministic).
 
     Args:
+        seed: the run's seed (``--seed`` or ``scenario.seed``): arrival times, compute times
+            and ``{random_file}`` draws derive from it, never from the file's seed alone.
         source: the scenario file, for error messages.
     """
     listing: dict[str, dict[str, list[str]]] = {}
@@ -295,12 +297,12 @@ def submissions(spec: Scenario, *, source: str = "scenario") -> list[Submission]
     plans = [_plans(spec, wi, w, listing, source) for wi, w in enumerate(spec.workloads)]
     planned: list[tuple[float, int, int, WorkloadSpec]] = []
     for wi, w in enumerate(spec.workloads):
-        times = _arrival_times(w, derive_rng(spec.meta.seed, "arrivals", w.name))
+        times = _arrival_times(w, derive_rng(seed, "arrivals", w.name))
         planned.extend((t, wi, k, w) for k, t in enumerate(times))
     planned.sort(key=lambda p: (p[0], p[1], p[2]))
     subs = []
     for job, (t, wi, k, w) in enumerate(planned, start=1):
-        rng = derive_rng(spec.meta.seed, "job", w.name, k)
+        rng = derive_rng(seed, "job", w.name, k)
         program = _resolve_program(plans[wi], w.token_use is TokenUse.REREAD, job, rng)
         subs.append(
             Submission(
@@ -587,7 +589,7 @@ class World:
 
         qms = spec.queue_manager
         qm = QueueManager(
-            submissions=submissions(spec, source=source),
+            submissions=submissions(spec, seed=seed, source=source),
             hosts=host_slots,
             negotiation_interval=qms.negotiation_interval,
             credential_wait=qms.credential_wait,
