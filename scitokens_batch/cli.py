@@ -396,6 +396,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
             log_level=args.log_level,
             progress=progress,
             source=args.scenario,
+            overrides=args.set or (),
         ),
     )
     outputs = "summary.json events.jsonl jobs.csv tokens.csv report.html"
@@ -433,6 +434,107 @@ def _run_live(args: argparse.Namespace, spec: Scenario, out: Path | None) -> int
         return EXIT_FAILED
     logs = f"outputs in {out}/ (service logs in {out}/logs/)"
     return _report(result, logs if out is not None else None)
+
+
+def _cmd_sweep(args: argparse.Namespace) -> int:
+    """Run a study (``sweep STUDY.toml``) or a quick sweep of a plain scenario."""
+    from .study import (
+        describe_executor,
+        describe_result,
+        is_study_file,
+        load_study,
+        quick_study,
+        run_study,
+    )
+
+    path = Path(args.study)
+    if args.grid or args.seeds is not None or args.metric or not is_study_file(path):
+        if is_study_file(path):
+            raise _Usage(
+                f"{path}: holds a [study] table: expected no --grid/--seeds/--metric with it "
+                "(edit the study instead)"
+            )
+        study = quick_study(
+            path,
+            grid=args.grid or (),
+            seeds=args.seeds if args.seeds is not None else 1,
+            metrics=args.metric or (),
+            fixed=args.set or (),
+        )
+    else:
+        if args.set:
+            raise _Usage(
+                "--set goes with a plain scenario; a study file fixes values with set = [...]"
+            )
+        study = load_study(path)
+    if args.workers is not None and args.workers < 1:
+        raise _Usage(f"--workers: expected a number >= 1, received {args.workers}")
+    out = Path(args.out) if args.out else Path(f"{path.stem}-study")
+    console = _console()
+    if sys.stderr.isatty():
+        from rich.progress import TimeRemainingColumn
+
+        with Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            TextColumn("{task.completed}/{task.total} runs"),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+            console=Console(stderr=True),
+            transient=True,
+        ) as bar:
+            task = bar.add_task(f"study {study.name}", total=None)
+
+            def progress(result: dict[str, Any], done: int, total: int) -> None:
+                bar.update(task, completed=done, total=total)
+
+            outcome = run_study(
+                study,
+                out=out,
+                workers=args.workers,
+                scheduler=args.scheduler,
+                resume=args.resume,
+                keep_runs=args.keep_runs,
+                progress=progress,
+            )
+    else:
+
+        def progress(result: dict[str, Any], done: int, total: int) -> None:
+            sys.stderr.write(f"[{done}/{total}] {describe_result(result)}\n")
+            sys.stderr.flush()
+
+        outcome = run_study(
+            study,
+            out=out,
+            workers=args.workers,
+            scheduler=args.scheduler,
+            resume=args.resume,
+            keep_runs=args.keep_runs,
+            progress=progress,
+        )
+    m = outcome.manifest
+    console.print(
+        f"study {study.name}: {m['points']} point(s) x {len(study.seeds)} seed(s) = "
+        f"{m['runs']} runs ({m['resumed']} resumed), {m['failed']} failed, "
+        f"{m['wall_seconds']:.1f} s on {describe_executor(m['executor'])}"
+    )
+    for failure in m["failures"][:10]:
+        sys.stdout.write(
+            f"FAILED: point {failure['point']} seed {failure['seed']}: {failure['error']}\n"
+        )
+    if outcome.search_error:
+        sys.stdout.write(f"FAILED: search refused: {outcome.search_error}\n")
+    elif (outcome.out / "search.json").exists():
+        search = json.loads((outcome.out / "search.json").read_text())
+        b = search["boundary"]
+        sys.stdout.write(
+            f"boundary of '{search['condition']}' along {search['parameter']}: "
+            f"min {b['min']:g}, median {b['median']:g}, max {b['max']:g} {search['unit']}\n"
+        )
+    sys.stdout.write(
+        f"outputs in {out}/: study.json results.csv results.parquet aggregate.csv report.html\n"
+    )
+    return EXIT_OK if outcome.ok else EXIT_FAILED
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
@@ -551,6 +653,38 @@ def _build_parser() -> argparse.ArgumentParser:
         help="live: keep the services' configurations, logs and sandboxes",
     )
     run.set_defaults(func=_cmd_run)
+
+    sw = sub.add_parser(
+        "sweep",
+        help="run a study: points x seeds on every core or a Dask cluster, then aggregate",
+        description="Run a study file (a [study] table) or sweep a plain scenario with "
+        "--grid/--seeds. Exit 0 when every run completed (and a search found its boundary), "
+        "1 when some failed, 2 for a bad study file, 130 when interrupted.",
+    )
+    sw.add_argument("study", metavar="STUDY", help="a study TOML file, or a scenario with --grid")
+    sw.add_argument("--out", metavar="DIR", help="output folder (default: ./<STUDY stem>-study)")
+    sw.add_argument(
+        "--workers", type=int, metavar="N", help="local worker processes (default: cores)"
+    )
+    sw.add_argument(
+        "--scheduler", metavar="ADDRESS", help="an existing Dask scheduler, e.g. tcp://host:8786"
+    )
+    sw.add_argument("--resume", action="store_true", help="run only the runs --out lacks")
+    sw.add_argument(
+        "--keep-runs", action="store_true", help="also write each run's outputs under runs/"
+    )
+    sw.add_argument(
+        "--grid",
+        action="append",
+        metavar="KEY=V1,V2,...",
+        help="quick form: vary a scenario key over values (repeat to cross)",
+    )
+    sw.add_argument("--seeds", type=int, metavar="N", help="quick form: seeds 1..N (default 1)")
+    sw.add_argument("--metric", action="append", metavar="PATH", help="quick form: a summary path")
+    sw.add_argument(
+        "--set", action="append", metavar="KEY.PATH=VALUE", help="quick form: fixed override"
+    )
+    sw.set_defaults(func=_cmd_sweep)
 
     srv = sub.add_parser("serve", help="run one actor as a long-lived HTTPS service")
     srv.add_argument(

@@ -7,6 +7,7 @@ hint.  Exceptions are for programming errors and for bad input given to us::
     SciTokensBatchError (Exception)
     ├── LocalInputError (ValueError)        input we were given is wrong
     │   ├── ScenarioError                   a scenario file or --set override (file, key path)
+    │   ├── StudyError                      a study file or one of its points (file, key, point)
     │   ├── ScopeError                      a scope string that breaks the grammar
     │   ├── KeyFileError                    a key or JWKS file that cannot be used
     │   └── TokenFormatError                a token that cannot even be parsed (inspect)
@@ -30,6 +31,7 @@ __all__ = [
     "ScenarioError",
     "SciTokensBatchError",
     "ScopeError",
+    "StudyError",
     "TokenFormatError",
 ]
 
@@ -58,6 +60,26 @@ class ScenarioError(LocalInputError):
         self.message = message
         where = f"{file}: {key_path}" if key_path else file
         super().__init__(f"{where}: {message}")
+
+
+class StudyError(LocalInputError):
+    """A study file is invalid, or one of its points gives an invalid scenario.
+
+    Args:
+        file: the study file.
+        key_path: where in the file, e.g. ``study.grid."token_manager.scan_interval"``.
+        message: what is wrong, naming what was expected and what was received.
+        point: the point the problem belongs to (``"point 3 (a=1, b=2)"``), if any.
+    """
+
+    def __init__(self, file: str, key_path: str, message: str, *, point: str | None = None) -> None:
+        self.file = file
+        self.key_path = key_path
+        self.message = message
+        self.point = point
+        where = f"{file}: {key_path}" if key_path else file
+        at = f" [{point}]" if point else ""
+        super().__init__(f"{where}{at}: {message}")
 
 
 class ScopeError(LocalInputError):

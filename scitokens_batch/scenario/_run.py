@@ -118,6 +118,8 @@ def run_virtual(
     progress: Callable[[float, float], None] | None = None,
     keep_events: bool = False,
     source: str | None = None,
+    overrides: Sequence[str] = (),
+    plots: bool = True,
 ) -> RunResult:
     """Run ``spec`` in virtual time.
 
@@ -129,6 +131,9 @@ def run_virtual(
         progress: called with (virtual seconds done, duration) about 200 times per run.
         keep_events: keep events in memory (``summary`` gets them under ``"_events"``; tests).
         source: the scenario file, for error messages.
+        overrides: the ``--set`` strings ``spec`` was loaded with, recorded in summary.json
+            (``overrides``) so that the run can be repeated by hand.
+        plots: with ``out``, also write report.html and its plots (a study skips them).
 
     Raises:
         LocalInputError: bad input found by the wiring or by an actor during the run, never
@@ -151,7 +156,7 @@ def run_virtual(
         out.mkdir(parents=True, exist_ok=True)
         sink = JsonlSink(str(out / "events.jsonl"))
         tables = [JobTable(), TokenTable()]
-        report = ReportBuilder(duration_s=spec.meta.duration)
+        report = ReportBuilder(duration_s=spec.meta.duration) if plots else None
     elif keep_events:
         sink = ListSink()
     else:
@@ -195,6 +200,7 @@ def run_virtual(
     summary: dict[str, Any] = {
         "scenario": spec.meta.name,
         "seed": the_seed,
+        "overrides": list(overrides),
         "version": __version__,
         "mode": "virtual",
         "duration_s": spec.meta.duration,
@@ -318,9 +324,10 @@ def _write_outputs(
     jobs, tokens = tables
     jobs.write_csv(out / "jobs.csv")
     tokens.write_csv(out / "tokens.csv")
-    report.write(
-        out, title=f"{spec.meta.name}: {spec.meta.description}".rstrip(": "), summary=summary
-    )
+    if report is not None:
+        report.write(
+            out, title=f"{spec.meta.name}: {spec.meta.description}".rstrip(": "), summary=summary
+        )
 
 
 @contextlib.contextmanager
