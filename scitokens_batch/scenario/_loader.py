@@ -160,6 +160,8 @@ def parse_scenario(text: str, *, file: str, overrides: Sequence[str] = ()) -> Sc
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ScenarioError(file, "", _toml_error_message(exc)) from None
+    # A scenario may carry its own [study] table (scitokens_batch.study reads it): not ours.
+    raw.pop("study", None)
     overridden = [_apply_override(raw, item) for item in overrides]
 
     def error(problem: _Problem) -> ScenarioError:

@@ -18,6 +18,7 @@ Theory of operation:
 from __future__ import annotations
 
 import json
+import math
 import platform
 import statistics
 import time
@@ -31,7 +32,7 @@ import attrs
 from .. import _files
 from .._version import __version__
 from ..errors import LocalInputError, ScenarioError, StudyError
-from ..scenario import evaluate, parse_scenario
+from ..scenario import OVERRIDE_FILE, evaluate, parse_scenario
 from ..scenario._run import check_scenario, with_seed
 from ._design import Point, expand, search_point
 from ._execute import DaskExecutor
@@ -140,23 +141,26 @@ def _key_of(study: StudySpec, point: Point) -> dict[str, str]:
 
 
 def _load_point(study: StudySpec, point: Point) -> Any:
+    """The scenario of ``point``, loaded and wired once; raises StudyError naming the point.
+
+    An error caused by an override names the study file and the study key that set it; an
+    error in the scenario itself names the scenario file and its key path.
+    """
     overrides = (*study.fixed, *point.overrides)
     try:
         spec = parse_scenario(study.scenario_text, file=study.scenario_file, overrides=overrides)
         check_scenario(spec, source=study.scenario_file)
+    except ScenarioError as exc:
+        if exc.file != OVERRIDE_FILE:
+            raise StudyError(exc.file, exc.key_path, exc.message, point=point.label) from None
+        key_of = _key_of(study, point)
+        hit = [v for k, v in key_of.items() if exc.key_path == k or exc.key_path.startswith(k)]
+        key_path = hit[0] if hit else "study.set"
+        raise StudyError(
+            study.file, key_path, f"{exc.key_path}: {exc.message}", point=point.label
+        ) from None
     except LocalInputError as exc:
-        key_path = "study.scenario"
-        if isinstance(exc, ScenarioError):
-            key_of = _key_of(study, point)
-            # The loader names the override's key path as given, or in index form.
-            hit = [
-                v for k, v in key_of.items() if exc.key_path in (k,) or exc.key_path.startswith(k)
-            ]
-            if hit:
-                key_path = hit[0]
-            elif exc.file == "--set":
-                key_path = "study.set"
-        raise StudyError(study.file, key_path, str(exc), point=point.label) from None
+        raise StudyError(study.scenario_file, "", str(exc), point=point.label) from None
     return spec
 
 
@@ -244,11 +248,11 @@ def _search(plan: _Plan, executor: DaskExecutor, progress: Progress | None) -> d
         for seed in study.seeds
     }
     by_x: dict[float, Point] = {}
-    # Validate the bracket's ends before any run starts.
-    for x in (s.low, s.high):
-        _load_point(study, search_point(study, 0, x))
     error: str | None = None
-    expected = len(study.seeds) * (s.probes + 20)
+    # For the progress bar: the probes, then one run per seed per halving of the bracket.
+    spacing = (s.high - s.low) / (s.probes - 1)
+    rounds = max(0, math.ceil(math.log2(spacing / s.tolerance)))
+    expected = len(study.seeds) * (s.probes + rounds)
     while error is None:
         wanted = {seed: b.wanted() for seed, b in searches.items()}
         if not any(wanted.values()):
@@ -339,6 +343,10 @@ def run_study(
         plan.points = expand(study) or [Point(index=0, params=())]
         for point in plan.points:
             tasks.extend(plan.task(point))  # validates every point before anything runs
+    else:
+        # A search's points depend on its results: validate the bracket's ends up front.
+        for x in (study.search.low, study.search.high):
+            _load_point(study, search_point(study, 0, x))
     plan.done = _prepare_out(out, resume=resume)
     search: dict[str, Any] | None = None
     with DaskExecutor(workers=workers or _default(), scheduler=scheduler) as executor:
