@@ -4,7 +4,8 @@ Runs each section with the interleaved-rounds harness (the token core), then the
 (``live``: real HTTPS services on 127.0.0.1 under a concurrency of 64, our token endpoint and
 our data server next to XRootD, see :mod:`benchmarks.live`), then the simulator section
 (``sim``: the reference day ``benchmarks/day-10k.toml`` run once against its crypto floor, see
-:mod:`benchmarks.sim`), prints the rich tables with PASS/MISS per target, and
+:mod:`benchmarks.sim`), then the study section (``sweep``: a 16-run study on 1 and 2 Dask
+workers, see :mod:`benchmarks.sweep`), prints the rich tables with PASS/MISS per target, and
 optionally writes JSON and splices each markdown section into a document
 (``--markdown docs/performance.md``). The exit status is 0 whether or not the targets are met:
 this is a report, not a test.
@@ -22,7 +23,7 @@ from pathlib import Path
 
 from rich.console import Console
 
-from . import live, sim, tokens
+from . import live, sim, sweep, tokens
 from ._report import (
     CpuCounters,
     MachineLoad,
@@ -61,7 +62,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--section",
         action="append",
-        choices=sorted([*SECTIONS, live.NAME, sim.NAME]),
+        choices=sorted([*SECTIONS, live.NAME, sim.NAME, sweep.NAME]),
         help="run only this section (repeatable; default: all)",
     )
     p.add_argument(
@@ -134,7 +135,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     results: list[SectionResult] = []
     sim_result: sim.SimResult | None = None
     live_result: live.LiveResult | None = None
-    for name in args.section or [*SECTIONS, live.NAME, sim.NAME]:
+    sweep_result: sweep.SweepResult | None = None
+    for name in args.section or [*SECTIONS, live.NAME, sim.NAME, sweep.NAME]:
+        if name == sweep.NAME:
+            sweep_result = sweep.measure(quick=args.quick, err=err)
+            sweep.print_result(out, sweep_result, info)
+            if args.markdown:
+                splice_markdown(args.markdown, name, sweep.markdown_section(sweep_result, info))
+            continue
         if name == live.NAME:
             try:
                 live_result = live.measure(quick=args.quick, err=err)
@@ -169,6 +177,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             doc["sections"][live.NAME] = live.to_json(live_result)
         if sim_result is not None:
             doc["sections"][sim.NAME] = sim.to_json(sim_result)
+        if sweep_result is not None:
+            doc["sections"][sweep.NAME] = sweep.to_json(sweep_result)
         args.json.write_text(json.dumps(doc, indent=2, default=str) + "\n")
         err.print(f"[dim]wrote {args.json}[/dim]")
     return 0

@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from types import TracebackType
 from typing import Any
 
@@ -88,43 +88,69 @@ class DaskExecutor:
                 self._cluster.close(timeout=10)
         self._client = self._cluster = None
 
-    def run(self, tasks: Sequence[RunTask], on_result: Callable[[dict[str, Any]], None]) -> None:
+    def run(
+        self,
+        tasks: Sequence[RunTask],
+        on_result: Callable[[dict[str, Any]], None],
+        *,
+        function: Callable[[RunTask], dict[str, Any]] = execute,
+    ) -> None:
         """Execute ``tasks``, calling ``on_result`` with each result as it arrives.
 
         A task whose worker died (or that the scheduler gave up on) comes back as a result
         with status ``"error"``; nothing here raises for one run.
+
+        Args:
+            function: what a worker calls with each task (tests pass one that kills its
+                worker); an importable module-level function.
         """
-        from distributed import as_completed
+        from distributed import KilledWorker, as_completed
 
         assert self._client is not None, "use DaskExecutor as a context manager"
         futures = {}
         for task in tasks:
-            # The key names the run: the same run submitted twice is computed once.
             future = self._client.submit(
-                execute, task, key=f"scitokens-batch-run-{task.key}", pure=False
+                function, task, key=f"scitokens-batch-run-{task.key}", pure=False
             )
             futures[future.key] = (future, task)
+        # When a run kills its worker (an OOM kill, a crash in a C library), Dask also counts
+        # the death against the runs queued on that worker, and gives up on them too after
+        # `allowed-failures` deaths. Those runs get a second chance afterwards, one at a time,
+        # so only the run that really kills its worker ends as a failed row.
+        killed: list[RunTask] = []
         for future in as_completed([f for f, _ in futures.values()]):
             _, task = futures[future.key]
             try:
                 result: dict[str, Any] = future.result()
+            except KilledWorker:
+                killed.append(task)
+                continue
             except Exception as exc:
-                result = {
-                    "key": task.key,
-                    "point": task.point,
-                    "seed": task.seed,
-                    "label": task.label,
-                    "status": "error",
-                    "error": f"the run's worker failed: {type(exc).__name__}: {exc}",
-                    "summary": None,
-                    "wall_seconds": None,
-                }
-            future.release()
+                result = _failed(task, exc)
+            finally:
+                future.release()
+            on_result(result)
+        for task in killed:
+            future = self._client.submit(
+                function, task, key=f"scitokens-batch-rerun-{task.key}", pure=False
+            )
+            try:
+                result = future.result()
+            except Exception as exc:
+                result = _failed(task, exc)
+            finally:
+                future.release()
             on_result(result)
 
 
-@contextlib.contextmanager
-def executor(workers: int | None, scheduler: str | None) -> Iterator[DaskExecutor]:
-    """A :class:`DaskExecutor` for the command line's options."""
-    with DaskExecutor(workers=workers or default_workers(), scheduler=scheduler) as ex:
-        yield ex
+def _failed(task: RunTask, exc: BaseException) -> dict[str, Any]:
+    return {
+        "key": task.key,
+        "point": task.point,
+        "seed": task.seed,
+        "label": task.label,
+        "status": "error",
+        "error": f"the run's worker failed: {type(exc).__name__}: {exc}",
+        "summary": None,
+        "wall_seconds": None,
+    }
