@@ -17,6 +17,7 @@ Theory of operation:
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import platform
@@ -35,7 +36,7 @@ from ..errors import LocalInputError, ScenarioError, StudyError
 from ..scenario import OVERRIDE_FILE, evaluate, parse_scenario
 from ..scenario._run import check_scenario, with_seed
 from ._design import Point, expand, search_point
-from ._execute import DaskExecutor
+from ._execute import DaskExecutor, default_workers
 from ._results import aggregate, result_rows, write_aggregate, write_results
 from ._search import Bisection, NotMonotone
 from ._spec import ParamKind, StudySpec
@@ -207,8 +208,6 @@ def _versions() -> dict[str, str]:
 
 
 def _digest(text: str) -> str:
-    import hashlib
-
     return hashlib.sha256(text.encode()).hexdigest()
 
 
@@ -349,7 +348,7 @@ def run_study(
             _load_point(study, search_point(study, 0, x))
     plan.done = _prepare_out(out, resume=resume)
     search: dict[str, Any] | None = None
-    with DaskExecutor(workers=workers or _default(), scheduler=scheduler) as executor:
+    with DaskExecutor(workers=workers or default_workers(), scheduler=scheduler) as executor:
         if study.search is None:
             _run_tasks(plan, executor, tasks, progress, len(tasks))
         else:
@@ -358,7 +357,8 @@ def run_study(
 
     rows = result_rows(plan.points, study.seeds, plan.results)
     write_results(out, rows)
-    write_aggregate(out, aggregate(plan.points, study.seeds, study.metrics, plan.results))
+    aggregates = aggregate(plan.points, study.seeds, study.metrics, plan.results)
+    write_aggregate(out, aggregates)
     if search is not None:
         _files.write_public(out / "search.json", json.dumps(search, indent=2) + "\n")
     failures = [
@@ -391,14 +391,7 @@ def run_study(
     if report:
         from ._report import write_report
 
-        write_report(
-            out,
-            study,
-            plan.points,
-            rows,
-            aggregate(plan.points, study.seeds, study.metrics, plan.results),
-            search,
-        )
+        write_report(out, study, plan.points, rows, aggregates, search)
     _files.write_public(out / "study.json", json.dumps(manifest, indent=2) + "\n")
     return StudyOutcome(
         runs=len(rows),
@@ -407,12 +400,6 @@ def run_study(
         out=out,
         manifest=manifest,
     )
-
-
-def _default() -> int:
-    from ._execute import default_workers
-
-    return default_workers()
 
 
 def _design(study: StudySpec) -> dict[str, Any]:
