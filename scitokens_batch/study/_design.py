@@ -31,7 +31,9 @@ def toml_literal(value: Scalar) -> str:
         if math.isinf(value):
             return "inf" if value > 0 else "-inf"
         return repr(value)
-    return json.dumps(value, ensure_ascii=False)
+    # A JSON string is a TOML basic string once DEL, which TOML forbids raw, is escaped too
+    # (JSON already escapes the other control characters).
+    return json.dumps(value, ensure_ascii=False).replace("\x7f", "\\u007f")
 
 
 @attrs.frozen(kw_only=True)
