@@ -153,6 +153,17 @@ def _clients(isp: IssuerSpec, seed: int) -> dict[str, ClientPolicy]:
     return clients
 
 
+def _known_audiences(spec: Scenario, issuer_url: str) -> frozenset[str]:
+    """What a client registered without ``audiences`` may ask for: the audiences of the
+    scenario's data servers, its transfer service, its workloads' tokens, and the issuer."""
+    known = {ds.audience for ds in spec.data_servers}
+    known.update(w.token.audience for w in spec.workloads)
+    if spec.transfer_service is not None:
+        known.add(spec.transfer_service.audience)
+    known.add(issuer_url)
+    return frozenset(known)
+
+
 def client_secret(spec: Scenario, seed: int, issuer: str, client: str) -> str | None:
     """The secret of an OAuth client at an issuer, as the world registers it: every live
     service and the runner derive the same one without passing it around."""
@@ -486,6 +497,7 @@ class World:
                 nbf_backdate=isp.nbf_backdate,
                 max_requests_per_second=isp.max_requests_per_second,
                 refresh_token_grace=isp.refresh_token_grace,
+                known_audiences=_known_audiences(spec, isp.url),
                 device_code_lifetime=isp.device_code_lifetime,
                 device_poll_interval=isp.device_poll_interval,
                 now=true_now,
