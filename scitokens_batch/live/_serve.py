@@ -36,7 +36,7 @@ from ..actors import Credential, Issuer, TokenManager
 from ..metrics import Event, Recorder
 from ..scenario import DataBackend, World, load_scenario
 from ..scenario._world import LiveWiring
-from ..tokens import SigningKey
+from ..tokens import SigningKey, redact_event_dict
 from ..transport.http import HttpTransport, Peer, data_app, issuer_app, rpc_app
 from ._clock import wall_now
 from ._config import ServiceConfig
@@ -88,6 +88,8 @@ def service_logger(level: str, name: str, clock: Callable[[], float]) -> Any:
         wrapper_class=structlog.make_filtering_bound_logger(getattr(logging, level.upper())),
         processors=[
             structlog.processors.add_log_level,
+            # every value redacted and bounded: no token in a log line, whatever field it is in
+            redact_event_dict,
             stamp,
             structlog.processors.JSONRenderer(sort_keys=True),
         ],
@@ -302,7 +304,13 @@ def _pick(world: World, config: ServiceConfig) -> tuple[Any, Any, Callable[[], N
             raise missing("an issuer", list(world.issuers))
         _issuer_state(issuer, config.workdir)
         grants = _durable_issuer(issuer, config.workdir)
-        app = issuer_app(name, issuer.url, issuer.handle, issuer.discovery_document)
+        app = issuer_app(
+            name,
+            issuer.url,
+            issuer.handle,
+            issuer.discovery_document,
+            per_address_rate=world.spec.issuer(name).max_requests_per_second_per_address,
+        )
         return issuer, app, grants.close
     if role == "data-server":
         server = world.data_servers.get(name)

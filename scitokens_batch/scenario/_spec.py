@@ -345,6 +345,8 @@ class IssuerSpec:
         nbf_backdate: ``nbf = iat - nbf_backdate``, seconds.
         latency: seconds of one request/response to the issuer.
         max_requests_per_second: above this the issuer answers 503; None: unlimited.
+        max_requests_per_second_per_address: live mode: a token bucket per client address on
+            the form endpoints (429 with Retry-After beyond it); None: unlimited.
         refresh_token_grace: how long a retry of a rotated refresh token still gets its one
             successor back (E4, RFC 9700 §4.14.2); later reuse revokes the family. 5 minutes.
         device_code_lifetime: ``expires_in`` of a device code (RFC 8628; K2: 1800 s).
@@ -364,6 +366,9 @@ class IssuerSpec:
     latency: float = attrs.field(default=0.0, metadata=_DURATION)
     max_requests_per_second: float | None = attrs.field(
         default=None, metadata=_meta(check=_positive_number)
+    )
+    max_requests_per_second_per_address: float | None = attrs.field(
+        default=1000.0, metadata=_meta(check=_positive_number)
     )
     refresh_token_grace: float = attrs.field(default=300.0, metadata=_DURATION)
     device_code_lifetime: float = attrs.field(default=1800.0, metadata=_NON_ZERO)

@@ -59,6 +59,7 @@ from ..tokens import (
     TrustedIssuer,
     Verifier,
     parse_scope,
+    redact_event_dict,
 )
 from ..transport import InMemoryNetwork, Transport
 from ._spec import (
@@ -728,6 +729,8 @@ def structured_logger(level: str, now: Callable[[], float]) -> Any:
         wrapper_class=structlog.make_filtering_bound_logger(getattr(logging, level.upper())),
         processors=[
             structlog.processors.add_log_level,
+            # every value redacted and bounded: no token in a log line, whatever field it is in
+            redact_event_dict,
             add_time,
             structlog.processors.JSONRenderer(sort_keys=True),
         ],

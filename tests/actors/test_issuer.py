@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import attrs
 import trio
 import trio.testing
 from hypothesis import given, settings
@@ -750,3 +751,26 @@ async def test_refresh_table_is_pruned_of_dead_tokens(
     assert isinstance(
         await token(issuer, grant_type=GRANT_REFRESH, refresh_token=rt), TokenResponse
     )
+
+
+async def test_client_without_audiences_may_ask_only_for_known_ones(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """A client registered without audiences may ask for the issuer's known audiences only
+    (invalid_target otherwise); ("*",) is the explicit opt-in to any audience."""
+    from scitokens_batch.actors import ClientPolicy
+    from scitokens_batch.protocol import GRANT_CLIENT_CREDENTIALS
+
+    kw = {"grant_type": GRANT_CLIENT_CREDENTIALS, "scope": "read:/data/svc"}
+    issuer = make_issuer()
+    ok = await token(issuer, "host:svc.example", audience="https://storage.example", **kw)
+    assert peek(ok.access_token)[1]["aud"] == "https://storage.example"
+    refused = await error(issuer, "host:svc.example", audience="https://evil.example", **kw)
+    assert refused.error == "invalid_target"
+    policy = issuer.clients["host:svc.example"]
+    anyone = make_issuer(
+        clients={**issuer.clients, policy.client_id: attrs.evolve(policy, audiences=("*",))}
+    )
+    answer = await token(anyone, "host:svc.example", audience="https://evil.example", **kw)
+    assert peek(answer.access_token)[1]["aud"] == "https://evil.example"
+    assert isinstance(policy, ClientPolicy)
