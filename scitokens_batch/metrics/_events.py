@@ -20,6 +20,8 @@ kind                       actor            fields
                                             exp, kid
 ``request``                issuer           endpoint ("token"/"jwks"/"device_authorization"/
                                             "device"/"revoke"), status, grant, error
+``refresh_reuse``          issuer           client, revoked (RFC 9700: a rotated refresh token
+                                            used again; its family of ``revoked`` tokens revoked)
 ``refresh``                token_manager    user, service, jti, exp, initial
                            transfer         token (the jti of the token submitted to it), jti, exp,
                            service          initial (false)
