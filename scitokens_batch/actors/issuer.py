@@ -408,7 +408,12 @@ class Issuer:
         async with self._persist_lock:
             changes = self.take_changes()
             if changes:
-                await self.persist(changes)
+                try:
+                    await self.persist(changes)
+                except BaseException:
+                    # Not durable: the next flush writes these rows again (current values).
+                    self._dirty.update(k for k in changes if k != "families")
+                    raise
 
     def snapshot(self) -> dict[str, Any]:
         """The refresh-token table, for a restart (live mode keeps it on disk, 0600): digests
@@ -459,8 +464,10 @@ class Issuer:
         before the answer is returned: a client never holds a refresh token a crash could undo.
         """
         answer = self._answer(message)
-        if self._dirty:
-            await self._flush()
+        # Always through the flush when persisting, even with nothing changed here: an answer
+        # may reveal what another request changed (a retry gets the successor that request
+        # created), and must not leave before that request's commit is done.
+        await self._flush()
         return answer
 
     def _answer(self, message: Message) -> Message:

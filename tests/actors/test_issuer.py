@@ -774,3 +774,30 @@ async def test_client_without_audiences_may_ask_only_for_known_ones(
     answer = await token(anyone, "host:svc.example", audience="https://evil.example", **kw)
     assert peek(answer.access_token)[1]["aud"] == "https://evil.example"
     assert isinstance(policy, ClientPolicy)
+
+
+async def test_a_retry_waits_for_the_commit_of_the_rotation_it_reveals(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """Durability: a parallel retry that gets the successor another request created does not
+    answer before that request's commit is done (a crash in between would lose the successor)."""
+    committed: list[float] = []
+
+    async def persist(changes: Any) -> None:
+        await trio.sleep(0.5)
+        committed.append(trio.current_time())
+
+    issuer = make_issuer()
+    issuer.persist = persist
+    rt = issuer.enroll("alice", client="token_manager", scopes="read:/data", audience=AUD)
+    answered: list[float] = []
+
+    async def one() -> None:
+        await token(issuer, grant_type=GRANT_REFRESH, refresh_token=rt)
+        answered.append(trio.current_time())
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(one)
+        await trio.sleep(0.1)
+        nursery.start_soon(one)
+    assert committed == [0.5] and answered == [0.5, 0.5]
