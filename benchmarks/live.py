@@ -613,7 +613,23 @@ def save_cost(spec: Scenario, state_file: Path, scratch: Path) -> SaveCost | Non
     size the run left: ``Issuer.snapshot()``, ``json.dumps`` of it, and
     ``_files.write_private`` (which fsyncs the file and its directory)."""
     try:
-        doc = json.loads(state_file.read_text())
+        db = state_file.with_suffix(".db")
+        if not state_file.exists() and db.exists():
+            # The issuer keeps its table in SQLite now (live/_durable.py): rebuild the
+            # snapshot() document from its rows to time the old whole-table save against it.
+            from scitokens_batch.live._durable import DurableTable
+
+            rows = DurableTable(db).load()
+            families = rows.pop("families", {"families": 0})["families"]
+            doc = {
+                "families": families,
+                "grants": {k: r for k, r in rows.items() if not r.get("spent")},
+                "spent": {
+                    k: [r["family"], r["expires"]] for k, r in rows.items() if r.get("spent")
+                },
+            }
+        else:
+            doc = json.loads(state_file.read_text())
     except (OSError, ValueError):
         return None
     dumps, writes = [], []

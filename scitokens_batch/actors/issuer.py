@@ -22,8 +22,17 @@ of RFC 6749 §5.2, RFC 8693 §2.2.2 (``invalid_target``), RFC 8628 §3.5 and RFC
 status 400 except ``invalid_client`` (401) and the rate limit (503). Error descriptions never
 hold a token, a device code or a secret.
 
-Refresh tokens are opaque strings kept in a table; they rotate on every use (E4, I7), and the
-previous one stays usable for ``refresh_token_grace`` (E4: "AS SHOULD allow ~1 day grace").
+Refresh tokens are opaque strings kept in a table (by SHA-256 digest); they rotate on every use
+(E4, I7). Reuse follows RFC 9700 §4.14.2 with a reuse grace (E4, P12): a token is rotated once,
+to one successor derived from it with a secret key (HMAC), so a retry of the same rotated token
+within ``refresh_token_grace`` gets that same successor back (a client that lost the answer is
+not locked out, and parallel refreshes make no new branches), while any use of a rotated token
+once its successor was used, or after the grace, revokes the whole family (every token rotated
+from the same login). Rotated tokens are kept as small tombstones until the family expires, so a
+late replay is still recognised. Device codes are forgotten shortly after they expire.
+
+Durability (live mode): every change to the refresh-token table is handed to ``persist`` (when
+set) and awaited before the answer leaves, so a rotation a client saw survives a crash.
 What a user may be granted is the VO policy, and what a token exchange may grant is the subject
 token: a request is narrowed to it, and refused with ``invalid_scope`` when nothing is left
 (B15). ``offline_access`` and ``openid`` in a requested scope are OAuth scopes, not
@@ -34,11 +43,13 @@ An outage is not the issuer's business: the world takes it off the network (conn
 
 from __future__ import annotations
 
+import base64
+import collections
 import enum
 import hashlib
 import hmac
 import random
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, TypeAlias
 
 import attrs
@@ -84,7 +95,7 @@ from ..tokens import (
 )
 from ._common import Clock, Logger, new_jti, new_secret
 
-__all__ = ["GRANTS", "OAUTH_SCOPES", "ClientPolicy", "Issuer", "UserPolicy"]
+__all__ = ["ANY_AUDIENCE", "GRANTS", "OAUTH_SCOPES", "ClientPolicy", "Issuer", "UserPolicy"]
 
 #: Every grant type the token endpoint implements, in the order discovery lists them.
 GRANTS = (GRANT_REFRESH, GRANT_CLIENT_CREDENTIALS, GRANT_TOKEN_EXCHANGE, GRANT_DEVICE_CODE)
@@ -96,6 +107,13 @@ OAUTH_SCOPES = frozenset({"offline_access", "openid"})
 _USER_CODE_ALPHABET = "BCDFGHJKLMNPQRSTVWXZ"
 #: RFC 8628 §3.5: "the interval MUST be increased by 5 seconds" on every ``slow_down``.
 _SLOW_DOWN_STEP = 5.0
+#: How long an expired device code is still told apart (``expired_token``) before it is
+#: forgotten (then: ``invalid_grant``, unknown); bounds the table to the codes of one lifetime.
+DEVICE_RETENTION = 60.0
+#: The default ``refresh_token_grace``: minutes, long enough for a client to retry a refresh
+#: whose answer it lost (a crash, a timeout), short enough that a stolen rotated token is soon
+#: useless and the rotated entries are soon compacted.
+DEFAULT_GRACE = 300.0
 
 #: An ``aud`` claim value: one audience, or several (C1).
 Audience: TypeAlias = str | tuple[str, ...]
@@ -140,8 +158,10 @@ class ClientPolicy:
         grants: the GRANT_* constants it may use; any other is ``unauthorized_client``.
         scopes: the most a client credentials token may hold (the client is the subject);
             the other grants are bounded by the user's policy or the subject token instead.
-        audiences: the audiences it may ask for (``invalid_target`` otherwise); empty: any.
-            A default audience (the refresh token's, the subject token's) is not checked.
+        audiences: the audiences it may ask for (``invalid_target`` otherwise); empty: the
+            issuer's ``known_audiences`` (its data servers and services); ``("*",)``: any
+            (an explicit opt-in). A default audience (the refresh token's, the subject
+            token's) is not checked.
         access_token_lifetime: seconds its access tokens live, whatever the grant (K5, P13:
             "exchanged tokens get the exchanging client's lifetimes"); None: the issuer's.
     """
@@ -175,6 +195,8 @@ class _RefreshGrant:
 
 #: The refresh-token table is never pruned below this many entries.
 PRUNE_FLOOR = 4096
+#: ``ClientPolicy.audiences`` entry meaning "any audience" (an explicit opt-in).
+ANY_AUDIENCE = "*"
 
 
 def _digest(refresh_token: str) -> str:
@@ -219,9 +241,16 @@ class Issuer:
         refresh_token_lifetime: seconds from the login (enrolment, device approval, exchange).
         nbf_backdate: ``nbf = iat - nbf_backdate`` (E1).
         max_requests_per_second: beyond this, 503 (None: unlimited).
-        refresh_token_grace: how long a rotated refresh token is still accepted (E4).
+        refresh_token_grace: how long a retry of a rotated refresh token still gets its
+            successor (E4, RFC 9700 §4.14.2); 5 minutes by default.
         device_code_lifetime: ``expires_in`` of a device code (RFC 8628 §3.2; K2: 1800 s).
         device_poll_interval: the polling ``interval`` a device code starts with (5 s).
+        known_audiences: what a client with no ``audiences`` of its own may ask for.
+        persist: awaited with the changed rows of the refresh-token table (digest -> row,
+            None: deleted; :meth:`restore_rows` reads them back) before an answer leaves;
+            None: nothing to persist (virtual time).
+        successor_key: the HMAC key successors are derived with (live mode keeps it on disk,
+            so a restarted issuer derives the same ones); None: drawn from ``rng`` at first use.
         now: the issuer's clock (absolute seconds).
         rng: this actor's seeded RNG (jti, refresh tokens, device and user codes).
         recorder: event recorder.
@@ -238,14 +267,25 @@ class Issuer:
     refresh_token_lifetime: float
     nbf_backdate: float = 0.0
     max_requests_per_second: float | None = None
-    refresh_token_grace: float = 86400.0
+    refresh_token_grace: float = DEFAULT_GRACE
     device_code_lifetime: float = 1800.0
     device_poll_interval: float = 5.0
     now: Clock
     rng: random.Random
     recorder: Recorder
     log: Logger
+    known_audiences: frozenset[str] = frozenset()
+    persist: Callable[[Mapping[str, Mapping[str, Any] | None]], Awaitable[None]] | None = None
+    successor_key: bytes | None = attrs.field(default=None, repr=False)
     _grants: dict[str, _RefreshGrant] = attrs.field(factory=dict, alias="_grants")
+    #: rotated tokens past their grace: digest -> (family, family expiry), for reuse detection
+    _spent: dict[str, tuple[int, float]] = attrs.field(factory=dict, alias="_spent")
+    #: digests changed since the last ``persist``
+    _dirty: set[str] = attrs.field(factory=set, alias="_dirty")
+    _persist_lock: trio.Lock = attrs.field(factory=trio.Lock, alias="_persist_lock")
+    _device_expiry: collections.deque[tuple[float, str]] = attrs.field(
+        factory=collections.deque, alias="_device_expiry"
+    )
     _families: int = attrs.field(default=0, alias="_families")
     _prune_at: int = attrs.field(default=4096, alias="_prune_at")
     _devices: dict[str, _DeviceGrant] = attrs.field(factory=dict, alias="_devices")
@@ -290,9 +330,10 @@ class Issuer:
     def revoke_user(self, user: str) -> int:
         """Revoke every refresh token of ``user`` (RFC 7009 by an admin); returns how many."""
         n = 0
-        for grant in self._grants.values():
+        for digest, grant in self._grants.items():
             if grant.user == user and not grant.revoked:
                 grant.revoked = True
+                self._dirty.add(digest)
                 n += 1
         return n
 
@@ -307,49 +348,87 @@ class Issuer:
         never pruned, so a replayed token there is still told apart ("already used")."""
         now = self.now()
         grace = self.refresh_token_grace
-        self._grants = {
-            digest: g
-            for digest, g in self._grants.items()
-            if now < g.expires and (g.rotated_at is None or now < g.rotated_at + grace)
-        }
-        self._prune_at = max(PRUNE_FLOOR, 2 * len(self._grants))
+        kept: dict[str, _RefreshGrant] = {}
+        for digest, g in self._grants.items():
+            if now >= g.expires:
+                self._dirty.add(digest)  # gone for good
+            elif g.rotated_at is not None and now >= g.rotated_at + grace:
+                # Past its grace a rotated token is only worth recognising (RFC 9700 reuse
+                # detection): a tombstone of two numbers instead of the whole grant.
+                self._spent[digest] = (g.family, g.expires)
+                self._dirty.add(digest)
+            else:
+                kept[digest] = g
+        self._grants = kept
+        for digest, (_, expires) in list(self._spent.items()):
+            if now >= expires:
+                del self._spent[digest]
+                self._dirty.add(digest)
+        self._prune_at = max(PRUNE_FLOOR, 2 * (len(self._grants) + len(self._spent)))
+
+    def _row(self, digest: str) -> dict[str, Any] | None:
+        """The persisted form of one table entry (None: it is gone)."""
+        g = self._grants.get(digest)
+        if g is not None:
+            return _grant_row(g)
+        spent = self._spent.get(digest)
+        if spent is not None:
+            return {"spent": True, "family": spent[0], "expires": spent[1]}
+        return None
+
+    def take_changes(self) -> dict[str, dict[str, Any] | None]:
+        """The rows changed since the last call (digest -> row, None: deleted); the family
+        counter is the row ``"families"``."""
+        changes: dict[str, dict[str, Any] | None] = {d: self._row(d) for d in self._dirty}
+        self._dirty.clear()
+        if changes:
+            changes["families"] = {"families": self._families}
+        return changes
+
+    def restore_rows(self, rows: Mapping[str, Mapping[str, Any]]) -> None:
+        """Load the rows :meth:`take_changes` handed out (a restart)."""
+        for digest, row in rows.items():
+            if digest == "families":
+                self._families = max(self._families, int(row["families"]))
+            elif row.get("spent"):
+                self._spent[digest] = (int(row["family"]), float(row["expires"]))
+            else:
+                self._grants[digest] = _grant_from_row(row)
+        self._prune_at = max(PRUNE_FLOOR, 2 * (len(self._grants) + len(self._spent)))
+
+    async def _flush(self) -> None:
+        """Hand the changed rows to ``persist`` and wait until they are durable.
+
+        The lock makes this a group commit: a request whose changes another request's flush
+        took waits for that flush to finish before it answers.
+        """
+        if self.persist is None:
+            self._dirty.clear()
+            return
+        async with self._persist_lock:
+            changes = self.take_changes()
+            if changes:
+                try:
+                    await self.persist(changes)
+                except BaseException:
+                    # Not durable: the next flush writes these rows again (current values).
+                    self._dirty.update(k for k in changes if k != "families")
+                    raise
 
     def snapshot(self) -> dict[str, Any]:
         """The refresh-token table, for a restart (live mode keeps it on disk, 0600): digests
         of the tokens only, never the tokens."""
         return {
             "families": self._families,
-            "grants": {
-                digest: {
-                    "user": g.user,
-                    "client": g.client,
-                    "scopes": format_scopes(g.scopes),
-                    "audience": list(g.audience) if isinstance(g.audience, tuple) else g.audience,
-                    "expires": g.expires,
-                    "family": g.family,
-                    "rotated_at": g.rotated_at,
-                    "revoked": g.revoked,
-                }
-                for digest, g in self._grants.items()
-            },
+            "grants": {digest: _grant_row(g) for digest, g in self._grants.items()},
+            "spent": {d: list(v) for d, v in self._spent.items()},
         }
 
     def restore(self, state: Mapping[str, Any]) -> None:
         """Load a :meth:`snapshot` (the issuer is back after a restart)."""
         self._families = int(state["families"])
-        self._grants = {
-            digest: _RefreshGrant(
-                user=g["user"],
-                client=g["client"],
-                scopes=parse_scopes(g["scopes"]) if g["scopes"] else (),
-                audience=tuple(g["audience"]) if isinstance(g["audience"], list) else g["audience"],
-                expires=float(g["expires"]),
-                family=int(g["family"]),
-                rotated_at=g["rotated_at"],
-                revoked=bool(g["revoked"]),
-            )
-            for digest, g in state["grants"].items()
-        }
+        self._grants = {digest: _grant_from_row(g) for digest, g in state["grants"].items()}
+        self._spent = {d: (int(v[0]), float(v[1])) for d, v in state.get("spent", {}).items()}
 
     def discovery_document(self) -> dict[str, Any]:
         """The ``<url>/.well-known/openid-configuration`` document (D2, D3, D5; RFC 8414).
@@ -379,7 +458,19 @@ class Issuer:
     # -- the endpoints ---------------------------------------------------------------------
 
     async def handle(self, message: Message) -> Message:
-        """Answer a token, device, revocation or JWKS request."""
+        """Answer a token, device, revocation or JWKS request.
+
+        Whatever the answer changed in the refresh-token table is persisted (``persist``)
+        before the answer is returned: a client never holds a refresh token a crash could undo.
+        """
+        answer = self._answer(message)
+        # Always through the flush when persisting, even with nothing changed here: an answer
+        # may reveal what another request changed (a retry gets the successor that request
+        # created), and must not leave before that request's commit is done.
+        await self._flush()
+        return answer
+
+    def _answer(self, message: Message) -> Message:
         if isinstance(message, JwksRequest):
             self.recorder.record(
                 self.name, "request", endpoint="jwks", status=200, grant=None, error=None
@@ -505,8 +596,9 @@ class Issuer:
         wanted = tuple(requested.split())
         if not wanted:
             return self._error(req, "invalid_request", "audience is empty")
-        if client.audiences:
-            refused = [aud for aud in wanted if aud not in client.audiences]
+        if ANY_AUDIENCE not in client.audiences:
+            allowed = client.audiences or self.known_audiences
+            refused = [aud for aud in wanted if aud not in allowed]
             if refused:
                 return self._error(
                     req,
@@ -520,7 +612,11 @@ class Issuer:
     def _refresh(self, req: TokenRequest, client: ClientPolicy) -> Message:
         """RFC 6749 §6 with rotation (E4, I7) and down-scoping (B15)."""
         now = self.now()
-        grant = self._grants.get(_digest(req.refresh_token or ""))
+        digest = _digest(req.refresh_token or "")
+        grant = self._grants.get(digest)
+        spent = self._spent.get(digest)
+        if grant is None and spent is not None:
+            return self._reused(req, spent[0])
         if grant is None or grant.client != client.client_id:
             # RFC 6749 §5.2 invalid_grant: "... or was issued to another client".
             return self._error(req, "invalid_grant", "unknown refresh token")
@@ -528,8 +624,17 @@ class Issuer:
             return self._error(req, "invalid_grant", "refresh token revoked")
         if now >= grant.expires:
             return self._error(req, "invalid_grant", "refresh token expired")
-        if grant.rotated_at is not None and now >= grant.rotated_at + self.refresh_token_grace:
-            return self._error(req, "invalid_grant", "refresh token already used (rotated)")
+        successor = self._successor(req.refresh_token or "")
+        if grant.rotated_at is not None:
+            # RFC 9700 §4.14.2 with E4's grace: the retry of a rotated token gets its one
+            # successor again while that is unused and the grace lasts; anything else is reuse.
+            current = self._grants.get(_digest(successor))
+            if (
+                now >= grant.rotated_at + self.refresh_token_grace
+                or current is None
+                or current.rotated_at is not None
+            ):
+                return self._reused(req, grant.family)
         scopes = self._narrowed(req, req.scope, grant.scopes)
         if isinstance(scopes, OAuthError):
             return scopes
@@ -537,19 +642,47 @@ class Issuer:
         if isinstance(audience, OAuthError):
             return audience
         access = self._mint(grant.user, client, scopes, audience, GRANT_REFRESH)
-        # Rotation (E4, I7): a new refresh token each time; the old one lives out its grace.
-        # The new one has the grant's whole scope (RFC 6749 §6: "identical"), not the
-        # down-scoped request, and the login's expiry.
-        grant.rotated_at = now if grant.rotated_at is None else grant.rotated_at
-        new_rt = self._new_refresh_token(
-            user=grant.user,
-            client=grant.client,
-            scopes=grant.scopes,
-            audience=grant.audience,
-            expires=grant.expires,
-            family=grant.family,
+        # Rotation (E4, I7): one successor per token, with the grant's whole scope (RFC 6749
+        # §6: "identical"), not the down-scoped request, and the login's expiry.
+        if grant.rotated_at is None:
+            grant.rotated_at = now
+            self._dirty.add(_digest(req.refresh_token or ""))
+            self._new_refresh_token(
+                user=grant.user,
+                client=grant.client,
+                scopes=grant.scopes,
+                audience=grant.audience,
+                expires=grant.expires,
+                family=grant.family,
+                token=successor,
+            )
+        return attrs.evolve(access, refresh_token=successor)
+
+    def _successor(self, refresh_token: str) -> str:
+        """The one refresh token ``refresh_token`` rotates to: an HMAC of it, so a retry gets
+        the same one back without the table holding any usable token."""
+        if self.successor_key is None:
+            self.successor_key = self.rng.getrandbits(256).to_bytes(32, "big")
+        mac = hmac.new(self.successor_key, refresh_token.encode(), hashlib.sha256).digest()
+        return "rt-" + base64.urlsafe_b64encode(mac).rstrip(b"=").decode()
+
+    def _reused(self, req: TokenRequest, family: int) -> OAuthError:
+        """RFC 9700 §4.14.2: a rotated refresh token used again (after its grace, or after its
+        successor was used) revokes every token of its family; the answer is invalid_grant."""
+        n = self._revoke_family(family)
+        self.recorder.record(self.name, "refresh_reuse", client=req.client_id, revoked=n)
+        return self._error(
+            req, "invalid_grant", "refresh token already used (rotated); its family is revoked"
         )
-        return attrs.evolve(access, refresh_token=new_rt)
+
+    def _revoke_family(self, family: int) -> int:
+        n = 0
+        for digest, other in self._grants.items():
+            if other.family == family and not other.revoked:
+                other.revoked = True
+                self._dirty.add(digest)
+                n += 1
+        return n
 
     def _client_credentials(self, req: TokenRequest, client: ClientPolicy) -> Message:
         """RFC 6749 §4.4 (K3): a token about the client itself (A13: ``sub`` = client id),
@@ -643,6 +776,7 @@ class Issuer:
         audience = self._audience(req, req.audience, client, None)
         if isinstance(audience, OAuthError):
             return audience
+        self._forget_expired_devices()
         device_code = new_secret(self.rng, "dc-")
         user_code = self._new_user_code()
         self._devices[device_code] = _DeviceGrant(
@@ -654,6 +788,8 @@ class Issuer:
             interval=self.device_poll_interval,
         )
         self._user_codes[user_code] = device_code
+        # Lifetimes are all the same, so expiries come in order: a queue, popped at the front.
+        self._device_expiry.append((self.now() + self.device_code_lifetime, device_code))
         self._record(req, 200, None)
         return DeviceAuthorizationResponse(
             device_code=device_code,
@@ -662,6 +798,16 @@ class Issuer:
             expires_in=self.device_code_lifetime,
             interval=self.device_poll_interval,
         )
+
+    def _forget_expired_devices(self) -> None:
+        """Drop device codes expired more than DEVICE_RETENTION ago (RFC 8628 §3.2
+        ``expires_in``): the table holds at most one lifetime's worth of codes."""
+        now = self.now()
+        while self._device_expiry and now >= self._device_expiry[0][0] + DEVICE_RETENTION:
+            _, code = self._device_expiry.popleft()
+            device = self._devices.pop(code, None)
+            if device is not None:
+                self._user_codes.pop(device.user_code, None)
 
     def _new_user_code(self) -> str:
         while True:
@@ -694,6 +840,7 @@ class Issuer:
         """RFC 8628 §3.4-3.5: the device polls; tokens once the user approved."""
         if req.device_code is None:
             return self._error(req, "invalid_request", "device_code is missing")
+        self._forget_expired_devices()
         device = self._devices.get(req.device_code)
         if device is None or device.client != client.client_id:
             return self._error(req, "invalid_grant", "unknown device code")
@@ -757,9 +904,7 @@ class Issuer:
             return Ack()
         if grant.client != client.client_id:
             return self._error(req, "invalid_grant", "the token was issued to another client")
-        for other in self._grants.values():
-            if other.family == grant.family:
-                other.revoked = True
+        self._revoke_family(grant.family)
         self._record(req, 200, None)
         return Ack()
 
@@ -774,14 +919,18 @@ class Issuer:
         audience: Audience | None,
         expires: float,
         family: int | None = None,
+        token: str | None = None,
     ) -> str:
         if family is None:
             self._families += 1
             family = self._families
-        token = new_secret(self.rng, "rt-")
-        if len(self._grants) >= self._prune_at:
+        if token is None:
+            token = new_secret(self.rng, "rt-")
+        if len(self._grants) + len(self._spent) >= self._prune_at:
             self._prune()
-        self._grants[_digest(token)] = _RefreshGrant(
+        digest = _digest(token)
+        self._dirty.add(digest)
+        self._grants[digest] = _RefreshGrant(
             user=user,
             client=client,
             scopes=scopes,
@@ -855,3 +1004,30 @@ def _capability_scopes(scope: str | None) -> tuple[str | None, frozenset[str]]:
     capabilities = [word for word in words if word not in OAUTH_SCOPES]
     oauth = frozenset(word for word in words if word in OAUTH_SCOPES)
     return (" ".join(capabilities) if capabilities else None), oauth
+
+
+def _grant_row(g: _RefreshGrant) -> dict[str, Any]:
+    """A grant as JSON-ready values (no token: the table is keyed by digests)."""
+    return {
+        "user": g.user,
+        "client": g.client,
+        "scopes": format_scopes(g.scopes),
+        "audience": list(g.audience) if isinstance(g.audience, tuple) else g.audience,
+        "expires": g.expires,
+        "family": g.family,
+        "rotated_at": g.rotated_at,
+        "revoked": g.revoked,
+    }
+
+
+def _grant_from_row(g: Mapping[str, Any]) -> _RefreshGrant:
+    return _RefreshGrant(
+        user=g["user"],
+        client=g["client"],
+        scopes=parse_scopes(g["scopes"]) if g["scopes"] else (),
+        audience=tuple(g["audience"]) if isinstance(g["audience"], list) else g["audience"],
+        expires=float(g["expires"]),
+        family=int(g["family"]),
+        rotated_at=g["rotated_at"],
+        revoked=bool(g["revoked"]),
+    )

@@ -13,6 +13,11 @@ with every refresh, as HTTP Basic (RFC 6749 §2.3.1).
 Every renewed token is pushed to the queue manager, which forwards it to the execute hosts
 running the user's jobs; the starters copy it into the sandboxes (I13).
 
+Durability (live mode, ``persist``): a stored credential is persisted before the
+``StoreCredential`` is acknowledged, and a renewed one (its rotated refresh token above all)
+before the new access token is used or pushed, so a ``kill -9`` never loses what the issuer or the
+user was told was kept.
+
 A crash takes the token manager off the network; the store survives (it is on disk) unless the
 fault says ``lose_state`` — then the refresh tokens are gone and nothing can be renewed until
 the users log in again (they do not, within a scenario).
@@ -23,7 +28,7 @@ from __future__ import annotations
 import contextlib
 import math
 import random
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 
 import attrs
 import trio
@@ -91,6 +96,8 @@ class TokenManager:
         backoff: retry delays after a failed refresh.
         client_secrets: its client secret at each issuer, by the issuer's actor name; an
             issuer not listed registered it as a public client (no secret sent).
+        persist: awaited with a credential whenever it changed for good (stored, renewed),
+            before anyone is told or the new token is used; None: nothing to persist.
         transport, now, rng, recorder, log: injected.
     """
 
@@ -105,6 +112,7 @@ class TokenManager:
     rng: random.Random
     recorder: Recorder
     log: Logger
+    persist: Callable[[Credential], Awaitable[None]] | None = None
     _store: dict[tuple[str, str], Credential] = attrs.field(factory=dict, alias="_store")
     _wake: trio.Event = attrs.field(factory=trio.Event, alias="_wake")
 
@@ -185,14 +193,23 @@ class TokenManager:
             return
         assert isinstance(answer, TokenResponse), answer
         _, claims = peek(answer.access_token)
-        cred.access_token = answer.access_token
-        cred.jti, cred.iat, cred.exp = (
-            str(claims["jti"]),
-            float(claims["iat"]),
-            float(claims["exp"]),
+        renewed = attrs.evolve(
+            cred,
+            access_token=answer.access_token,
+            jti=str(claims["jti"]),
+            iat=float(claims["iat"]),
+            exp=float(claims["exp"]),
+            # I7: rotate, the old one is discarded
+            refresh_token=answer.refresh_token or cred.refresh_token,
+            attempts=0,
+            retry_at=None,
         )
-        if answer.refresh_token is not None:
-            cred.refresh_token = answer.refresh_token  # I7: rotate, the old one is discarded
+        if self.persist is not None:
+            # The issuer has rotated: the old refresh token is spent. The new one is on disk
+            # before anyone can see the new access token, or a crash now loses the credential.
+            await self.persist(renewed)
+        cred.access_token, cred.refresh_token = renewed.access_token, renewed.refresh_token
+        cred.jti, cred.iat, cred.exp = renewed.jti, renewed.iat, renewed.exp
         cred.attempts, cred.retry_at = 0, None
         cred.changed.set()
         cred.changed = trio.Event()
@@ -249,16 +266,17 @@ class TokenManager:
         """Answer the queue manager's :class:`CredentialRequest` (waiting up to ``wait``), and
         take a user's :class:`StoreCredential` (live mode's ``condor_store_cred``)."""
         if isinstance(message, StoreCredential):
-            self.store(
-                Credential(
-                    user=message.user,
-                    service=message.service,
-                    issuer=message.issuer,
-                    scopes=message.scopes,
-                    audience=message.audience,
-                    refresh_token=message.refresh_token,
-                )
+            stored = Credential(
+                user=message.user,
+                service=message.service,
+                issuer=message.issuer,
+                scopes=message.scopes,
+                audience=message.audience,
+                refresh_token=message.refresh_token,
             )
+            if self.persist is not None:
+                await self.persist(stored)  # condor_store_cred succeeds once the .top is on disk
+            self.store(stored)
             return Ack()
         if not isinstance(message, CredentialRequest):
             raise TypeError(f"token manager: unexpected message {type(message).__name__}")

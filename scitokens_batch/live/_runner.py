@@ -543,7 +543,8 @@ class _Run:
         await trio.to_thread.run_sync(lambda: svc.stop(kill=kill))
         if isinstance(fault, TokenManagerCrash) and fault.lose_state:
             # The credential store (the .top files) is gone with the machine's disk.
-            (self.workdir / "services" / name / "credentials.json").unlink(missing_ok=True)
+            for stored in ("credentials.db", "credentials.db-wal", "credentials.db-shm"):
+                (self.workdir / "services" / name / stored).unlink(missing_ok=True)
         await trio.sleep(down)
         await trio.to_thread.run_sync(lambda: svc.start(None))
         await self.wait_healthy([name])

@@ -30,7 +30,7 @@ from .. import _files
 from ..protocol import ExecStep
 from ..tokens import Discovered, discover
 
-__all__ = ["DirectorySandbox", "directory_sandboxes"]
+__all__ = ["DirectorySandbox", "directory_sandboxes", "remove_stale_sandboxes"]
 
 
 @attrs.define
@@ -134,3 +134,15 @@ def directory_sandboxes(
         return DirectorySandbox(path=path, service=service, now=now, extra_env=extra_env)
 
     return make
+
+
+def remove_stale_sandboxes(root: Path) -> int:
+    """Remove the job sandboxes a killed predecessor left under ``root`` (with the tokens in
+    them) when an execute host starts: no job survives its host process. Returns how many."""
+    n = 0
+    if root.is_dir():
+        for path in root.glob("job-*"):
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path, ignore_errors=True)
+                n += 1
+    return n

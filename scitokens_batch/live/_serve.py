@@ -6,15 +6,20 @@ on trio. It shuts down cleanly on SIGTERM or SIGINT: the server stops taking req
 actor's tasks are cancelled, the events file is flushed. Logs are JSON lines on stderr
 (structlog), never holding a token.
 
-State that must survive a restart lives in the work directory, written 0600 and atomically: the
-issuer's signing keys and its refresh-token table (only SHA-256 digests of the refresh tokens,
-never the tokens), so an issuer outage in live mode is a real stop and start.
+State that must survive a restart lives in the work directory, 0600: the issuer's signing keys
+and successor key (written atomically) and its refresh-token table (only SHA-256 digests of the
+refresh tokens, never the tokens), the token manager's credentials; the two tables are SQLite
+databases in WAL mode, each change committed before the answer that reveals it
+(``_durable.py``), so neither a stop nor a ``kill -9`` loses a rotation or a stored credential.
+Temporary copies a killed predecessor left (and an execute host's stale job sandboxes) are
+removed at start.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
 import random
 import signal
 import sys
@@ -31,11 +36,12 @@ from ..actors import Credential, Issuer, TokenManager
 from ..metrics import Event, Recorder
 from ..scenario import DataBackend, World, load_scenario
 from ..scenario._world import LiveWiring
-from ..tokens import SigningKey
+from ..tokens import SigningKey, redact_event_dict
 from ..transport.http import HttpTransport, Peer, data_app, issuer_app, rpc_app
 from ._clock import wall_now
 from ._config import ServiceConfig
-from ._sandbox import directory_sandboxes
+from ._durable import DurableTable, remove_temp_copies
+from ._sandbox import directory_sandboxes, remove_stale_sandboxes
 from ._store import FileTree
 
 __all__ = ["AppendSink", "peers_of", "serve", "service_logger"]
@@ -82,6 +88,8 @@ def service_logger(level: str, name: str, clock: Callable[[], float]) -> Any:
         wrapper_class=structlog.make_filtering_bound_logger(getattr(logging, level.upper())),
         processors=[
             structlog.processors.add_log_level,
+            # every value redacted and bounded: no token in a log line, whatever field it is in
+            redact_event_dict,
             stamp,
             structlog.processors.JSONRenderer(sort_keys=True),
         ],
@@ -112,13 +120,36 @@ def _issuer_state(issuer: Issuer, workdir: Path) -> None:
         key = issuer.keys.signing_key(issuer.now())
         _files.write_private(key_file, key.private_pem())
         _files.write_private(meta_file, json.dumps({"kid": key.kid}) + "\n")
-    state_file = workdir / "grants.json"
-    if state_file.exists():
-        issuer.restore(json.loads(state_file.read_text()))
+    successor_file = workdir / "successor-key"
+    if successor_file.exists():
+        issuer.successor_key = bytes.fromhex(successor_file.read_text().strip())
+    else:
+        issuer.successor_key = os.urandom(32)
+        _files.write_private(successor_file, issuer.successor_key.hex() + "\n")
 
 
-def _save_issuer(issuer: Issuer, workdir: Path) -> None:
-    _files.write_private(workdir / "grants.json", json.dumps(issuer.snapshot()) + "\n")
+def _durable_issuer(issuer: Issuer, workdir: Path) -> DurableTable:
+    """The issuer's refresh-token table on disk (SQLite WAL): loaded now, and every change
+    committed before the answer that carries it leaves (``Issuer.persist``)."""
+    table = DurableTable(workdir / "grants.db")
+    legacy = workdir / "grants.json"
+    if legacy.exists():  # the whole-table snapshot of earlier versions
+        issuer.restore(json.loads(legacy.read_text()))
+        table.apply(_snapshot_rows(issuer))
+        legacy.unlink()
+    issuer.restore_rows(table.load())
+    issuer.persist = table.apply_async
+    return table
+
+
+def _snapshot_rows(issuer: Issuer) -> dict[str, Any]:
+    state = issuer.snapshot()
+    rows: dict[str, Any] = {"families": {"families": state["families"]}}
+    rows.update(state["grants"])
+    rows.update(
+        {d: {"spent": True, "family": f, "expires": e} for d, (f, e) in state["spent"].items()}
+    )
+    return rows
 
 
 async def serve(config: ServiceConfig) -> None:
@@ -145,6 +176,8 @@ async def serve(config: ServiceConfig) -> None:
 
     workdir = config.workdir
     workdir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    # A killed predecessor may have left partial copies of secrets (atomic writes cut short).
+    remove_temp_copies(workdir)
     sink: AppendSink | _NoSink = AppendSink(config.events) if config.events else _NoSink()
     recorder = Recorder(clock=since_start, sink=sink)
     log = service_logger(config.log_level, config.name, since_start)
@@ -193,8 +226,6 @@ async def serve(config: ServiceConfig) -> None:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(_on_signals, shutdown, log)
             await nursery.start(actor.run)
-            if config.role in ("token-manager", "issuer"):
-                nursery.start_soon(_keep_saving, after)
             await hypercorn_serve(app, hc, shutdown_trigger=shutdown.wait)
             nursery.cancel_scope.cancel()
     finally:
@@ -218,27 +249,28 @@ _CRED_FIELDS = (
 )
 
 
-def _save_credentials(tm: TokenManager, path: Path) -> None:
-    """The credmon's ``.top``/``.use`` files, as one 0600 file written atomically (I2, I3)."""
-    creds = [tm.credential(u, s) for u, s in tm.stored()]
-    doc = [{f: getattr(c, f) for f in _CRED_FIELDS} for c in creds if c is not None and not c.dead]
-    _files.write_private(path, json.dumps(doc) + "\n")
-
-
-def _load_credentials(tm: TokenManager, path: Path) -> None:
-    """Back after a crash: what was on disk is the store again (a lost file: nothing)."""
-    if not path.exists():
-        return
-    for entry in json.loads(path.read_text()):
+def _durable_credentials(tm: TokenManager, workdir: Path) -> DurableTable:
+    """The credmon's ``.top``/``.use`` files as one SQLite table (0600, WAL): loaded now (back
+    after a crash, the store is what was committed), and every stored or renewed credential
+    committed before it is acknowledged or used (``TokenManager.persist``; I2, I3)."""
+    table = DurableTable(workdir / "credentials.db")
+    legacy = workdir / "credentials.json"
+    if legacy.exists():  # the once-a-second snapshot of earlier versions
+        table.apply({_cred_key(e["user"], e["service"]): e for e in json.loads(legacy.read_text())})
+        legacy.unlink()
+    for entry in table.load().values():
         tm.store(Credential(**{f: entry[f] for f in _CRED_FIELDS}))
 
+    async def persist(cred: Credential) -> None:
+        row = {f: getattr(cred, f) for f in _CRED_FIELDS}
+        await table.apply_async({_cred_key(cred.user, cred.service): row})
 
-async def _keep_saving(save: Callable[[], None], every: float = 1.0) -> None:
-    """Persist state every ``every`` seconds (a SIGKILL loses at most that much; SIGTERM saves
-    on the way out)."""
-    while True:
-        await trio.sleep(every)
-        save()
+    tm.persist = persist
+    return table
+
+
+def _cred_key(user: str, service: str) -> str:
+    return json.dumps([user, service])
 
 
 async def _on_signals(shutdown: trio.Event, log: Any) -> None:
@@ -271,8 +303,15 @@ def _pick(world: World, config: ServiceConfig) -> tuple[Any, Any, Callable[[], N
         if issuer is None:
             raise missing("an issuer", list(world.issuers))
         _issuer_state(issuer, config.workdir)
-        app = issuer_app(name, issuer.url, issuer.handle, issuer.discovery_document)
-        return issuer, app, lambda: _save_issuer(issuer, config.workdir)
+        grants = _durable_issuer(issuer, config.workdir)
+        app = issuer_app(
+            name,
+            issuer.url,
+            issuer.handle,
+            issuer.discovery_document,
+            per_address_rate=world.spec.issuer(name).max_requests_per_second_per_address,
+        )
+        return issuer, app, grants.close
     if role == "data-server":
         server = world.data_servers.get(name)
         if server is None:
@@ -286,6 +325,9 @@ def _pick(world: World, config: ServiceConfig) -> tuple[Any, Any, Callable[[], N
         host = world.hosts.get(name)
         if host is None:
             raise missing("an execute host", list(world.hosts))
+        # Jobs do not outlive their host's process: a sandbox found now is a killed
+        # predecessor's, with its tokens still in it.
+        remove_stale_sandboxes(config.workdir / "sandboxes")
         return host, rpc_app(name, host.handle), nothing
     if role == "transfer-service":
         fts = world.transfer_service
@@ -299,7 +341,6 @@ def _pick(world: World, config: ServiceConfig) -> tuple[Any, Any, Callable[[], N
         return rucio, rpc_app(name, rucio.handle), nothing
     if role == "token-manager":
         tm = world.token_manager
-        store = config.workdir / "credentials.json"
-        _load_credentials(tm, store)
-        return tm, rpc_app(name, tm.handle), lambda: _save_credentials(tm, store)
+        creds = _durable_credentials(tm, config.workdir)
+        return tm, rpc_app(name, tm.handle), creds.close
     return world.queue_manager, rpc_app(name, world.queue_manager.handle), nothing

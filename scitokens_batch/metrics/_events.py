@@ -20,6 +20,8 @@ kind                       actor            fields
                                             exp, kid
 ``request``                issuer           endpoint ("token"/"jwks"/"device_authorization"/
                                             "device"/"revoke"), status, grant, error
+``refresh_reuse``          issuer           client, revoked (RFC 9700: a rotated refresh token
+                                            used again; its family of ``revoked`` tokens revoked)
 ``refresh``                token_manager    user, service, jti, exp, initial
                            transfer         token (the jti of the token submitted to it), jti, exp,
                            service          initial (false)
@@ -71,6 +73,8 @@ from collections.abc import Callable, Iterator
 from typing import IO, Any, NamedTuple, Protocol
 
 import attrs
+
+from ..tokens import bound_fields
 
 __all__ = ["Event", "EventSink", "JsonlSink", "ListSink", "Recorder"]
 
@@ -196,6 +200,9 @@ class Recorder:
         """Record an event now."""
         # Rounded to the microsecond: float noise below that is not information, and it would
         # make two identical runs differ in their last digits when printed.
+        # Every string bounded and redacted: a value a client sent (a form field, a 900 kB
+        # grant_type, a JWT where a client id belongs) never lands in the events whole.
+        bound_fields(fields)
         ev = Event(round(self.clock(), 6), self._seq, actor, kind, fields)
         self._seq += 1
         self.sink.write(ev)

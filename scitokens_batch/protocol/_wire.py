@@ -41,7 +41,8 @@ from cattrs.errors import (
 )
 from cattrs.strategies import configure_tagged_union
 
-from ..tokens import Reason
+from ..tokens import Reason, bound
+from ..tokens._redact import ECHO_LIMIT
 from ._messages import (
     CLIENT_AUTH_BASIC,
     CLIENT_AUTH_NONE,
@@ -193,6 +194,9 @@ def _client_fields(
 
 
 # -- the token endpoint --------------------------------------------------------------------------
+
+#: The longest ``error_description`` sent: room for a sentence quoting a short value.
+DESCRIPTION_LIMIT: Final = 200
 
 _TOKEN_FIELDS: Final = (
     "refresh_token",
@@ -387,9 +391,11 @@ def decode_device_authorization_response(
 
 def oauth_error_body(err: OAuthError) -> dict[str, str]:
     """RFC 6749 §5.2."""
-    body = {"error": err.error}
+    body = {"error": bound(err.error, ECHO_LIMIT)}
     if err.description:
-        body["error_description"] = err.description
+        # The one place every description leaves through: a value the client sent and the
+        # issuer quoted is redacted (a JWT where a client id belongs) and cut short.
+        body["error_description"] = bound(err.description, DESCRIPTION_LIMIT)
     return body
 
 

@@ -314,7 +314,9 @@ class ClientSpec:
         grants: the grants it may use.
         scopes: the most its client credentials tokens may hold (each checked with
             ``parse_scope`` at load time).
-        audiences: the audiences it may ask for; empty: any.
+        audiences: the audiences it may ask for; empty: the scenario's known audiences (its
+            data servers', transfer service's and workloads' audiences, and the issuer URL);
+            ``["*"]``: any audience (an explicit opt-in).
         access_token_lifetime: seconds its access tokens live, whatever the grant (K5, P13);
             absent: the issuer's ``access_token_lifetime``.
     """
@@ -343,7 +345,10 @@ class IssuerSpec:
         nbf_backdate: ``nbf = iat - nbf_backdate``, seconds.
         latency: seconds of one request/response to the issuer.
         max_requests_per_second: above this the issuer answers 503; None: unlimited.
-        refresh_token_grace: how long a rotated refresh token is still accepted (E4).
+        max_requests_per_second_per_address: live mode: a token bucket per client address on
+            the form endpoints (429 with Retry-After beyond it); None: unlimited.
+        refresh_token_grace: how long a retry of a rotated refresh token still gets its one
+            successor back (E4, RFC 9700 §4.14.2); later reuse revokes the family. 5 minutes.
         device_code_lifetime: ``expires_in`` of a device code (RFC 8628; K2: 1800 s).
         device_poll_interval: the device code polling ``interval`` it starts with (5 s).
         users: the users it knows.
@@ -362,7 +367,10 @@ class IssuerSpec:
     max_requests_per_second: float | None = attrs.field(
         default=None, metadata=_meta(check=_positive_number)
     )
-    refresh_token_grace: float = attrs.field(default=86400.0, metadata=_DURATION)
+    max_requests_per_second_per_address: float | None = attrs.field(
+        default=1000.0, metadata=_meta(check=_positive_number)
+    )
+    refresh_token_grace: float = attrs.field(default=300.0, metadata=_DURATION)
     device_code_lifetime: float = attrs.field(default=1800.0, metadata=_NON_ZERO)
     device_poll_interval: float = attrs.field(default=5.0, metadata=_NON_ZERO)
     users: tuple[UserSpec, ...] = ()

@@ -59,6 +59,7 @@ from ..tokens import (
     TrustedIssuer,
     Verifier,
     parse_scope,
+    redact_event_dict,
 )
 from ..transport import InMemoryNetwork, Transport
 from ._spec import (
@@ -151,6 +152,17 @@ def _clients(isp: IssuerSpec, seed: int) -> dict[str, ClientPolicy]:
             grants=frozenset({GRANT_REFRESH, GRANT_DEVICE_CODE}),
         )
     return clients
+
+
+def _known_audiences(spec: Scenario, issuer_url: str) -> frozenset[str]:
+    """What a client registered without ``audiences`` may ask for: the audiences of the
+    scenario's data servers, its transfer service, its workloads' tokens, and the issuer."""
+    known = {ds.audience for ds in spec.data_servers}
+    known.update(w.token.audience for w in spec.workloads)
+    if spec.transfer_service is not None:
+        known.add(spec.transfer_service.audience)
+    known.add(issuer_url)
+    return frozenset(known)
 
 
 def client_secret(spec: Scenario, seed: int, issuer: str, client: str) -> str | None:
@@ -488,6 +500,7 @@ class World:
                 nbf_backdate=isp.nbf_backdate,
                 max_requests_per_second=isp.max_requests_per_second,
                 refresh_token_grace=isp.refresh_token_grace,
+                known_audiences=_known_audiences(spec, isp.url),
                 device_code_lifetime=isp.device_code_lifetime,
                 device_poll_interval=isp.device_poll_interval,
                 now=true_now,
@@ -718,6 +731,8 @@ def structured_logger(level: str, now: Callable[[], float]) -> Any:
         wrapper_class=structlog.make_filtering_bound_logger(getattr(logging, level.upper())),
         processors=[
             structlog.processors.add_log_level,
+            # every value redacted and bounded: no token in a log line, whatever field it is in
+            redact_event_dict,
             add_time,
             structlog.processors.JSONRenderer(sort_keys=True),
         ],

@@ -39,6 +39,10 @@ from ._profiles import Algorithm as Algorithm
 from ._profiles import Profile as Profile
 from ._reasons import Reason as Reason
 from ._reasons import Rejection as Rejection
+from ._redact import bound as bound
+from ._redact import bound_fields as bound_fields
+from ._redact import redact as redact
+from ._redact import redact_event_dict as redact_event_dict
 from ._scopes import Operation as Operation
 from ._scopes import Scope as Scope
 from ._scopes import audience_matches as audience_matches
@@ -88,6 +92,8 @@ __all__ = [
     "VerifierStatistics",
     "audience_matches",
     "authorize",
+    "bound",
+    "bound_fields",
     "build_claims",
     "check_claims",
     "check_issuer_url",
@@ -107,6 +113,8 @@ __all__ = [
     "parse_scope",
     "parse_scopes",
     "peek",
+    "redact",
+    "redact_event_dict",
     "short_hash",
     "signature_valid",
     "verifier_for",

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import re
 import ssl
 import urllib.parse
@@ -26,6 +27,7 @@ from typing import Any, Final, Protocol
 
 import attrs
 import httpx
+import trio
 
 from ..protocol import (
     Ack,
@@ -74,6 +76,9 @@ CHUNK: Final = 256 * 1024
 SMALL_BODY: Final = 8 * 1024 * 1024
 #: The most a form or RPC body may hold.
 MAX_BODY: Final = 1 << 20
+#: The largest OAuth form (token, device authorization, revocation, approval) the issuer
+#: reads; beyond it, 413 (a subject token is a few kB; nothing legitimate comes near 64 KiB).
+MAX_FORM: Final = 64 << 10
 #: The most request body read and dropped to answer before the body was read (a refusal).
 DRAIN_LIMIT: Final = 1 << 32
 
@@ -487,6 +492,32 @@ async def _oauth_answer(send: Send, answer: Message, *, basic: bool) -> None:
         raise TypeError(f"issuer answered {type(answer).__name__}")
 
 
+@attrs.define
+class _Buckets:
+    """A token bucket per client address (``rate`` a second, a burst of ``rate``), on trio's
+    clock; addresses idle long enough to have a full bucket are forgotten."""
+
+    rate: float
+    _levels: dict[str, tuple[float, float]] = attrs.field(factory=dict, alias="_levels")
+
+    def take(self, address: str) -> float:
+        """Take one token for ``address``: 0 when there was one, else seconds to wait."""
+        now = trio.current_time()
+        if len(self._levels) > 4096:  # bounded: drop the buckets that are full again
+            self._levels = {
+                a: (lvl, t)
+                for a, (lvl, t) in self._levels.items()
+                if lvl + (now - t) * self.rate < self.rate
+            }
+        level, then = self._levels.get(address, (self.rate, now))
+        level = min(self.rate, level + (now - then) * self.rate)
+        if level < 1.0:
+            self._levels[address] = (level, now)
+            return (1.0 - level) / self.rate
+        self._levels[address] = (level - 1.0, now)
+        return 0.0
+
+
 def issuer_app(
     name: str,
     url: str,
@@ -494,6 +525,7 @@ def issuer_app(
     discovery: Callable[[], Mapping[str, Any]],
     *,
     jwks_max_age: int | None = None,
+    per_address_rate: float | None = None,
 ) -> ASGIApp:
     """The issuer's HTTPS face (D2, D3, D5; K1-K4; RFC 7009; RFC 8628).
 
@@ -504,8 +536,14 @@ def issuer_app(
 
     The JWKS goes out with ``Cache-Control: max-age`` of the handler's
     :class:`JwksResponse` (D4), unless ``jwks_max_age`` overrides it.
+
+    Forms larger than :data:`MAX_FORM` are refused with 413 before they are parsed. With
+    ``per_address_rate``, each client address has a token bucket of that many requests a
+    second (a burst of as many) on the form endpoints; beyond it: 429 with ``Retry-After``
+    (RFC 6585 §4), before the request is read.
     """
     prefix = urllib.parse.urlsplit(url).path.rstrip("/")
+    buckets = _Buckets(per_address_rate) if per_address_rate is not None else None
     meta_paths = {
         f"{prefix}/.well-known/openid-configuration",
         f"/.well-known/openid-configuration{prefix}",
@@ -554,10 +592,20 @@ def issuer_app(
         if method != "POST":
             await _respond(send, 405, headers={"allow": "POST"})
             return
+        if buckets is not None:
+            wait = buckets.take((scope.get("client") or ("?",))[0])
+            if wait > 0:
+                await _json(
+                    send,
+                    429,
+                    {"error": "temporarily_unavailable", "error_description": "too many requests"},
+                    {"retry-after": str(math.ceil(wait)), **_NO_STORE},
+                )
+                return
         authorization = _header(scope, "authorization")
         basic = (authorization or "").lower().startswith("basic")
         try:
-            message = decode(await _read_body(receive), authorization)
+            message = decode(await _read_body(receive, MAX_FORM), authorization)
         except w.WireError as exc:
             status = 401 if exc.error == "invalid_client" else 400
             await _oauth_answer(

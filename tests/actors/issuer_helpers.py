@@ -102,6 +102,8 @@ def make_issuer(**overrides: Any) -> Issuer:
         "keys": KeyRing.single(signing_key()),
         "users": users,
         "clients": clients(),
+        # what a client registered without audiences may ask for (the scenario's servers)
+        "known_audiences": frozenset({"https://storage.example", "https://fts.example", URL}),
         "access_token_lifetime": 1200.0,
         "refresh_token_lifetime": 30 * 86400.0,
         "now": lambda: T0 + trio.current_time(),

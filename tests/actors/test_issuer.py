@@ -4,7 +4,9 @@ exchange, rate limit, JWKS and discovery (E4, B15, K3-K5, A13, P13, D2, D5; RFC 
 from __future__ import annotations
 
 import json
+from typing import Any
 
+import attrs
 import trio
 import trio.testing
 from hypothesis import given, settings
@@ -122,35 +124,149 @@ async def test_unknown_grant_is_unsupported_grant_type() -> None:
 async def test_refresh_rotates_with_grace_at_exact_times(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
-    """E4/I7: each refresh gives a new refresh token; the old one works until exactly
-    rotation + refresh_token_grace (600 s here), and reusing it inside the grace does not move
-    that deadline."""
+    """E4/I7 + RFC 9700: each refresh gives a new refresh token; a retry of the rotated one
+    within the grace (600 s here) gets the same successor back, and the first retry at exactly
+    rotation + grace is reuse: invalid_grant, and the successor is revoked with it."""
     issuer = make_issuer(refresh_token_grace=600.0)
     rt = issuer.enroll("alice", client="token_manager", scopes="read:/data", audience=AUD)
     first = await token(issuer, grant_type=GRANT_REFRESH, refresh_token=rt)
     assert first.refresh_token not in (None, rt)
     assert peek(first.access_token)[1]["aud"] == AUD
     await trio.sleep(599)
-    reuse = await token(issuer, grant_type=GRANT_REFRESH, refresh_token=rt)
-    assert reuse.refresh_token not in (None, rt, first.refresh_token)
+    retry = await token(issuer, grant_type=GRANT_REFRESH, refresh_token=rt)
+    assert retry.refresh_token == first.refresh_token
+    assert retry.access_token != first.access_token
     await trio.sleep(1)
     assert trio.current_time() == 600
     late = await error(issuer, grant_type=GRANT_REFRESH, refresh_token=rt)
     assert (late.error, late.status) == ("invalid_grant", 400)
-    await token(issuer, grant_type=GRANT_REFRESH, refresh_token=first.refresh_token)
+    assert "family is revoked" in late.description
+    revoked = await error(issuer, grant_type=GRANT_REFRESH, refresh_token=first.refresh_token)
+    assert revoked.error == "invalid_grant"
 
 
-async def test_default_grace_is_one_day(autojump_clock: trio.testing.MockClock) -> None:
-    """E4: "AS SHOULD allow ~1 day grace": by default a rotated refresh token works for 86400 s."""
+async def test_retry_after_the_successor_was_used_revokes_the_family(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """RFC 9700 §4.14.2: once the successor was used, the rotated token is reuse even inside
+    the grace: invalid_grant, and every token of the family (the newest too) is revoked."""
+    issuer = make_issuer(refresh_token_grace=600.0)
+    rt = issuer.enroll("alice", client="token_manager", scopes="read:/data", audience=AUD)
+    first = await token(issuer, grant_type=GRANT_REFRESH, refresh_token=rt)
+    second = await token(issuer, grant_type=GRANT_REFRESH, refresh_token=first.refresh_token)
+    reuse = await error(issuer, grant_type=GRANT_REFRESH, refresh_token=rt)
+    assert reuse.error == "invalid_grant"
+    newest = await error(issuer, grant_type=GRANT_REFRESH, refresh_token=second.refresh_token)
+    assert (newest.error, newest.description) == ("invalid_grant", "refresh token revoked")
+    other = issuer.enroll("alice", client="token_manager", scopes="read:/data", audience=AUD)
+    assert isinstance(
+        await token(issuer, grant_type=GRANT_REFRESH, refresh_token=other), TokenResponse
+    )
+
+
+async def test_parallel_refreshes_make_one_successor(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """RFC 9700 §4.14.2: 50 concurrent refreshes with one token rotate it once: every answer
+    carries the same successor, and the table grows by one token."""
+    issuer = make_issuer()
+    rt = issuer.enroll("alice", client="token_manager", scopes="read:/data", audience=AUD)
+    answers: list[TokenResponse] = []
+
+    async def one() -> None:
+        answers.append(await token(issuer, grant_type=GRANT_REFRESH, refresh_token=rt))
+
+    async with trio.open_nursery() as nursery:
+        for _ in range(50):
+            nursery.start_soon(one)
+    assert len({a.refresh_token for a in answers}) == 1
+    assert len(issuer._grants) == 2
+
+
+async def test_reuse_after_compaction_still_revokes(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """RFC 9700: a rotated token compacted to a tombstone (past its grace, table pruned) is
+    still recognised: its replay revokes the family."""
+    from scitokens_batch.actors.issuer import PRUNE_FLOOR
+
+    issuer = make_issuer(refresh_token_grace=0.0)
+    first = issuer.enroll("alice", client="token_manager", scopes="read:/data", audience=AUD)
+    rt = first
+    for _ in range(PRUNE_FLOOR + 10):
+        rt = (await token(issuer, grant_type=GRANT_REFRESH, refresh_token=rt)).refresh_token
+        assert rt is not None
+        await trio.sleep(0.001)
+    assert issuer._spent
+    assert (await error(issuer, grant_type=GRANT_REFRESH, refresh_token=first)).error == (
+        "invalid_grant"
+    )
+    assert (await error(issuer, grant_type=GRANT_REFRESH, refresh_token=rt)).description == (
+        "refresh token revoked"
+    )
+
+
+async def test_default_grace_is_five_minutes(autojump_clock: trio.testing.MockClock) -> None:
+    """The default grace is 300 s: a retry of a rotated token works until then, not a day."""
     issuer = make_issuer()
     rt = issuer.enroll("alice", client="token_manager", scopes="read:/data", audience=AUD)
     await token(issuer, grant_type=GRANT_REFRESH, refresh_token=rt)
-    await trio.sleep(86399)
+    await trio.sleep(299)
     await token(issuer, grant_type=GRANT_REFRESH, refresh_token=rt)
     await trio.sleep(1)
     assert (await error(issuer, grant_type=GRANT_REFRESH, refresh_token=rt)).error == (
         "invalid_grant"
     )
+
+
+async def test_every_change_is_persisted_before_the_answer(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """Durability: a rotation's rows (old token rotated, successor added) reach ``persist``
+    before the answer returns, and restore_rows rebuilds an issuer that honours them."""
+    persisted: dict[str, Any] = {}
+
+    async def persist(changes: Any) -> None:
+        await trio.sleep(0.5)
+        persisted.update(changes)
+
+    issuer = make_issuer()
+    issuer.persist = persist
+    rt = issuer.enroll("alice", client="token_manager", scopes="read:/data", audience=AUD)
+    answer = await token(issuer, grant_type=GRANT_REFRESH, refresh_token=rt)
+    assert trio.current_time() == 0.5
+    assert len(persisted) == 3  # enrolled, successor, and the family counter
+    assert "rt-" not in json.dumps(persisted)
+    fresh = make_issuer()
+    fresh.successor_key = issuer.successor_key
+    fresh.restore_rows({k: v for k, v in persisted.items() if v is not None})
+    again = await token(fresh, grant_type=GRANT_REFRESH, refresh_token=rt)
+    assert again.refresh_token == answer.refresh_token
+    assert isinstance(
+        await token(fresh, grant_type=GRANT_REFRESH, refresh_token=answer.refresh_token),
+        TokenResponse,
+    )
+
+
+async def test_expired_device_codes_are_forgotten(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """RFC 8628 §3.2: a device code is dropped DEVICE_RETENTION after expires_in, so the table
+    holds one lifetime's worth of codes at most."""
+    from scitokens_batch.actors.issuer import DEVICE_RETENTION
+    from scitokens_batch.protocol import DeviceAuthorizationRequest
+
+    issuer = make_issuer(device_code_lifetime=60.0)
+    for _ in range(100):
+        await issuer.handle(
+            DeviceAuthorizationRequest(client_id="cli", client_secret=None, scope="read:/data")
+        )
+    assert len(issuer._devices) == 100
+    await trio.sleep(60 + DEVICE_RETENTION)
+    await issuer.handle(
+        DeviceAuthorizationRequest(client_id="cli", client_secret=None, scope="read:/data")
+    )
+    assert len(issuer._devices) == 1 and len(issuer._user_codes) == 1
 
 
 async def test_refresh_token_expires(autojump_clock: trio.testing.MockClock) -> None:
@@ -635,3 +751,53 @@ async def test_refresh_table_is_pruned_of_dead_tokens(
     assert isinstance(
         await token(issuer, grant_type=GRANT_REFRESH, refresh_token=rt), TokenResponse
     )
+
+
+async def test_client_without_audiences_may_ask_only_for_known_ones(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """A client registered without audiences may ask for the issuer's known audiences only
+    (invalid_target otherwise); ("*",) is the explicit opt-in to any audience."""
+    from scitokens_batch.actors import ClientPolicy
+    from scitokens_batch.protocol import GRANT_CLIENT_CREDENTIALS
+
+    kw = {"grant_type": GRANT_CLIENT_CREDENTIALS, "scope": "read:/data/svc"}
+    issuer = make_issuer()
+    ok = await token(issuer, "host:svc.example", audience="https://storage.example", **kw)
+    assert peek(ok.access_token)[1]["aud"] == "https://storage.example"
+    refused = await error(issuer, "host:svc.example", audience="https://evil.example", **kw)
+    assert refused.error == "invalid_target"
+    policy = issuer.clients["host:svc.example"]
+    anyone = make_issuer(
+        clients={**issuer.clients, policy.client_id: attrs.evolve(policy, audiences=("*",))}
+    )
+    answer = await token(anyone, "host:svc.example", audience="https://evil.example", **kw)
+    assert peek(answer.access_token)[1]["aud"] == "https://evil.example"
+    assert isinstance(policy, ClientPolicy)
+
+
+async def test_a_retry_waits_for_the_commit_of_the_rotation_it_reveals(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """Durability: a parallel retry that gets the successor another request created does not
+    answer before that request's commit is done (a crash in between would lose the successor)."""
+    committed: list[float] = []
+
+    async def persist(changes: Any) -> None:
+        await trio.sleep(0.5)
+        committed.append(trio.current_time())
+
+    issuer = make_issuer()
+    issuer.persist = persist
+    rt = issuer.enroll("alice", client="token_manager", scopes="read:/data", audience=AUD)
+    answered: list[float] = []
+
+    async def one() -> None:
+        await token(issuer, grant_type=GRANT_REFRESH, refresh_token=rt)
+        answered.append(trio.current_time())
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(one)
+        await trio.sleep(0.1)
+        nursery.start_soon(one)
+    assert committed == [0.5] and answered == [0.5, 0.5]

@@ -49,11 +49,11 @@ def _error(
 
 
 def test_defaults() -> None:
-    """E4 and K2 defaults: one day of refresh token grace, 1800 s device codes polled every 5 s,
+    """E4 and K2 defaults: five minutes of refresh token grace, 1800 s device codes polled every 5 s,
     and no clients but the token manager the world adds."""
     scenario = parse_scenario(BASE.format(issuer_keys="", clients=""), file="clients.toml")
     (issuer,) = scenario.issuers
-    assert issuer.refresh_token_grace == 86400.0
+    assert issuer.refresh_token_grace == 300.0
     assert (issuer.device_code_lifetime, issuer.device_poll_interval) == (1800.0, 5.0)
     assert issuer.clients == ()
 
