@@ -24,6 +24,7 @@ from ._messages import GRANT_CLIENT_CREDENTIALS as GRANT_CLIENT_CREDENTIALS
 from ._messages import GRANT_DEVICE_CODE as GRANT_DEVICE_CODE
 from ._messages import GRANT_REFRESH as GRANT_REFRESH
 from ._messages import GRANT_TOKEN_EXCHANGE as GRANT_TOKEN_EXCHANGE
+from ._messages import NAME_PATTERN as NAME_PATTERN
 from ._messages import TOKEN_TYPE_ACCESS as TOKEN_TYPE_ACCESS
 from ._messages import TOKEN_TYPE_JWT as TOKEN_TYPE_JWT
 from ._messages import TOKEN_TYPE_REFRESH as TOKEN_TYPE_REFRESH
@@ -66,6 +67,7 @@ __all__ = [
     "GRANT_DEVICE_CODE",
     "GRANT_REFRESH",
     "GRANT_TOKEN_EXCHANGE",
+    "NAME_PATTERN",
     "TOKEN_TYPE_ACCESS",
     "TOKEN_TYPE_JWT",
     "TOKEN_TYPE_REFRESH",
