@@ -100,6 +100,9 @@ class TokenManager:
     scan_interval: float
     backoff: Backoff
     client_secrets: Mapping[str, str] = attrs.field(factory=dict, repr=False)
+    #: check that a stored refresh token belongs to the user it is stored for (live mode: the
+    #: first refresh happens before the Ack, and its access token's ``sub`` must be the user)
+    verify_owner: bool = False
     transport: Transport
     now: Clock
     rng: random.Random
@@ -249,16 +252,22 @@ class TokenManager:
         """Answer the queue manager's :class:`CredentialRequest` (waiting up to ``wait``), and
         take a user's :class:`StoreCredential` (live mode's ``condor_store_cred``)."""
         if isinstance(message, StoreCredential):
-            self.store(
-                Credential(
-                    user=message.user,
-                    service=message.service,
-                    issuer=message.issuer,
-                    scopes=message.scopes,
-                    audience=message.audience,
-                    refresh_token=message.refresh_token,
-                )
+            new = Credential(
+                user=message.user,
+                service=message.service,
+                issuer=message.issuer,
+                scopes=message.scopes,
+                audience=message.audience,
+                refresh_token=message.refresh_token,
             )
+            if self.verify_owner:
+                refused = await self._check_owner(new)
+                if refused:
+                    self.log.warning(
+                        "credential refused", user=new.user, service=new.service, why=refused
+                    )
+                    return Ack(ok=False, detail=refused)
+            self.store(new)
             return Ack()
         if not isinstance(message, CredentialRequest):
             raise TypeError(f"token manager: unexpected message {type(message).__name__}")
@@ -271,6 +280,17 @@ class TokenManager:
                 return CredentialResponse(token=None)
             with trio.move_on_at(deadline):
                 await cred.changed.wait()
+
+    async def _check_owner(self, cred: Credential) -> str:
+        """Refresh once with the issuer (the authority on whose refresh token it is) and
+        check the access token's ``sub`` is the user; "" when it is, else why not."""
+        await self._refresh(cred)
+        if cred.access_token is None:
+            return "the issuer did not take the refresh token"
+        _, claims = peek(cred.access_token)
+        if claims.get("sub") != cred.user:
+            return f"the refresh token is not {cred.user}'s"
+        return ""
 
     # -- faults ------------------------------------------------------------------------------
 

@@ -1,5 +1,6 @@
 """Pure protocol pieces: messages, the job state table, back-off. No I/O, no clock."""
 
+from . import _rpcauth as rpcauth
 from . import _wire as wire
 from ._backoff import Backoff as Backoff
 from ._jobs import EVENT_TYPES as EVENT_TYPES
@@ -115,5 +116,6 @@ __all__ = [
     "TransferFile",
     "TransferRefused",
     "TransferSubmit",
+    "rpcauth",
     "wire",
 ]

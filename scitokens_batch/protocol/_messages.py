@@ -183,11 +183,13 @@ class DeviceApproval:
     """The user, logged in at the verification page, approves (or denies) a user code.
 
     The issuer's stand-in for its login page: a scenario or a test calls it as the user.
+    ``password`` is what the user types to log in (live issuers require it).
     """
 
     user_code: str
     user: str
     approve: bool = True
+    password: str | None = attrs.field(default=None, repr=False)
 
 
 @attrs.frozen(kw_only=True)
