@@ -23,6 +23,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import shutil
 import signal
 from collections.abc import Callable, Mapping
@@ -32,7 +33,7 @@ import attrs
 import trio
 
 from .. import _files
-from ..protocol import ExecStep
+from ..protocol import NAME_PATTERN, ExecStep
 from ..tokens import Discovered, discover
 
 __all__ = ["DirectorySandbox", "directory_sandboxes"]
@@ -146,7 +147,8 @@ def directory_sandboxes(
     def make(job: int, user: str, service: str) -> DirectorySandbox:
         if not isinstance(job, int) or job < 0:
             raise ValueError(f"job id must be an integer >= 0 (got {job!r})")
-        _inside(root, f"{service}.use")  # refuse a bad service before making anything
+        if not re.fullmatch(NAME_PATTERN, service):  # as the messages check it, once more
+            raise ValueError(f"service must match {NAME_PATTERN} ({len(service)} characters)")
         path = _inside(root, f"job-{job}")
         shutil.rmtree(path, ignore_errors=True)  # a rerun after an eviction starts clean
         path.mkdir(parents=True, mode=0o700)

@@ -5,6 +5,7 @@ attacker), started and stopped by PID through the live runner's machinery."""
 from __future__ import annotations
 
 import json
+import ssl
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -111,8 +112,12 @@ class Deployment:
         headers = {"content-type": "application/json"}
         if token is not None:
             headers["authorization"] = f"Bearer {token}"
-        with httpx.Client(verify=str(self.run.tls.ca), timeout=30.0) as client:
+        with httpx.Client(verify=self.ssl(), timeout=30.0) as client:
             return client.post(self.url(dest) + "/rpc", content=body, headers=headers)
+
+    def ssl(self) -> ssl.SSLContext:
+        """A TLS context trusting the run's CA."""
+        return ssl.create_default_context(cafile=str(self.run.tls.ca))
 
     def login(self, user: str) -> TokenResponse:
         """The user's real device-flow login (with the run's password for the user)."""
