@@ -29,6 +29,7 @@ from ..tokens import PublicKey, Reason, Rejection, SigningKey, encode, parse, si
 from ._messages import NAME_PATTERN
 
 __all__ = [
+    "CLOCK_LEEWAY",
     "LOGIN_ROLE",
     "POOL_ISSUER",
     "POOL_KID",
@@ -93,11 +94,17 @@ _NAME_RE: Final = re.compile(NAME_PATTERN)
 
 @attrs.frozen
 class ServiceIdentity:
-    """An authenticated caller: its actor name, its role, and the token's ``jti`` (for logs)."""
+    """An authenticated caller: its actor name, its role, the token's ``jti`` (for logs) and
+    ``exp`` (until when a receiver may remember the check)."""
 
     name: str
     role: str
     jti: str
+    exp: float = attrs.field(default=float("inf"), eq=False)
+
+    def still_valid(self, now: float) -> bool:
+        """The token this identity came from has not expired at ``now`` (with the leeway)."""
+        return now - CLOCK_LEEWAY < self.exp
 
 
 def rpc_allowed(receiver_role: str, message_type: str, caller_role: str) -> bool:
@@ -181,6 +188,6 @@ def check_service_token(
     sub, role, jti = claims.get("sub"), claims.get(ROLE_CLAIM), claims.get("jti")
     if not isinstance(sub, str) or not _NAME_RE.fullmatch(sub):
         return Rejection(Reason.MALFORMED, "sub must be a service name")
-    if role not in SERVICE_ROLES or not isinstance(role, str):
+    if not isinstance(role, str) or role not in SERVICE_ROLES:
         return Rejection(Reason.INSUFFICIENT_SCOPE, "the token names no known role")
-    return ServiceIdentity(name=sub, role=role, jti=str(jti))
+    return ServiceIdentity(name=sub, role=role, jti=str(jti), exp=float(exp))
