@@ -4,14 +4,28 @@ and sandbox checks on their own)."""
 
 from __future__ import annotations
 
+import errno
 import json
+import random
 import time
 from pathlib import Path
 
 import pytest
+import trio
 
+from scitokens_batch.actors import ExecuteHost
+from scitokens_batch.actors.execute_host import MemorySandbox
 from scitokens_batch.live._sandbox import directory_sandboxes
-from scitokens_batch.protocol import ComputeStep, JobProgram, StartJob
+from scitokens_batch.metrics import ListSink, Recorder
+from scitokens_batch.protocol import (
+    Ack,
+    ComputeStep,
+    CredentialUpdate,
+    JobFinished,
+    JobProgram,
+    Message,
+    StartJob,
+)
 from scitokens_batch.protocol import wire as w
 
 from .deploy import Deployment, ack
@@ -117,3 +131,73 @@ def test_staging_failure_fails_the_job_not_the_host(live: Deployment) -> None:
     log = (live.workdir / "logs" / "node-1.log").read_text()
     assert "credential staging failed" in log and "File exists" in log
     assert live.run.services["node-1"].exited() is None
+
+
+class _Log:
+    """A logger that keeps the warnings."""
+
+    def __init__(self) -> None:
+        self.warnings: list[dict[str, object]] = []
+
+    def warning(self, event: str, **kw: object) -> None:
+        self.warnings.append({"event": event, **kw})
+
+    def info(self, event: str, **kw: object) -> None:
+        pass
+
+
+async def test_restaging_failure_fails_only_that_job(autojump_clock: object) -> None:
+    """A re-staging that fails (ENOSPC) for one job ends that job with the reason; the other
+    job on the host runs to its end and the host keeps serving (virtual time, no process)."""
+    finished: list[JobFinished] = []
+
+    class Net:
+        async def request(self, src: str, dest: str, message: Message) -> Message:
+            if isinstance(message, JobFinished):
+                finished.append(message)
+            return Ack()
+
+    class FullDisk(MemorySandbox):
+        staged = 0
+
+        def stage(self, token: str, *, jti: str, exp: float) -> None:
+            self.staged += 1
+            if self.job == 1 and self.staged > 1:
+                raise OSError(errno.ENOSPC, "No space left on device", "vo.use")
+            super().stage(token, jti=jti, exp=exp)
+
+    sink = ListSink()
+    host = ExecuteHost(
+        name="node-0",
+        slots=2,
+        sandbox_refresh=10.0,
+        transport=Net(),  # type: ignore[arg-type]
+        clock=trio.current_time,
+        rng=random.Random(1),
+        recorder=Recorder(clock=trio.current_time, sink=sink),
+        log=_Log(),
+        sandboxes=lambda job, user, service: FullDisk(job),
+    )
+    program = JobProgram(steps=(ComputeStep(seconds=60),))
+
+    def start(job: int) -> StartJob:
+        return StartJob(
+            job=job, slot=job, user=f"u{job}", service="vo", token="t0", jti=f"a{job}", exp=100.0,
+            program=program,
+        )  # fmt: skip
+
+    async with trio.open_nursery() as nursery:
+        await nursery.start(host.run)
+        assert await host.handle(start(1)) == Ack()
+        assert await host.handle(start(2)) == Ack()
+        for user in ("u1", "u2"):
+            update = CredentialUpdate(user=user, service="vo", token="t1", jti="b", exp=200.0)
+            assert await host.handle(update) == Ack()
+        await trio.sleep(100)
+        assert await host.handle(start(3)) == Ack()  # still serving
+        await trio.sleep(100)
+        nursery.cancel_scope.cancel()
+    by_job = {f.job: f for f in finished}
+    assert by_job[1].exit_code == 1 and "No space left on device" in by_job[1].reason
+    assert by_job[1].reason.startswith("staging the vo credential failed")
+    assert by_job[2].exit_code == 0 and by_job[3].exit_code == 0
