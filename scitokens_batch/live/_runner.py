@@ -13,13 +13,6 @@ What the runner does, in order:
 3. Logs every user in: an RFC 8628 device flow against the issuer, approved as the user (with
    the user's password), whose refresh token goes to the token manager (``StoreCredential``,
    HTCondor's ``condor_store_cred``), presenting the login path's service token.
-
-Secrets of a run (step 1): a pool key (ES256) that signs one service token per (caller,
-callee) pair the RPC table allows (``protocol/_rpcauth.py``); its private half never leaves
-this process, the services get its public half. The token manager's client secret at each
-issuer and every user's password that the scenario does not set are drawn from the CSPRNG
-(``secrets``), never derived from the seed. Each service gets its own share in
-``config/<name>.secrets.json`` (0600, in the 0700 ``config/``).
 4. Starts the queue manager, whose submissions begin at once; applies the scenario's faults on
    the wall clock (an issuer outage stops the issuer process and starts it again: it keeps its
    keys and refresh-token table in its work directory).
@@ -28,6 +21,13 @@ issuer and every user's password that the scenario does not set are drawn from t
    virtual run (``summary.json`` says ``"mode": "live"``).
 
 Whatever happens (an error, Ctrl-C), every process started is stopped before returning.
+
+Secrets of a run (made with step 2's configurations): a pool key (ES256) that signs one
+service token per (caller, callee) pair the RPC table allows (``protocol/_rpcauth.py``); its
+private half never leaves this process, the services get its public half. The token
+manager's client secret at each issuer and every user's password that the scenario does not
+set are drawn from the CSPRNG (``secrets``), never derived from the seed. Each service gets
+its own share in ``config/<name>.secrets.json`` (0600, in the 0700 ``config/``).
 """
 
 from __future__ import annotations

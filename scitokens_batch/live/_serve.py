@@ -141,7 +141,9 @@ def _auth(config: ServiceConfig) -> tuple[tuple[PublicKey, ...], ServiceSecrets]
         ConfigError: an RPC service without ``[auth]``, any service off loopback without it,
             or an unreadable key or credentials file.
     """
-    file = str(config.scenario) if config.auth is None else str(config.auth.pool_key)
+    file = f"the configuration of {config.name}"
+    if config.auth is not None:
+        file = str(config.auth.pool_key)
     if config.auth is None:
         if config.role in RPC_ROLES:
             raise ConfigError(
