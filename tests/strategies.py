@@ -8,6 +8,7 @@ from typing import Any
 from hypothesis import strategies as st
 
 from scitokens_batch.protocol import (
+    NAME_PATTERN,
     AccessStep,
     Ack,
     ComputeStep,
@@ -125,6 +126,8 @@ def raw_paths() -> st.SearchStrategy[str]:
 utf8_text = st.text(st.characters(codec="utf-8"))
 #: The same, never empty (an empty form value means "absent", RFC 6749 §3.1).
 utf8_words = st.text(st.characters(codec="utf-8"), min_size=1)
+#: Names that may become file names (users, services, hosts): what the messages accept.
+wire_names = st.from_regex(NAME_PATTERN, fullmatch=True)
 _seconds = st.floats(min_value=0, max_value=1e9, allow_nan=False)
 _times = st.floats(min_value=-1e12, max_value=1e12, allow_nan=False)
 _sizes = st.integers(min_value=0, max_value=2**63)
@@ -155,8 +158,8 @@ def rpc_messages() -> st.SearchStrategy[Any]:
         st.builds(Ack, ok=st.booleans(), detail=utf8_text),
         st.builds(
             CredentialRequest,
-            user=utf8_text,
-            service=utf8_text,
+            user=wire_names,
+            service=wire_names,
             wait=_seconds,
             min_valid=_seconds,
         ),
@@ -168,27 +171,27 @@ def rpc_messages() -> st.SearchStrategy[Any]:
         ),
         st.builds(
             CredentialUpdate,
-            user=utf8_text,
-            service=utf8_text,
+            user=wire_names,
+            service=wire_names,
             token=utf8_text,
             jti=utf8_text,
             exp=_times,
         ),
         st.builds(
             StoreCredential,
-            user=utf8_text,
-            service=utf8_text,
-            issuer=utf8_text,
+            user=wire_names,
+            service=wire_names,
+            issuer=wire_names,
             scopes=utf8_text,
             audience=utf8_text,
             refresh_token=utf8_text,
         ),
         st.builds(
             StartJob,
-            job=ints,
+            job=st.integers(0, 2**63),
             slot=ints,
-            user=utf8_text,
-            service=utf8_text,
+            user=wire_names,
+            service=wire_names,
             token=utf8_text,
             jti=utf8_text,
             exp=_times,
@@ -197,7 +200,7 @@ def rpc_messages() -> st.SearchStrategy[Any]:
         st.builds(
             JobFinished,
             job=ints,
-            host=utf8_text,
+            host=wire_names,
             exit_code=ints,
             reason=utf8_text,
             cpu_seconds=_seconds,

@@ -12,6 +12,10 @@ The sandbox itself is a seam (:class:`Sandbox`): in virtual time a value in memo
 written 0600 and atomically, where an exec step (a real command) finds its token by WLCG
 discovery. The starter reads the token through the same seam before each access.
 
+A token that cannot be staged (the sandbox cannot be made, a full disk, a file in the way, a
+name that would lead outside the sandbox) fails that job with the reason, as HTCondor's starter
+does; it never takes the host, or the other jobs on it, down.
+
 A denied access fails the job with that reason. An unreachable data server is retried
 (``ACCESS_RETRIES`` times, ``ACCESS_RETRY_DELAY`` apart, as xrdcp and gfal do) before the job
 fails.
@@ -19,6 +23,7 @@ fails.
 
 from __future__ import annotations
 
+import contextlib
 import random
 from collections.abc import Callable
 from typing import Protocol
@@ -109,6 +114,36 @@ def memory_sandboxes(job: int, user: str, service: str) -> Sandbox:
 
 
 @attrs.define
+class _BrokenSandbox:
+    """The sandbox could not be made: every staging fails with why (the job then fails)."""
+
+    why: str
+
+    def stage(self, token: str, *, jti: str, exp: float) -> None:
+        raise OSError(self.why)
+
+    def token(self) -> str | None:
+        return None
+
+    async def execute(self, step: ExecStep) -> tuple[int, str]:
+        return 1, self.why
+
+    def remove(self) -> None:
+        pass
+
+
+class _StagingFailed(Exception):
+    """A re-staging failed; the job ends with this reason."""
+
+
+def _why(exc: BaseException) -> str:
+    """A short reason for a failed staging (``strerror`` and the file, never a token)."""
+    if isinstance(exc, OSError) and exc.strerror:
+        return f"{exc.strerror}: {exc.filename}" if exc.filename else exc.strerror
+    return str(exc) or type(exc).__name__
+
+
+@attrs.define
 class _StagedToken:
     token: str = attrs.field(repr=False)
     jti: str
@@ -184,7 +219,12 @@ class ExecuteHost:
         else:
             staged = held
         scope = trio.CancelScope()
-        box = self.sandboxes(msg.job, msg.user, msg.service)
+        box: Sandbox
+        try:
+            box = self.sandboxes(msg.job, msg.user, msg.service)
+        except (OSError, ValueError) as exc:
+            # The job fails in its starter (with this reason), like any other staging failure.
+            box = _BrokenSandbox(f"sandbox: {_why(exc)}")
         self._running[msg.job] = _Running(msg, staged, box, scope, trio.current_time())
         self._nursery.start_soon(self._starter, msg.job)
         return Ack()
@@ -208,13 +248,22 @@ class ExecuteHost:
         run = self._running[job_id]
         exit_code, reason = 0, ""
         with run.scope:
-            self._stage(run, run.sandbox)
-            async with trio.open_nursery() as nursery:
-                if self.sandbox_refresh > 0:
-                    nursery.start_soon(self._refresher, run)
-                exit_code, reason = await self._execute(run)
-                nursery.cancel_scope.cancel()
-        run.box.remove()
+            try:
+                self._stage(run, run.sandbox)
+                async with trio.open_nursery() as nursery:
+                    if self.sandbox_refresh > 0:
+                        nursery.start_soon(self._refresher, run)
+                    exit_code, reason = await self._execute(run)
+                    nursery.cancel_scope.cancel()
+            except* (OSError, ValueError, _StagingFailed) as group:
+                # One job's credential could not be staged: that job fails (HTCondor's starter
+                # puts it on hold); the host and its other jobs go on.
+                first = group.exceptions[0]
+                why = str(first) if isinstance(first, _StagingFailed) else _why(first)
+                exit_code, reason = 1, f"staging the {run.start.service} credential failed: {why}"
+                self.log.warning("credential staging failed", job=job_id, why=why)
+        with contextlib.suppress(OSError):
+            run.box.remove()
         if run.scope.cancelled_caught:
             return  # killed with the host: the queue manager has requeued the job
         del self._running[job_id]
@@ -238,7 +287,10 @@ class ExecuteHost:
                 and newest.jti != run.sandbox.jti
                 and newest.exp > run.sandbox.exp
             ):
-                self._stage(run, newest)
+                try:
+                    self._stage(run, newest)
+                except (OSError, ValueError) as exc:
+                    raise _StagingFailed(_why(exc)) from None
 
     async def _execute(self, run: _Running) -> tuple[int, str]:
         program = run.start.program

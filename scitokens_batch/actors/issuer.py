@@ -114,6 +114,8 @@ DEVICE_RETENTION = 60.0
 #: whose answer it lost (a crash, a timeout), short enough that a stolen rotated token is soon
 #: useless and the rotated entries are soon compacted.
 DEFAULT_GRACE = 300.0
+#: Wrong passwords tried on one user code before the code is denied (guessing is bounded).
+MAX_APPROVAL_FAILURES = 5
 
 #: An ``aud`` claim value: one audience, or several (C1).
 Audience: TypeAlias = str | tuple[str, ...]
@@ -224,6 +226,8 @@ class _DeviceGrant:
     last_poll: float | None = None
     user: str | None = None
     state: _DeviceState = _DeviceState.PENDING
+    #: failed logins at the approval page for this code
+    failures: int = 0
 
 
 @attrs.define(kw_only=True)
@@ -251,6 +255,9 @@ class Issuer:
             None: nothing to persist (virtual time).
         successor_key: the HMAC key successors are derived with (live mode keeps it on disk,
             so a restarted issuer derives the same ones); None: drawn from ``rng`` at first use.
+        passwords: each user's password for the device approval page.
+        require_password: approvals must carry the user's password (live issuers); a user
+            without one in ``passwords`` can then not log in at all.
         now: the issuer's clock (absolute seconds).
         rng: this actor's seeded RNG (jti, refresh tokens, device and user codes).
         recorder: event recorder.
@@ -270,6 +277,8 @@ class Issuer:
     refresh_token_grace: float = DEFAULT_GRACE
     device_code_lifetime: float = 1800.0
     device_poll_interval: float = 5.0
+    passwords: Mapping[str, str] = attrs.field(factory=dict, repr=False)
+    require_password: bool = False
     now: Clock
     rng: random.Random
     recorder: Recorder
@@ -828,13 +837,27 @@ class Issuer:
             return self._error(msg, "expired_token", "the user code has expired")
         if device.state is not _DeviceState.PENDING:
             return self._error(msg, "invalid_request", "the user code was already used")
-        if msg.user not in self.users:
-            # The login fails; the device code stays pending (another user may still log in).
-            return self._error(msg, "access_denied", f"user {msg.user!r} is not in the VO")
+        if msg.user not in self.users or not self._password_ok(msg):
+            # The login fails; the device code stays pending (the user may type it again), up
+            # to MAX_APPROVAL_FAILURES times: then the code is denied, so guessing is bounded.
+            # The same answer whether the user or the password was wrong.
+            device.failures += 1
+            if device.failures >= MAX_APPROVAL_FAILURES:
+                device.state = _DeviceState.DENIED
+            return self._error(msg, "access_denied", "unknown user or wrong password", 403)
         device.user = msg.user
         device.state = _DeviceState.APPROVED if msg.approve else _DeviceState.DENIED
         self._record(msg, 200, None)
         return Ack()
+
+    def _password_ok(self, msg: DeviceApproval) -> bool:
+        """The user's password, compared in constant time; none needed where none is set and
+        none required (virtual time)."""
+        expected = self.passwords.get(msg.user)
+        if expected is None:
+            return not self.require_password
+        given = msg.password if msg.password is not None else ""
+        return hmac.compare_digest(given.encode(), expected.encode())
 
     def _device_token(self, req: TokenRequest, client: ClientPolicy) -> Message:
         """RFC 8628 §3.4-3.5: the device polls; tokens once the user approved."""

@@ -107,6 +107,9 @@ class TokenManager:
     scan_interval: float
     backoff: Backoff
     client_secrets: Mapping[str, str] = attrs.field(factory=dict, repr=False)
+    #: check that a stored refresh token belongs to the user it is stored for (live mode: the
+    #: first refresh happens before the Ack, and its access token's ``sub`` must be the user)
+    verify_owner: bool = False
     transport: Transport
     now: Clock
     rng: random.Random
@@ -166,7 +169,7 @@ class TokenManager:
             if cred.access_token is None or (scan and self.policy.is_due(cred.iat, cred.exp, now)):
                 await self._refresh(cred)
 
-    async def _refresh(self, cred: Credential) -> None:
+    async def _refresh(self, cred: Credential, *, persist: bool = True) -> None:
         initial = cred.access_token is None
         secret = self.client_secrets.get(cred.issuer)
         request = TokenRequest(
@@ -204,7 +207,7 @@ class TokenManager:
             attempts=0,
             retry_at=None,
         )
-        if self.persist is not None:
+        if persist and self.persist is not None:
             # The issuer has rotated: the old refresh token is spent. The new one is on disk
             # before anyone can see the new access token, or a crash now loses the credential.
             await self.persist(renewed)
@@ -274,6 +277,15 @@ class TokenManager:
                 audience=message.audience,
                 refresh_token=message.refresh_token,
             )
+            if self.verify_owner:
+                # The check refreshes once (the issuer rotates the token); nothing reaches the
+                # disk before the token is known to be this user's.
+                refused = await self._check_owner(stored)
+                if refused:
+                    self.log.warning(
+                        "credential refused", user=stored.user, service=stored.service, why=refused
+                    )
+                    return Ack(ok=False, detail=refused)
             if self.persist is not None:
                 await self.persist(stored)  # condor_store_cred succeeds once the .top is on disk
             self.store(stored)
@@ -289,6 +301,21 @@ class TokenManager:
                 return CredentialResponse(token=None)
             with trio.move_on_at(deadline):
                 await cred.changed.wait()
+
+    async def _check_owner(self, cred: Credential) -> str:
+        """Refresh once with the issuer (the authority on whose refresh token it is) and
+        check the access token's ``sub`` is the user; "" when it is, else why not.
+
+        The rotated credential is not persisted here: the caller persists it once it is known
+        to be the user's (else a refused token would overwrite the user's stored one).
+        """
+        await self._refresh(cred, persist=False)
+        if cred.access_token is None:
+            return "the issuer did not take the refresh token"
+        _, claims = peek(cred.access_token)
+        if claims.get("sub") != cred.user:
+            return f"the refresh token is not {cred.user}'s"
+        return ""
 
     # -- faults ------------------------------------------------------------------------------
 

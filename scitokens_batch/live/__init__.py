@@ -8,7 +8,14 @@ processes, makes the run's certificate authority, runs one actor as a service, a
 
 from __future__ import annotations
 
-from ._config import ROLES, ConfigError, ServiceConfig, TlsFiles, load_service_config
+from ._config import (
+    ROLES,
+    AuthFiles,
+    ConfigError,
+    ServiceConfig,
+    TlsFiles,
+    load_service_config,
+)
 from ._runner import LiveError, run_live
 from ._serve import serve
 from ._tls import RunCA, system_ca_bundle
@@ -27,6 +34,7 @@ __all__ = [
     "CURL_CA_FILE",
     "ROLES",
     "XROOTD_USER",
+    "AuthFiles",
     "ConfigError",
     "LiveError",
     "RunCA",

@@ -20,6 +20,10 @@ the actors on several hosts (every address comes from here)::
     key = "server.key"
     ca = "ca.pem"                       # what this service trusts as a client
 
+    [auth]                              # required for every RPC service, and off loopback
+    pool_key = "pool-key.pem"           # the pool's public key: service tokens are checked with it
+    credentials = "frames.secrets.json" # 0600: this service's secrets (see below)
+
     [issuer_urls]                       # issuer name -> its live `iss` (replaces the scenario's)
     ligo = "https://127.0.0.1:8441/ligo"
 
@@ -27,10 +31,23 @@ the actors on several hosts (every address comes from here)::
     token_manager = "https://127.0.0.1:8442"
 
 Relative paths are relative to the config file's directory.
+
+The ``[auth]`` credentials file is JSON, mode 0600 (a file others can read is refused)::
+
+    {"rpc_tokens": {"queue_manager": "<service token for the queue manager>", ...},
+     "client_secrets": {"ligo": {"token_manager": "<secret>"}},
+     "passwords": {"ligo": {"alice": "<password>"}}}
+
+``rpc_tokens``: the service token this service presents to each RPC peer it calls (made by the
+runner, or by ``deployment()``, signed with the pool key: ``protocol/_rpcauth.py``);
+``client_secrets``: OAuth client secrets by issuer and client id (the issuer's clients, the
+token manager's own); ``passwords``: users' device-approval passwords (issuers only).
 """
 
 from __future__ import annotations
 
+import json
+import stat
 import tomllib
 from pathlib import Path
 from typing import Any, Final
@@ -39,7 +56,16 @@ import attrs
 
 from ..errors import LocalInputError
 
-__all__ = ["ROLES", "ConfigError", "ServiceConfig", "TlsFiles", "load_service_config"]
+__all__ = [
+    "ROLES",
+    "AuthFiles",
+    "ConfigError",
+    "ServiceConfig",
+    "ServiceSecrets",
+    "TlsFiles",
+    "load_service_config",
+    "load_service_secrets",
+]
 
 ROLES: Final = (
     "issuer",
@@ -70,6 +96,75 @@ class TlsFiles:
 
 
 @attrs.frozen(kw_only=True)
+class AuthFiles:
+    """The pool's public key and this service's credentials file (``[auth]``)."""
+
+    pool_key: Path
+    credentials: Path
+
+
+@attrs.frozen(kw_only=True)
+class ServiceSecrets:
+    """What a service's credentials file holds (see the module docstring); never shown."""
+
+    rpc_tokens: dict[str, str] = attrs.field(factory=dict, repr=False)
+    client_secrets: dict[str, dict[str, str]] = attrs.field(factory=dict, repr=False)
+    passwords: dict[str, dict[str, str]] = attrs.field(factory=dict, repr=False)
+
+
+def load_service_secrets(path: Path) -> ServiceSecrets:
+    """Read a credentials file: JSON, mode 0600 at most.
+
+    Raises:
+        ConfigError: unreadable, readable by others, not JSON, or a member of the wrong shape
+            (the message names the member, never a value).
+    """
+    file = str(path)
+    try:
+        mode = path.stat().st_mode
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(file, "", f"cannot read it ({exc.strerror or exc})") from None
+    if stat.S_IMODE(mode) & 0o077:
+        raise ConfigError(
+            file, "", f"expected mode 0600 (it holds secrets), received {stat.S_IMODE(mode):04o}"
+        )
+    try:
+        doc = json.loads(text)
+    except ValueError:
+        raise ConfigError(file, "", "expected a JSON object, received other text") from None
+    if not isinstance(doc, dict):
+        raise ConfigError(file, "", "expected a JSON object")
+    extra = sorted(set(doc) - {"rpc_tokens", "client_secrets", "passwords"})
+    if extra:
+        raise ConfigError(
+            file, extra[0], "unknown member (expected rpc_tokens, client_secrets, passwords)"
+        )
+    tokens = doc.get("rpc_tokens", {})
+    if not isinstance(tokens, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in tokens.items()
+    ):
+        raise ConfigError(file, "rpc_tokens", "expected an object of peer name -> token")
+    nested: dict[str, dict[str, dict[str, str]]] = {}
+    for member in ("client_secrets", "passwords"):
+        value = doc.get(member, {})
+        if not isinstance(value, dict) or not all(
+            isinstance(inner, dict)
+            and all(isinstance(k, str) and isinstance(v, str) and v for k, v in inner.items())
+            for inner in value.values()
+        ):
+            raise ConfigError(
+                file, member, "expected an object of issuer -> {name -> non-empty string}"
+            )
+        nested[member] = value
+    return ServiceSecrets(
+        rpc_tokens=tokens,
+        client_secrets=nested["client_secrets"],
+        passwords=nested["passwords"],
+    )
+
+
+@attrs.frozen(kw_only=True)
 class ServiceConfig:
     """One service (see the module docstring for the keys)."""
 
@@ -85,6 +180,7 @@ class ServiceConfig:
     t0: float | None = None
     log_level: str = "info"
     tls: TlsFiles | None = None
+    auth: AuthFiles | None = None
     issuer_urls: dict[str, str] = attrs.field(factory=dict)
     peers: dict[str, str] = attrs.field(factory=dict)
     #: environment given to exec steps (execute hosts), e.g. the data servers' URLs
@@ -115,6 +211,10 @@ class ServiceConfig:
             put("cert", str(self.tls.cert))
             put("key", str(self.tls.key))
             put("ca", str(self.tls.ca))
+        if self.auth is not None:
+            lines += ["", "[auth]"]
+            put("pool_key", str(self.auth.pool_key))
+            put("credentials", str(self.auth.credentials))
         for table in ("issuer_urls", "peers", "job_env"):
             values: dict[str, str] = getattr(self, table)
             if values:
@@ -152,6 +252,7 @@ _TYPES: Final[dict[str, tuple[type, ...]]] = {
     "t0": (int, float),
     "log_level": (str,),
     "tls": (dict,),
+    "auth": (dict,),
     "issuer_urls": (dict,),
     "peers": (dict,),
     "job_env": (dict,),
@@ -218,6 +319,20 @@ def load_service_config(path: Path) -> ServiceConfig:
         tls = TlsFiles(
             cert=rel(doc["tls"]["cert"]), key=rel(doc["tls"]["key"]), ca=rel(doc["tls"]["ca"])
         )
+    auth = None
+    if "auth" in doc:
+        for key in ("pool_key", "credentials"):
+            value = doc["auth"].get(key)
+            if not isinstance(value, str):
+                raise ConfigError(file, f"auth.{key}", f"expected a file name, received {value!r}")
+        extra = set(doc["auth"]) - {"pool_key", "credentials"}
+        if extra:
+            raise ConfigError(
+                file, f"auth.{sorted(extra)[0]}", "unknown key (expected pool_key, credentials)"
+            )
+        auth = AuthFiles(
+            pool_key=rel(doc["auth"]["pool_key"]), credentials=rel(doc["auth"]["credentials"])
+        )
     for table in ("issuer_urls", "peers", "job_env"):
         for k, v in doc.get(table, {}).items():
             if not isinstance(v, str):
@@ -245,6 +360,7 @@ def load_service_config(path: Path) -> ServiceConfig:
         t0=float(doc["t0"]) if "t0" in doc else None,
         log_level=level,
         tls=tls,
+        auth=auth,
         issuer_urls=dict(doc.get("issuer_urls", {})),
         peers=dict(doc.get("peers", {})),
         job_env=dict(doc.get("job_env", {})),

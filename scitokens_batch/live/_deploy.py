@@ -17,6 +17,7 @@ from contextlib import contextmanager
 
 import trio
 
+from .. import _files
 from ..scenario import load_scenario
 from ._clock import wall_now
 from ._runner import LiveError, _Run, check_live, new_workdir
@@ -48,8 +49,9 @@ def deployment(
     workdir = new_workdir(prefix)
     failed = False
     try:
-        path = workdir / "scenario.toml"
-        path.write_text(scenario, encoding="utf-8")
+        # The scenario may hold client secrets and passwords: 0600, in the 0700 config/.
+        path = workdir / "config" / "scenario.toml"
+        _files.write_private(path, scenario)
         spec = load_scenario(path)
         check_live(spec, str(path))
         run = _Run(

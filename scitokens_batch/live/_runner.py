@@ -10,9 +10,9 @@ What the runner does, in order:
 2. Writes one service configuration per actor and starts ``python -m scitokens_batch serve``
    for each (issuers, data servers, execute hosts, the token manager), each in its own session,
    logging to ``<workdir>/logs/<name>.log``, and waits until each answers its health URL.
-3. Logs every user in: an RFC 8628 device flow against the issuer, approved as the user, whose
-   refresh token goes to the token manager (``StoreCredential``, HTCondor's
-   ``condor_store_cred``).
+3. Logs every user in: an RFC 8628 device flow against the issuer, approved as the user (with
+   the user's password), whose refresh token goes to the token manager (``StoreCredential``,
+   HTCondor's ``condor_store_cred``), presenting the login path's service token.
 4. Starts the queue manager, whose submissions begin at once; applies the scenario's faults on
    the wall clock (an issuer outage stops the issuer process and starts it again: it keeps its
    keys and refresh-token table in its work directory).
@@ -21,11 +21,20 @@ What the runner does, in order:
    virtual run (``summary.json`` says ``"mode": "live"``).
 
 Whatever happens (an error, Ctrl-C), every process started is stopped before returning.
+
+Secrets of a run (made with step 2's configurations): a pool key (ES256) that signs one
+service token per (caller, callee) pair the RPC table allows (``protocol/_rpcauth.py``); its
+private half never leaves this process, the services get its public half. The token
+manager's client secret at each issuer and every user's password that the scenario does not
+set are drawn from the CSPRNG (``secrets``), never derived from the seed. Each service gets
+its own share in ``config/<name>.secrets.json`` (0600, in the 0700 ``config/``).
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
+import secrets
 import shutil
 import signal
 import socket
@@ -42,6 +51,7 @@ import attrs
 import httpx
 import trio
 
+from .. import _files
 from ..errors import LocalInputError, PeerStartError, ScenarioError
 from ..metrics import Event, Recorder
 from ..protocol import (
@@ -55,6 +65,7 @@ from ..protocol import (
     StoreCredential,
     TokenRequest,
     TokenResponse,
+    rpcauth,
 )
 from ..scenario import (
     DataBackend,
@@ -66,10 +77,10 @@ from ..scenario import (
     TokenManagerCrash,
     result_from_events,
 )
-from ..scenario._world import client_secret
+from ..tokens import Algorithm, SigningKey
 from ..transport.http import HEALTH_PATH, HttpTransport, Peer
 from ._clock import wall_now
-from ._config import ServiceConfig, TlsFiles
+from ._config import AuthFiles, ServiceConfig, TlsFiles
 from ._store import FileTree, populate
 from ._tls import RunCA
 from ._xrootd import XrootdIssuer, XrootdServer, XrootdSpec
@@ -87,6 +98,8 @@ LIVE_FAULTS: tuple[type[Any], ...] = (
 START_TIMEOUT = 30.0
 #: Seconds a service has to exit after SIGTERM before it is killed.
 STOP_TIMEOUT = 10.0
+#: Service tokens stay valid this long past the scenario's duration.
+SERVICE_TOKEN_MARGIN = 86400.0
 
 
 class LiveError(RuntimeError):
@@ -296,9 +309,67 @@ class _Run:
     issuer_urls: dict[str, str] = attrs.field(factory=dict)
     peers: dict[str, str] = attrs.field(factory=dict)
     recorder: Recorder | None = None
+    #: the pool key signing every service token of this run (never written to disk)
+    pool_key: SigningKey = attrs.field(
+        factory=lambda: SigningKey.generate(Algorithm.ES256, kid=rpcauth.POOL_KID), repr=False
+    )
+    #: issuer -> client id -> secret (CSPRNG; the token manager's, unless the scenario sets it)
+    client_secrets: dict[str, dict[str, str]] = attrs.field(factory=dict, repr=False)
+    #: issuer -> user -> device approval password (the scenario's, else CSPRNG)
+    passwords: dict[str, dict[str, str]] = attrs.field(factory=dict, repr=False)
+    #: the login path's service token for the token manager (``StoreCredential``)
+    login_token: str = attrs.field(default="", repr=False)
+
+    def _draw_secrets(self) -> None:
+        """Client secrets and passwords the scenario leaves unset, from the CSPRNG."""
+        for isp in self.spec.issuers:
+            if not any(c.name == "token_manager" for c in isp.clients):
+                self.client_secrets[isp.name] = {"token_manager": "cs-" + secrets.token_urlsafe(32)}
+            self.passwords[isp.name] = {
+                u.name: u.password or secrets.token_urlsafe(18) for u in isp.users
+            }
+
+    def _service_token(self, name: str, role: str, audience: str) -> str:
+        return rpcauth.mint_service_token(
+            self.pool_key,
+            name=name,
+            role=role,
+            audience=audience,
+            now=wall_now(),
+            lifetime=max(self.spec.meta.duration, 0.0) + SERVICE_TOKEN_MARGIN,
+            jti=secrets.token_hex(16),
+        )
+
+    def _write_secrets(self, name: str, role: str, roles: Sequence[tuple[str, str]]) -> AuthFiles:
+        """The service's credentials file (0600): its service tokens for the peers it may
+        call, and the client secrets and passwords its role needs."""
+        callees = rpcauth.rpc_destinations(role)
+        doc: dict[str, Any] = {
+            "rpc_tokens": {
+                other: self._service_token(name, role, other)
+                for other, other_role in roles
+                if other_role in callees and other != name
+            }
+        }
+        if role == "issuer":
+            doc["client_secrets"] = {name: self.client_secrets.get(name, {})}
+            doc["passwords"] = {name: self.passwords.get(name, {})}
+        elif role == "token-manager":
+            doc["client_secrets"] = self.client_secrets
+        path = self.workdir / "config" / f"{name}.secrets.json"
+        _files.write_private(path, json.dumps(doc) + "\n")
+        return AuthFiles(pool_key=self.pool_key_path, credentials=path)
+
+    @property
+    def pool_key_path(self) -> Path:
+        """The pool's public key, as the services read it."""
+        return self.workdir / "config" / "pool-key.pem"
 
     def plan(self) -> None:
         """Bind every socket and write every service's configuration."""
+        self._draw_secrets()
+        _files.write_private(self.pool_key_path, self.pool_key.public.public_pem().decode())
+        self.login_token = self._service_token("runner", rpcauth.LOGIN_ROLE, "token_manager")
         roles: list[tuple[str, str]] = [(i.name, "issuer") for i in self.spec.issuers]
         roles += [(d.name, "data-server") for d in self.spec.data_servers]
         roles += [(h, "execute-host") for h in self.spec.host_names]
@@ -342,12 +413,13 @@ class _Run:
                 t0=self.t0,
                 log_level=self.log_level,
                 tls=TlsFiles(cert=self.tls.cert, key=self.tls.key, ca=self.tls.bundle),
+                auth=self._write_secrets(name, role, roles),
                 issuer_urls=self.issuer_urls,
                 peers=self.peers,
                 job_env=job_env if role == "execute-host" else {},
             )
             config_path = self.workdir / "config" / f"{name}.toml"
-            config_path.write_text(config.to_toml())
+            _files.write_private(config_path, config.to_toml())
             url = self.issuer_urls.get(name) or self.peers[name]
             port = self.sockets[name].getsockname()[1]
             self.services[name] = ServiceProcess(
@@ -435,7 +507,11 @@ class _Run:
         data = {d.name for d in self.spec.data_servers}
         for n, u in self.peers.items():
             peers[n] = Peer(n, u, "data" if n in data else "rpc")
-        return HttpTransport(peers, ca_file=str(self.tls.bundle))
+        return HttpTransport(
+            peers,
+            ca_file=str(self.tls.bundle),
+            rpc_tokens={"token_manager": self.login_token} if self.login_token else {},
+        )
 
     async def login_all(self, transport: HttpTransport) -> None:
         """Every (user, service) of the workloads logs in by device flow (3. above)."""
@@ -474,7 +550,10 @@ class _Run:
         """The user's login at ``issuer`` for the token manager's client (RFC 8628): start,
         approve as the user, poll (honouring ``interval`` and ``slow_down``, bounded by the
         code's life). The answer carries a refresh token (``offline_access``)."""
-        secret = client_secret(self.spec, self.seed, issuer, "token_manager")
+        secret = self.client_secrets.get(issuer, {}).get("token_manager")
+        if secret is None:  # the scenario registers the token manager's client itself
+            isp = self.spec.issuer(issuer)
+            secret = next(c.secret for c in isp.clients if c.name == "token_manager")
         start = await transport.request(
             "runner",
             issuer,
@@ -489,7 +568,13 @@ class _Run:
         if not isinstance(start, DeviceAuthorizationResponse):
             raise LiveError(f"device authorization at {issuer} for {user} failed: {start}")
         approved = await transport.request(
-            "runner", issuer, DeviceApproval(user_code=start.user_code, user=user)
+            "runner",
+            issuer,
+            DeviceApproval(
+                user_code=start.user_code,
+                user=user,
+                password=self.passwords.get(issuer, {}).get(user),
+            ),
         )
         if not isinstance(approved, Ack):
             raise LiveError(f"{user} could not approve the device login at {issuer}: {approved}")

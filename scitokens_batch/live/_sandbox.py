@@ -11,6 +11,11 @@ holding, per service:
 Both are written 0600 through a temporary file and ``rename(2)`` (I3): a job that reads while
 the starter re-stages sees the old token or the new one, never a torn file. The starter's own
 accesses read the token back through the same discovery a job would use.
+
+Names from messages (the service, the job id) become file names here. The messages' validators
+already refuse anything but a plain name, and every path made from one is checked again here
+(:func:`_inside`): resolved, it must stay below the sandbox root, else :class:`ValueError`
+(the execute host fails that one job, never the host).
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import shutil
 import signal
 from collections.abc import Callable, Mapping
@@ -27,10 +33,21 @@ import attrs
 import trio
 
 from .. import _files
-from ..protocol import ExecStep
+from ..protocol import NAME_PATTERN, ExecStep
 from ..tokens import Discovered, discover
 
 __all__ = ["DirectorySandbox", "directory_sandboxes", "remove_stale_sandboxes"]
+
+
+def _inside(base: Path, name: str) -> Path:
+    """``base / name``, refused unless it is a direct child of ``base`` once resolved (no
+    separator, no ``..``, no symbolic link that leads elsewhere)."""
+    if not name or "/" in name or "\x00" in name or name in (".", ".."):
+        raise ValueError(f"not a plain file name ({len(name)} characters)")
+    path = base / name
+    if path.resolve().parent != base.resolve():
+        raise ValueError(f"{name!r} leads outside {base}")
+    return path
 
 
 @attrs.define
@@ -50,7 +67,7 @@ class DirectorySandbox:
     @property
     def bearer_file(self) -> Path:
         """``$BEARER_TOKEN_FILE``."""
-        return self.creds / f"bt_u{_files.current_euid()}-{self.service}"
+        return _inside(self.creds, f"bt_u{_files.current_euid()}-{self.service}")
 
     def stage(self, token: str, *, jti: str, exp: float) -> None:
         """Write both token files, 0600 and atomically."""
@@ -60,7 +77,7 @@ class DirectorySandbox:
             "token_type": "bearer",
             "expires_in": max(0, math.floor(exp - self.now())),
         }
-        _files.write_private(self.creds / f"{self.service}.use", json.dumps(use) + "\n")
+        _files.write_private(_inside(self.creds, f"{self.service}.use"), json.dumps(use) + "\n")
         _files.write_private(self.bearer_file, token + "\n")
 
     def env(self) -> dict[str, str]:
@@ -128,7 +145,11 @@ def directory_sandboxes(
     """The live :data:`~scitokens_batch.actors.SandboxFactory` of one host."""
 
     def make(job: int, user: str, service: str) -> DirectorySandbox:
-        path = root / f"job-{job}"
+        if not isinstance(job, int) or job < 0:
+            raise ValueError(f"job id must be an integer >= 0 (got {job!r})")
+        if not re.fullmatch(NAME_PATTERN, service):  # as the messages check it, once more
+            raise ValueError(f"service must match {NAME_PATTERN} ({len(service)} characters)")
+        path = _inside(root, f"job-{job}")
         shutil.rmtree(path, ignore_errors=True)  # a rerun after an eviction starts clean
         path.mkdir(parents=True, mode=0o700)
         return DirectorySandbox(path=path, service=service, now=now, extra_env=extra_env)

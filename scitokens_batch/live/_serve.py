@@ -6,6 +6,11 @@ on trio. It shuts down cleanly on SIGTERM or SIGINT: the server stops taking req
 actor's tasks are cancelled, the events file is flushed. Logs are JSON lines on stderr
 (structlog), never holding a token.
 
+Every RPC service authenticates and authorizes its callers (``protocol/_rpcauth.py``): it
+needs the ``[auth]`` of its configuration (the pool's public key, its own service tokens), and
+refuses to start without it. Any service refuses to listen on an address other than loopback
+without ``[auth]``.
+
 State that must survive a restart lives in the work directory, 0600: the issuer's signing keys
 and successor key (written atomically) and its refresh-token table (only SHA-256 digests of the
 refresh tokens, never the tokens), the token manager's credentials; the two tables are SQLite
@@ -17,11 +22,13 @@ removed at start.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import logging
 import os
 import random
 import signal
+import socket
 import sys
 from collections.abc import Callable, MutableMapping
 from pathlib import Path
@@ -30,16 +37,20 @@ from typing import IO, Any
 import attrs
 import structlog
 import trio
+from cryptography.exceptions import UnsupportedAlgorithm
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 
 from .. import _files
 from ..actors import Credential, Issuer, TokenManager
 from ..metrics import Event, Recorder
+from ..protocol import rpcauth
 from ..scenario import DataBackend, World, load_scenario
 from ..scenario._world import LiveWiring
-from ..tokens import SigningKey, redact_event_dict
-from ..transport.http import HttpTransport, Peer, data_app, issuer_app, rpc_app
+from ..tokens import Algorithm, PublicKey, SigningKey, redact_event_dict
+from ..transport.http import HttpTransport, Peer, RpcGuard, data_app, issuer_app, rpc_app
 from ._clock import wall_now
-from ._config import ServiceConfig
+from ._config import ConfigError, ServiceConfig, ServiceSecrets, load_service_secrets
 from ._durable import DurableTable, remove_temp_copies
 from ._sandbox import directory_sandboxes, remove_stale_sandboxes
 from ._store import FileTree
@@ -106,6 +117,62 @@ def peers_of(
             continue
         peers[name] = Peer(name, url.rstrip("/"), "data" if name in data_names else "rpc")
     return peers
+
+
+#: Roles that serve RPC (and so must authenticate their callers).
+RPC_ROLES = ("token-manager", "queue-manager", "execute-host", "transfer-service", "data-manager")
+
+
+def _listen_host(config: ServiceConfig) -> str:
+    """The address the service will listen on (of ``listen``, or of the inherited socket)."""
+    if config.listen is not None:
+        return config.listen.rpartition(":")[0].strip("[]")
+    assert config.listen_fd is not None
+    with socket.socket(fileno=os.dup(config.listen_fd)) as sock:
+        return str(sock.getsockname()[0])
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _auth(config: ServiceConfig) -> tuple[tuple[PublicKey, ...], ServiceSecrets]:
+    """The pool key and this service's secrets; refuse what would run unauthenticated.
+
+    Raises:
+        ConfigError: an RPC service without ``[auth]``, any service off loopback without it,
+            or an unreadable key or credentials file.
+    """
+    file = f"the configuration of {config.name}"
+    if config.auth is not None:
+        file = str(config.auth.pool_key)
+    if config.auth is None:
+        if config.role in RPC_ROLES:
+            raise ConfigError(
+                file,
+                "auth",
+                f"missing: a {config.role} authenticates its callers and needs [auth] "
+                "(pool_key, credentials), see docs/live.md",
+            )
+        host = _listen_host(config)
+        if not _is_loopback(host):
+            raise ConfigError(
+                file, "auth", f"missing: listening on {host} (not loopback) needs [auth]"
+            )
+        return (), ServiceSecrets()
+    try:
+        pub = serialization.load_pem_public_key(config.auth.pool_key.read_bytes())
+    except (OSError, ValueError, UnsupportedAlgorithm) as exc:
+        raise ConfigError(file, "", f"expected the pool's public key in PEM ({exc})") from None
+    if not isinstance(pub, ec.EllipticCurvePublicKey) or not isinstance(pub.curve, ec.SECP256R1):
+        raise ConfigError(file, "", "expected an EC P-256 public key (ES256)")
+    key = PublicKey(kid=rpcauth.POOL_KID, alg=Algorithm.ES256, key=pub)
+    return (key,), load_service_secrets(config.auth.credentials)
 
 
 def _issuer_state(issuer: Issuer, workdir: Path) -> None:
@@ -183,9 +250,11 @@ async def serve(config: ServiceConfig) -> None:
     log = service_logger(config.log_level, config.name, since_start)
     issuers = {i.name for i in spec.issuers}
     data = {d.name for d in spec.data_servers}
+    pool_keys, secrets = _auth(config)
     transport = HttpTransport(
         peers_of(config, issuers, data),
         ca_file=str(config.tls.ca) if config.tls else None,
+        rpc_tokens=secrets.rpc_tokens,
     )
     job_env = dict(config.job_env)
     wiring = LiveWiring(
@@ -195,6 +264,8 @@ async def serve(config: ServiceConfig) -> None:
         observed_servers=frozenset(
             d.name for d in spec.data_servers if d.backend is DataBackend.XROOTD
         ),
+        client_secrets=secrets.client_secrets,
+        passwords=secrets.passwords,
     )
     world = World.build(
         spec,
@@ -205,7 +276,8 @@ async def serve(config: ServiceConfig) -> None:
         source=str(config.scenario),
         live=wiring,
     )
-    actor, app, after = _pick(world, config)
+    guard = RpcGuard(name=config.name, role=config.role, keys=pool_keys, now=wall_now)
+    actor, app, after = _pick(world, config, guard)
     # Virtual time draws jti values and refresh tokens from RNGs seeded by the scenario, for
     # reproducible runs. A live service hands them to real clients: they must be unguessable,
     # and a restarted issuer must not draw the same ones again (A5).
@@ -281,7 +353,9 @@ async def _on_signals(shutdown: trio.Event, log: Any) -> None:
             return
 
 
-def _pick(world: World, config: ServiceConfig) -> tuple[Any, Any, Callable[[], None]]:
+def _pick(
+    world: World, config: ServiceConfig, guard: RpcGuard
+) -> tuple[Any, Any, Callable[[], None]]:
     """(actor, ASGI app, what to do on the way out) for the configured role and name."""
     name, role = config.name, config.role
 
@@ -328,19 +402,19 @@ def _pick(world: World, config: ServiceConfig) -> tuple[Any, Any, Callable[[], N
         # Jobs do not outlive their host's process: a sandbox found now is a killed
         # predecessor's, with its tokens still in it.
         remove_stale_sandboxes(config.workdir / "sandboxes")
-        return host, rpc_app(name, host.handle), nothing
+        return host, rpc_app(name, host.handle, guard), nothing
     if role == "transfer-service":
         fts = world.transfer_service
         if fts is None or fts.name != name:
             raise missing("the transfer service", [fts.name] if fts else [])
-        return fts, rpc_app(name, fts.handle), nothing
+        return fts, rpc_app(name, fts.handle, guard), nothing
     if role == "data-manager":
         rucio = world.data_manager
         if rucio is None or rucio.name != name:
             raise missing("the data manager", [rucio.name] if rucio else [])
-        return rucio, rpc_app(name, rucio.handle), nothing
+        return rucio, rpc_app(name, rucio.handle, guard), nothing
     if role == "token-manager":
         tm = world.token_manager
         creds = _durable_credentials(tm, config.workdir)
-        return tm, rpc_app(name, tm.handle), creds.close
-    return world.queue_manager, rpc_app(name, world.queue_manager.handle), nothing
+        return tm, rpc_app(name, tm.handle, guard), creds.close
+    return world.queue_manager, rpc_app(name, world.queue_manager.handle, guard), nothing

@@ -1,5 +1,6 @@
 """Pure protocol pieces: messages, the job state table, back-off. No I/O, no clock."""
 
+from . import _rpcauth as rpcauth
 from . import _wire as wire
 from ._backoff import Backoff as Backoff
 from ._jobs import EVENT_TYPES as EVENT_TYPES
@@ -24,6 +25,7 @@ from ._messages import GRANT_CLIENT_CREDENTIALS as GRANT_CLIENT_CREDENTIALS
 from ._messages import GRANT_DEVICE_CODE as GRANT_DEVICE_CODE
 from ._messages import GRANT_REFRESH as GRANT_REFRESH
 from ._messages import GRANT_TOKEN_EXCHANGE as GRANT_TOKEN_EXCHANGE
+from ._messages import NAME_PATTERN as NAME_PATTERN
 from ._messages import TOKEN_TYPE_ACCESS as TOKEN_TYPE_ACCESS
 from ._messages import TOKEN_TYPE_JWT as TOKEN_TYPE_JWT
 from ._messages import TOKEN_TYPE_REFRESH as TOKEN_TYPE_REFRESH
@@ -66,6 +68,7 @@ __all__ = [
     "GRANT_DEVICE_CODE",
     "GRANT_REFRESH",
     "GRANT_TOKEN_EXCHANGE",
+    "NAME_PATTERN",
     "TOKEN_TYPE_ACCESS",
     "TOKEN_TYPE_JWT",
     "TOKEN_TYPE_REFRESH",
@@ -113,5 +116,6 @@ __all__ = [
     "TransferFile",
     "TransferRefused",
     "TransferSubmit",
+    "rpcauth",
     "wire",
 ]

@@ -7,8 +7,9 @@ requests). Tokens inside messages are never shown by ``repr`` (no token in a log
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
-from typing import Any, TypeAlias
+from typing import Any, Final, TypeAlias
 
 import attrs
 
@@ -22,6 +23,7 @@ __all__ = [
     "GRANT_DEVICE_CODE",
     "GRANT_REFRESH",
     "GRANT_TOKEN_EXCHANGE",
+    "NAME_PATTERN",
     "TOKEN_TYPE_ACCESS",
     "TOKEN_TYPE_JWT",
     "TOKEN_TYPE_REFRESH",
@@ -76,6 +78,24 @@ CLIENT_AUTH_NONE = "none"
 def _non_negative(_: object, attribute: attrs.Attribute[Any], value: float) -> None:
     if value < 0:
         raise ValueError(f"{attribute.name} must be >= 0 (got {value!r})")
+
+
+#: What a name that may become a file name (user, service, host) looks like: the union of the
+#: scenario's patterns for users and services, bounded. No ``/``, no leading ``.`` (so never
+#: ``.`` or ``..``), no NUL, no whitespace: joined to a directory it stays in that directory.
+NAME_PATTERN: Final = r"[A-Za-z0-9][A-Za-z0-9_.@-]{0,127}"
+_NAME_RE: Final = re.compile(NAME_PATTERN)
+
+
+def _safe_name(_: object, attribute: attrs.Attribute[Any], value: str) -> None:
+    """A name that travels in a message and may become part of a path (a sandbox's token file
+    is named after the service). The message says what is allowed, never echoes the value."""
+    if not isinstance(value, str) or not _NAME_RE.fullmatch(value):
+        size = len(value) if isinstance(value, str) else 0
+        raise ValueError(f"{attribute.name} must match {NAME_PATTERN} (got {size} characters)")
+
+
+_NAME: Final = _safe_name
 
 
 # -- issuer: OAuth2 token endpoint and JWKS --------------------------------------------------
@@ -163,11 +183,13 @@ class DeviceApproval:
     """The user, logged in at the verification page, approves (or denies) a user code.
 
     The issuer's stand-in for its login page: a scenario or a test calls it as the user.
+    ``password`` is what the user types to log in (live issuers require it).
     """
 
     user_code: str
     user: str
     approve: bool = True
+    password: str | None = attrs.field(default=None, repr=False)
 
 
 @attrs.frozen(kw_only=True)
@@ -208,9 +230,9 @@ class StoreCredential:
         scopes: what access tokens for this service ask for, space-separated.
     """
 
-    user: str
-    service: str
-    issuer: str
+    user: str = attrs.field(validator=_NAME)
+    service: str = attrs.field(validator=_NAME)
+    issuer: str = attrs.field(validator=_NAME)
     scopes: str
     audience: str
     refresh_token: str = attrs.field(repr=False)
@@ -226,8 +248,8 @@ class CredentialRequest:
         min_valid: a token with less validity left than this is not usable.
     """
 
-    user: str
-    service: str
+    user: str = attrs.field(validator=_NAME)
+    service: str = attrs.field(validator=_NAME)
     wait: float = attrs.field(default=0.0, validator=_non_negative)
     min_valid: float = attrs.field(default=0.0, validator=_non_negative)
 
@@ -309,10 +331,10 @@ class JobProgram:
 class StartJob:
     """Start a matched job in a slot, with its credentials to stage (I12, I13)."""
 
-    job: int
+    job: int = attrs.field(validator=_non_negative)
     slot: int
-    user: str
-    service: str
+    user: str = attrs.field(validator=_NAME)
+    service: str = attrs.field(validator=_NAME)
     token: str = attrs.field(repr=False)
     jti: str
     exp: float
@@ -324,8 +346,8 @@ class CredentialUpdate:
     """A renewed access token pushed toward the execute hosts (token manager -> queue manager
     -> every host running the user's jobs), where the starters pick it up (I13)."""
 
-    user: str
-    service: str
+    user: str = attrs.field(validator=_NAME)
+    service: str = attrs.field(validator=_NAME)
     token: str = attrs.field(repr=False)
     jti: str
     exp: float
@@ -344,7 +366,7 @@ class JobFinished:
     """The starter reports a job's end (exit code 0: completed)."""
 
     job: int
-    host: str
+    host: str = attrs.field(validator=_NAME)
     exit_code: int
     reason: str = ""
     cpu_seconds: float = attrs.field(default=0.0, validator=_non_negative)

@@ -286,12 +286,18 @@ def decode_revocation(body: bytes, authorization: str | None) -> RevocationReque
 def device_approval_form(req: DeviceApproval) -> bytes:
     """The user's answer on the verification page."""
     return encode_form(
-        {"user_code": req.user_code, "user": req.user, "approve": "yes" if req.approve else "no"}
+        {
+            "user_code": req.user_code,
+            "user": req.user,
+            "password": req.password,
+            "approve": "yes" if req.approve else "no",
+        }
     )
 
 
 def decode_device_approval(body: bytes) -> DeviceApproval:
-    """The verification page's form: ``user_code``, ``user``, ``approve`` (yes/no)."""
+    """The verification page's form: ``user_code``, ``user``, ``password``, ``approve``
+    (yes/no)."""
     form = parse_form(body)
     missing = [f for f in ("user_code", "user") if f not in form]
     if missing:
@@ -299,7 +305,12 @@ def decode_device_approval(body: bytes) -> DeviceApproval:
     approve = form.get("approve", "yes")
     if approve not in ("yes", "no"):
         raise WireError("approve", f"expected 'yes' or 'no', received {_short(approve)}")
-    return DeviceApproval(user_code=form["user_code"], user=form["user"], approve=approve == "yes")
+    return DeviceApproval(
+        user_code=form["user_code"],
+        user=form["user"],
+        approve=approve == "yes",
+        password=form.get("password"),
+    )
 
 
 def token_response_body(resp: TokenResponse) -> dict[str, Any]:

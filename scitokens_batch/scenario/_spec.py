@@ -288,11 +288,14 @@ class UserSpec:
         groups: groups such as ``"/ligo"`` (``wlcg.groups``).
         scopes: the most this user may be granted, as scope strings (each checked with
             :func:`scitokens_batch.tokens._scopes.parse_scope` at load time).
+        password: what the user enters on the issuer's device approval page (live mode);
+            absent: a live run draws one from the CSPRNG per run (kept in its 0600 files).
     """
 
     name: str = attrs.field(metadata=_meta(check=_user_name))
     groups: tuple[str, ...] = attrs.field(default=(), metadata=_meta(item_check=_group))
     scopes: tuple[str, ...] = ()
+    password: str | None = attrs.field(default=None, repr=False, metadata=_meta(check=_non_empty))
 
 
 class GrantName(enum.Enum):

@@ -104,6 +104,11 @@ class LiveWiring:
     #: data servers that record no events of their own (XRootD): the execute hosts record
     #: what they saw of each access on the server's behalf
     observed_servers: frozenset[str] = frozenset()
+    #: issuer -> client id -> secret: the secrets the live runner drew from the CSPRNG (never
+    #: derived from the seed, which anyone holding the scenario file can read)
+    client_secrets: Mapping[str, Mapping[str, str]] = attrs.field(factory=dict, repr=False)
+    #: issuer -> user -> password for the device approval page (the runner's, or the scenario's)
+    passwords: Mapping[str, Mapping[str, str]] = attrs.field(factory=dict, repr=False)
 
 
 #: A scenario file's grant names, as the token endpoint knows them.
@@ -137,15 +142,28 @@ def _client_policy(client: ClientSpec) -> ClientPolicy:
     )
 
 
-def _clients(isp: IssuerSpec, seed: int) -> dict[str, ClientPolicy]:
+def _clients(
+    isp: IssuerSpec, seed: int, live: Mapping[str, str] | None = None
+) -> dict[str, ClientPolicy]:
     """The issuer's client registry: the scenario's clients, and the token manager.
 
-    The token manager is a confidential client with the refresh and device code grants and a
-    secret drawn from its own seeded RNG, unless the scenario registers a client of its name.
+    The token manager is a confidential client with the refresh and device code grants, unless
+    the scenario registers a client of its name. Its secret: in virtual time drawn from its own
+    seeded RNG (same seed, same bytes: determinism; anyone with the scenario file can recompute
+    it, which is harmless there); in live mode (``live``: client id -> secret, from the runner)
+    the runner's CSPRNG secret, or, when the runner gave none, a CSPRNG secret nobody knows
+    (the client is then unusable: deny by default). ``live`` also overrides a scenario secret.
     """
     clients = {client.name: _client_policy(client) for client in isp.clients}
+    if live is not None:
+        for client_id, policy in list(clients.items()):
+            if client_id in live:
+                clients[client_id] = attrs.evolve(policy, secret=live[client_id])
     if _TOKEN_MANAGER not in clients:
-        secret = new_secret(derive_rng(seed, "client", isp.name, _TOKEN_MANAGER), "cs-")
+        if live is not None:
+            secret = live.get(_TOKEN_MANAGER) or new_secret(random.SystemRandom(), "cs-")
+        else:
+            secret = new_secret(derive_rng(seed, "client", isp.name, _TOKEN_MANAGER), "cs-")
         clients[_TOKEN_MANAGER] = ClientPolicy(
             client_id=_TOKEN_MANAGER,
             secret=secret,
@@ -166,8 +184,8 @@ def _known_audiences(spec: Scenario, issuer_url: str) -> frozenset[str]:
 
 
 def client_secret(spec: Scenario, seed: int, issuer: str, client: str) -> str | None:
-    """The secret of an OAuth client at an issuer, as the world registers it: every live
-    service and the runner derive the same one without passing it around."""
+    """The secret of an OAuth client at an issuer, as a virtual-time world registers it (live
+    mode draws its own: :attr:`LiveWiring.client_secrets`)."""
     policy = _clients(spec.issuer(issuer), seed).get(client)
     return policy.secret if policy is not None else None
 
@@ -484,7 +502,12 @@ class World:
                 )
                 for u in isp.users
             }
-            clients = _clients(isp, seed)
+            passwords = {u.name: u.password for u in isp.users if u.password is not None}
+            if live is not None:
+                passwords |= live.passwords.get(isp.name, {})
+            clients = _clients(
+                isp, seed, None if live is None else live.client_secrets.get(isp.name, {})
+            )
             tm_secret = clients[_TOKEN_MANAGER].secret
             if tm_secret is not None:
                 tm_secrets[isp.name] = tm_secret
@@ -503,6 +526,8 @@ class World:
                 known_audiences=_known_audiences(spec, isp.url),
                 device_code_lifetime=isp.device_code_lifetime,
                 device_poll_interval=isp.device_poll_interval,
+                passwords=passwords,
+                require_password=live is not None,
                 now=true_now,
                 rng=derive_rng(seed, "issuer", isp.name),
                 recorder=recorder,
@@ -517,6 +542,7 @@ class World:
             scan_interval=tms.scan_interval,
             backoff=Backoff(first=tms.retry_backoff, maximum=tms.retry_backoff_max),
             client_secrets=tm_secrets,
+            verify_owner=live is not None,
             transport=transport,
             now=true_now,
             rng=derive_rng(seed, _TOKEN_MANAGER),

@@ -17,7 +17,6 @@ import trio
 from scitokens_batch.live._deploy import deployment
 from scitokens_batch.live._runner import _Run
 from scitokens_batch.protocol import wire as w
-from scitokens_batch.scenario._world import client_secret
 
 AUDIENCE = "https://store.vo.example"
 SCOPES = ["read:/data", "write:/results/alice"]
@@ -80,7 +79,8 @@ class Live:
 
     @property
     def tm_secret(self) -> str:
-        secret = client_secret(self.run.spec, self.run.seed, "vo", "token_manager")
+        # Live secrets come from the CSPRNG, drawn by the runner (never from the seed).
+        secret = self.run.client_secrets.get("vo", {}).get("token_manager")
         assert secret is not None
         return secret
 

@@ -148,7 +148,11 @@ async def _store(svc: Live, service: str, rt: str) -> object:
 
 
 async def _ask_all(svc: Live) -> list[str | None]:
+    # Only the queue manager may ask for credentials: call as the queue manager.
     transport = svc.run.transport()
+    transport.rpc_tokens = {
+        "token_manager": svc.run._service_token("queue_manager", "queue-manager", "token_manager")
+    }
     tokens: list[str | None] = []
     try:
         for i in range(ROUNDS):
