@@ -1,0 +1,124 @@
+"""Connection limits of a live service: hypercorn's server loop with a per-client-address cap.
+
+hypercorn has timeouts (TLS handshake, idle keep-alive, which also ends a connection that never
+completes its request head) but no limit on how many connections one client may hold, and a
+process has a fixed number of descriptors (``ulimit -n``; 1,024 is a common soft limit). At
+that limit ``accept`` fails with ``EMFILE``: trio's ``serve_listeners`` then sleeps and retries,
+so the server survives, but every new client waits until a descriptor frees. An ASGI-level cap
+cannot help: the app sees a connection only once its request head has arrived, and the
+descriptor is spent at ``accept``. So the cap sits in the accept loop: a connection from an
+address that already holds ``per_address`` is closed at once, before the TLS handshake, and
+costs a descriptor for microseconds only.
+
+:func:`serve_limited` is hypercorn 0.18's ``trio.run.worker_serve`` reduced to what a service
+needs (TCP listeners, the lifespan, a shutdown trigger), with each listener wrapped in
+:class:`CappedListener`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from functools import partial
+from typing import Any
+
+import attrs
+import trio
+
+__all__ = ["CappedListener", "serve_limited"]
+
+
+@attrs.define(eq=False)
+class CappedListener(trio.abc.Listener[trio.SocketStream]):
+    """A socket listener that holds at most ``per_address`` open connections per peer address.
+
+    Args:
+        inner: the listener accepting the TCP connections.
+        per_address: the cap.
+    """
+
+    inner: trio.SocketListener
+    per_address: int
+    #: open connections by peer address (pruned of closed ones at each accept)
+    _open: dict[str, list[trio.SocketStream]] = attrs.field(factory=dict, alias="_open")
+    #: connections closed at accept because their address was at the cap
+    refused: int = attrs.field(default=0, init=False)
+
+    async def accept(self) -> trio.SocketStream:
+        """The next connection whose address is under the cap (others are closed at once)."""
+        while True:
+            stream = await self.inner.accept()
+            try:
+                address = str(stream.socket.getpeername()[0])
+            except OSError:
+                await stream.aclose()  # gone already
+                continue
+            held = [s for s in self._open.get(address, ()) if s.socket.fileno() != -1]
+            if len(held) >= self.per_address:
+                self.refused += 1
+                await stream.aclose()
+                self._open[address] = held
+                continue
+            held.append(stream)
+            self._open[address] = held
+            return stream
+
+    async def aclose(self) -> None:
+        """Close the listening socket."""
+        await self.inner.aclose()
+
+
+async def serve_limited(
+    app: Any,
+    config: Any,
+    *,
+    per_address: int,
+    shutdown_trigger: Callable[[], Awaitable[None]],
+) -> None:
+    """Serve ``app`` with hypercorn (``config``) until ``shutdown_trigger`` returns.
+
+    Args:
+        app: the ASGI app.
+        config: a ``hypercorn.config.Config`` (binds, TLS, timeouts).
+        per_address: open connections allowed per client address.
+        shutdown_trigger: returns when the server should stop (then ``graceful_timeout``).
+    """
+    from hypercorn.trio.lifespan import Lifespan
+    from hypercorn.trio.tcp_server import TCPServer
+    from hypercorn.trio.worker_context import WorkerContext
+    from hypercorn.typing import ConnectionState
+    from hypercorn.utils import wrap_app
+
+    wrapped = wrap_app(app, config.wsgi_max_body_size, "asgi")
+    state: dict[str, Any] = {}
+    lifespan = Lifespan(wrapped, config, state)
+    context = WorkerContext(None)
+    async with trio.open_nursery() as lifespan_nursery:
+        await lifespan_nursery.start(lifespan.handle_lifespan)
+        await lifespan.wait_for_startup()
+        async with trio.open_nursery() as server_nursery:
+            sockets = config.create_sockets()
+            ssl_context = config.create_ssl_context()
+            listeners: list[trio.abc.Listener[Any]] = []
+            for sock in sockets.secure_sockets:
+                sock.listen(config.backlog)
+                capped = CappedListener(
+                    trio.SocketListener(trio.socket.from_stdlib_socket(sock)), per_address
+                )
+                listeners.append(trio.SSLListener(capped, ssl_context, https_compatible=True))
+            for sock in sockets.insecure_sockets:
+                sock.listen(config.backlog)
+                listeners.append(
+                    CappedListener(
+                        trio.SocketListener(trio.socket.from_stdlib_socket(sock)), per_address
+                    )
+                )
+            handler = partial(TCPServer, wrapped, config, context, ConnectionState(state.copy()))
+            async with trio.open_nursery() as nursery:
+                serve = partial(trio.serve_listeners, handler_nursery=server_nursery)
+                nursery.start_soon(serve, handler, listeners)
+                await shutdown_trigger()
+                nursery.cancel_scope.cancel()
+            await context.terminated.set()
+            server_nursery.cancel_scope.deadline = trio.current_time() + config.graceful_timeout
+        await lifespan.wait_for_shutdown()
+        lifespan_nursery.cancel_scope.cancel()
