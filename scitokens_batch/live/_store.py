@@ -130,7 +130,11 @@ class FileTree(MutableMapping[str, int]):
                 try:
                     child = os.open(name, _DIR_FLAGS, dir_fd=fd)
                 except OSError as exc:
-                    if exc.errno == errno.ELOOP:
+                    # O_NOFOLLOW on a link gives ELOOP, or ENOTDIR along with O_DIRECTORY.
+                    if exc.errno == errno.ELOOP or (
+                        exc.errno == errno.ENOTDIR
+                        and stat.S_ISLNK(os.stat(name, dir_fd=fd, follow_symlinks=False).st_mode)
+                    ):
                         why = f"server path {path!r}: {name!r} is a symbolic link"
                         raise Escapes(why) from None
                     raise
