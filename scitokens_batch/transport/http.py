@@ -84,8 +84,10 @@ DRAIN_LIMIT: Final = 1 << 32
 #: Seconds a refusal waits for the rest of the request body before closing anyway: a client
 #: that announced a large body and stalls (or drips) must not hold the connection.
 DRAIN_SECONDS: Final = 10.0
-#: The most body dropped before a 507 (the upload was refused *because* of its size).
-DRAIN_LIMIT_507: Final = 1 << 16
+#: The largest announced body read and dropped before a 507 (as large as the bodies our own
+#: client sends in one piece); a larger or unannounced one is not read: the upload was refused
+#: *because* of its size, the answer goes out at once and the connection is closed.
+DRAIN_LIMIT_507: Final = 8 * 1024 * 1024
 #: Seconds an upload may go without a byte before it is abandoned (408).
 BODY_IDLE_TIMEOUT: Final = 30.0
 #: The port of an ``https://`` URL without one.
@@ -474,10 +476,16 @@ def _app(name: str, route: Callable[[dict[str, Any], Receive, Send], Awaitable[N
                 # connection instead of the 401/403.
                 # Bounded in bytes and in time: a client that announced a large body and then
                 # stalls is cut off (hypercorn closes the connection after the answer).
-                limit = DRAIN_LIMIT_507 if event["status"] == 507 else DRAIN_LIMIT
+                limit = DRAIN_LIMIT
+                if event["status"] == 507:
+                    # Refused for its size: a small body is still read (so the client, which
+                    # sends it before reading, sees the 507), a large one is not waited for.
+                    announced = _header(scope, "content-length") or ""
+                    fits = announced.isdigit() and int(announced) <= DRAIN_LIMIT_507
+                    limit = int(announced) if fits else 0
                 drained = 0
                 with trio.move_on_after(DRAIN_SECONDS):
-                    while not body_done and drained <= limit:
+                    while not body_done and drained < limit:
                         drained += len((await tracked_receive()).get("body", b""))
             await send(event)
 

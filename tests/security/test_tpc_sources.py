@@ -1,0 +1,94 @@
+"""HTTP-TPC (COPY) pulls only from allowed https sources: a plain-http source never receives
+the source token, an internal URL (the issuer's JWKS) is never fetched, nothing is written."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Iterator
+
+import pytest
+import trio
+
+from .storage_live import Storage, bearer, start_storage
+
+
+@pytest.fixture(scope="module")
+def storage() -> Iterator[Storage]:
+    """A live issuer and data servers for the module."""
+    yield from start_storage()
+
+
+@pytest.fixture
+def trap() -> Iterator[socket.socket]:
+    """A plain TCP listener on 127.0.0.1 standing for a plain-http source (it never answers)."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(8)
+    sock.settimeout(0.5)
+    yield sock
+    sock.close()
+
+
+def _copy(storage: Storage, dest_path: str, source: str) -> tuple[int, str]:
+    dest = storage.token("creator", "storage.create:/up storage.read:/")
+    src = storage.token("reader", "storage.read:/")
+
+    async def main() -> tuple[int, str]:
+        async with storage.client() as client:
+            reply = await client.request(
+                "COPY",
+                storage.url() + dest_path,
+                headers={
+                    **bearer(dest),
+                    "Source": source,
+                    "TransferHeaderAuthorization": f"Bearer {src}",
+                },
+            )
+            return reply.status_code, reply.text
+
+    return trio.run(main)
+
+
+def test_plain_http_source_is_refused(storage: Storage, trap: socket.socket) -> None:
+    """A COPY from an http:// source is refused (403) and the source sees no connection, so
+    the source token never crosses the network in clear text."""
+    port = trap.getsockname()[1]
+    status, text = _copy(storage, "/up/from-http", f"http://127.0.0.1:{port}/data/0")
+    assert status == 403
+    assert "https" in text
+    with pytest.raises(TimeoutError):
+        trap.accept()
+    assert not (storage.tree() / "up" / "from-http").exists()
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        "{issuer}/jwks",
+        "{issuer}/.well-known/openid-configuration",
+        "https://{other_host}@{issuer_host}/vo/jwks",
+        "https://localhost:{other_port}/data/0",
+    ],
+)
+def test_source_outside_the_allow_list_is_refused(storage: Storage, source: str) -> None:
+    """A COPY from an https URL that is not an allowed source (the issuer's JWKS, a userinfo
+    trick, another name of an allowed host) is refused before anything is fetched."""
+    issuer_host = storage.issuer_url.split("/")[2]
+    other_host = storage.url("other").split("/")[2]
+    url = source.format(
+        issuer=storage.issuer_url,
+        issuer_host=issuer_host,
+        other_host=other_host,
+        other_port=other_host.split(":")[1],
+    )
+    status, text = _copy(storage, "/up/from-internal", url)
+    assert status == 403, text
+    assert "forbidden_source" in text
+    assert not (storage.tree() / "up" / "from-internal").exists()
+
+
+def test_copy_from_a_scenario_data_server_works(storage: Storage) -> None:
+    """By default the scenario's own data servers are allowed sources: the copy is stored."""
+    status, _ = _copy(storage, "/up/from-other", storage.url("other") + "/data/0")
+    assert status == 201
+    assert (storage.tree() / "up" / "from-other").stat().st_size == 1000
