@@ -10,6 +10,11 @@ descriptor is spent at ``accept``. So the cap sits in the accept loop: a connect
 address that already holds ``per_address`` is closed at once, before the TLS handshake, and
 costs a descriptor for microseconds only.
 
+One more gap is closed here: hypercorn keeps a connection open, with no idle timer, when the app
+answered before reading the whole request body (a refused or timed-out upload) and the client
+keeps sending or stalls. :func:`serve_limited` ends such a connection as soon as the app is
+done with that request (:meth:`CappedListener.abort`).
+
 :func:`serve_limited` is hypercorn 0.18's ``trio.run.worker_serve`` reduced to what a service
 needs (TCP listeners, the lifespan, a shutdown trigger), with each listener wrapped in
 :class:`CappedListener`.
@@ -17,6 +22,8 @@ needs (TCP listeners, the lifespan, a shutdown trigger), with each listener wrap
 
 from __future__ import annotations
 
+import contextlib
+import socket
 from collections.abc import Awaitable, Callable
 from functools import partial
 from typing import Any
@@ -42,6 +49,20 @@ class CappedListener(trio.abc.Listener[trio.SocketStream]):
     _open: dict[str, list[trio.SocketStream]] = attrs.field(factory=dict, alias="_open")
     #: connections closed at accept because their address was at the cap
     refused: int = attrs.field(default=0, init=False)
+    #: open connections by (address, port), to end one (:meth:`abort`)
+    _by_client: dict[tuple[str, int], trio.SocketStream] = attrs.field(
+        factory=dict, alias="_by_client"
+    )
+
+    def abort(self, client: tuple[str, int]) -> bool:
+        """End the connection from ``client`` now (both directions; what was already sent,
+        such as an answer, still goes out before the FIN). False when it is not ours."""
+        stream = self._by_client.pop(client, None)
+        if stream is None or stream.socket.fileno() == -1:
+            return False
+        with contextlib.suppress(OSError):
+            stream.socket.shutdown(socket.SHUT_RDWR)
+        return True
 
     async def accept(self) -> trio.SocketStream:
         """The next connection whose address is under the cap (others are closed at once)."""
@@ -60,6 +81,9 @@ class CappedListener(trio.abc.Listener[trio.SocketStream]):
                 continue
             held.append(stream)
             self._open[address] = held
+            self._by_client = {k: v for k, v in self._by_client.items() if v.socket.fileno() != -1}
+            port = int(stream.socket.getpeername()[1])
+            self._by_client[(address, port)] = stream
             return stream
 
     async def aclose(self) -> None:
@@ -88,7 +112,36 @@ async def serve_limited(
     from hypercorn.typing import ConnectionState
     from hypercorn.utils import wrap_app
 
-    wrapped = wrap_app(app, config.wsgi_max_body_size, "asgi")
+    capped: list[CappedListener] = []
+
+    async def guarded(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        # hypercorn keeps a connection whose request body was not read to its end (an upload
+        # refused early, or timed out) open for as long as the client keeps it, with no idle
+        # timer: once the app is done with such a request, end the connection.
+        if scope["type"] != "http":
+            await app(scope, receive, send)
+            return
+        headers = dict(scope.get("headers", ()))
+        announced = headers.get(b"content-length", b"0") not in (b"", b"0")
+        done = not (announced or b"transfer-encoding" in headers)
+
+        async def tracked() -> Any:
+            nonlocal done
+            event = await receive()
+            if event["type"] == "http.disconnect" or not event.get("more_body", False):
+                done = True
+            return event
+
+        try:
+            await app(scope, tracked, send)
+        finally:
+            client = scope.get("client")
+            if not done and client is not None:
+                for listener in capped:
+                    if listener.abort((str(client[0]), int(client[1]))):
+                        break
+
+    wrapped = wrap_app(guarded, config.wsgi_max_body_size, "asgi")  # type: ignore[arg-type]
     state: dict[str, Any] = {}
     lifespan = Lifespan(wrapped, config, state)
     context = WorkerContext(None)
@@ -101,17 +154,18 @@ async def serve_limited(
             listeners: list[trio.abc.Listener[Any]] = []
             for sock in sockets.secure_sockets:
                 sock.listen(config.backlog)
-                capped = CappedListener(
+                cap = CappedListener(
                     trio.SocketListener(trio.socket.from_stdlib_socket(sock)), per_address
                 )
-                listeners.append(trio.SSLListener(capped, ssl_context, https_compatible=True))
+                capped.append(cap)
+                listeners.append(trio.SSLListener(cap, ssl_context, https_compatible=True))
             for sock in sockets.insecure_sockets:
                 sock.listen(config.backlog)
-                listeners.append(
-                    CappedListener(
-                        trio.SocketListener(trio.socket.from_stdlib_socket(sock)), per_address
-                    )
+                cap = CappedListener(
+                    trio.SocketListener(trio.socket.from_stdlib_socket(sock)), per_address
                 )
+                capped.append(cap)
+                listeners.append(cap)
             handler = partial(TCPServer, wrapped, config, context, ConnectionState(state.copy()))
             async with trio.open_nursery() as nursery:
                 serve = partial(trio.serve_listeners, handler_nursery=server_nursery)
