@@ -72,7 +72,8 @@ def test_chunked_upload_over_quota_is_cut_and_discarded(storage: Storage, modify
             yield block
 
     async def main() -> int | str:
-        async with storage.client() as client:
+        # Bounded: a client still sending when the server gives up may wait for its timeout.
+        async with storage.client(timeout=5.0) as client:
             try:
                 reply = await client.put(
                     storage.url() + "/up/chunked", content=body(), headers=bearer(modify)
