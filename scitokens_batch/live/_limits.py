@@ -12,8 +12,8 @@ costs a descriptor for microseconds only.
 
 One more gap is closed here: hypercorn keeps a connection open, with no idle timer, when the app
 answered before reading the whole request body (a refused or timed-out upload) and the client
-keeps sending or stalls. :func:`serve_limited` ends such a connection as soon as the app is
-done with that request (:meth:`CappedListener.abort`).
+keeps sending or stalls (its reader then waits on the app's full queue for ever).
+:func:`serve_limited` ends such a connection as soon as the app is done with that request.
 
 :func:`serve_limited` is hypercorn 0.18's ``trio.run.worker_serve`` reduced to what a service
 needs (TCP listeners, the lifespan, a shutdown trigger), with each listener wrapped in
@@ -22,8 +22,6 @@ needs (TCP listeners, the lifespan, a shutdown trigger), with each listener wrap
 
 from __future__ import annotations
 
-import contextlib
-import socket
 from collections.abc import Awaitable, Callable
 from functools import partial
 from typing import Any
@@ -32,6 +30,10 @@ import attrs
 import trio
 
 __all__ = ["CappedListener", "serve_limited"]
+
+#: Seconds the last piece of an answer may take to go out while the client is still sending
+#: a request body nobody will read (then the connection is ended).
+FINAL_SEND_SECONDS = 2.0
 
 
 @attrs.define(eq=False)
@@ -49,20 +51,6 @@ class CappedListener(trio.abc.Listener[trio.SocketStream]):
     _open: dict[str, list[trio.SocketStream]] = attrs.field(factory=dict, alias="_open")
     #: connections closed at accept because their address was at the cap
     refused: int = attrs.field(default=0, init=False)
-    #: open connections by (address, port), to end one (:meth:`abort`)
-    _by_client: dict[tuple[str, int], trio.SocketStream] = attrs.field(
-        factory=dict, alias="_by_client"
-    )
-
-    def abort(self, client: tuple[str, int]) -> bool:
-        """End the connection from ``client`` now (both directions; what was already sent,
-        such as an answer, still goes out before the FIN). False when it is not ours."""
-        stream = self._by_client.pop(client, None)
-        if stream is None or stream.socket.fileno() == -1:
-            return False
-        with contextlib.suppress(OSError):
-            stream.socket.shutdown(socket.SHUT_RDWR)
-        return True
 
     async def accept(self) -> trio.SocketStream:
         """The next connection whose address is under the cap (others are closed at once)."""
@@ -81,14 +69,21 @@ class CappedListener(trio.abc.Listener[trio.SocketStream]):
                 continue
             held.append(stream)
             self._open[address] = held
-            self._by_client = {k: v for k, v in self._by_client.items() if v.socket.fileno() != -1}
-            port = int(stream.socket.getpeername()[1])
-            self._by_client[(address, port)] = stream
             return stream
 
     async def aclose(self) -> None:
         """Close the listening socket."""
         await self.inner.aclose()
+
+
+def _peer(stream: Any) -> tuple[str, int] | None:
+    """``(address, port)`` of an accepted stream (TLS or not)."""
+    raw = getattr(stream, "transport_stream", stream)
+    try:
+        host, port = raw.socket.getpeername()[:2]
+    except (AttributeError, OSError):
+        return None
+    return str(host), int(port)
 
 
 async def serve_limited(
@@ -112,12 +107,14 @@ async def serve_limited(
     from hypercorn.typing import ConnectionState
     from hypercorn.utils import wrap_app
 
-    capped: list[CappedListener] = []
+    #: each open connection's cancel scope, by client (address, port)
+    connections: dict[tuple[str, int], trio.CancelScope] = {}
 
     async def guarded(scope: dict[str, Any], receive: Any, send: Any) -> None:
         # hypercorn keeps a connection whose request body was not read to its end (an upload
-        # refused early, or timed out) open for as long as the client keeps it, with no idle
-        # timer: once the app is done with such a request, end the connection.
+        # refused early, or timed out) for as long as the client keeps it: its reader blocks
+        # on the app's full queue, with no timer. Once the app is done with such a request,
+        # the connection is ended (its handler cancelled: the socket is closed).
         if scope["type"] != "http":
             await app(scope, receive, send)
             return
@@ -132,19 +129,52 @@ async def serve_limited(
                 done = True
             return event
 
+        async def final_send(event: dict[str, Any]) -> None:
+            if done or event["type"] != "http.response.body" or event.get("more_body", False):
+                await send(event)
+                return
+            # The end of an answer while the request body is still coming: hypercorn hands
+            # the app a disconnect through the same bounded queue the unread body fills, and
+            # would wait for room there for ever. Take what arrives meanwhile, briefly.
+            async with trio.open_nursery() as nursery:
+
+                async def discard() -> None:
+                    with trio.move_on_after(FINAL_SEND_SECONDS):
+                        while not done:
+                            await tracked()
+
+                nursery.start_soon(discard)
+                with trio.move_on_after(FINAL_SEND_SECONDS):
+                    await send(event)
+                nursery.cancel_scope.cancel()
+
         try:
-            await app(scope, tracked, send)
+            await app(scope, tracked, final_send)
         finally:
             client = scope.get("client")
             if not done and client is not None:
-                for listener in capped:
-                    if listener.abort((str(client[0]), int(client[1]))):
-                        break
+                cancel = connections.get((str(client[0]), int(client[1])))
+                if cancel is not None:
+                    cancel.cancel()
 
     wrapped = wrap_app(guarded, config.wsgi_max_body_size, "asgi")  # type: ignore[arg-type]
     state: dict[str, Any] = {}
     lifespan = Lifespan(wrapped, config, state)
     context = WorkerContext(None)
+
+    async def handle(stream: Any) -> None:
+        peer = _peer(stream)
+        with trio.CancelScope() as cancel:
+            if peer is not None:
+                connections[peer] = cancel
+            try:
+                await TCPServer(wrapped, config, context, ConnectionState(state.copy()), stream)
+            finally:
+                if peer is not None and connections.get(peer) is cancel:
+                    del connections[peer]
+                if cancel.cancel_called:
+                    await trio.aclose_forcefully(stream)
+
     async with trio.open_nursery() as lifespan_nursery:
         await lifespan_nursery.start(lifespan.handle_lifespan)
         await lifespan.wait_for_startup()
@@ -157,19 +187,17 @@ async def serve_limited(
                 cap = CappedListener(
                     trio.SocketListener(trio.socket.from_stdlib_socket(sock)), per_address
                 )
-                capped.append(cap)
                 listeners.append(trio.SSLListener(cap, ssl_context, https_compatible=True))
             for sock in sockets.insecure_sockets:
                 sock.listen(config.backlog)
-                cap = CappedListener(
-                    trio.SocketListener(trio.socket.from_stdlib_socket(sock)), per_address
+                listeners.append(
+                    CappedListener(
+                        trio.SocketListener(trio.socket.from_stdlib_socket(sock)), per_address
+                    )
                 )
-                capped.append(cap)
-                listeners.append(cap)
-            handler = partial(TCPServer, wrapped, config, context, ConnectionState(state.copy()))
             async with trio.open_nursery() as nursery:
                 serve = partial(trio.serve_listeners, handler_nursery=server_nursery)
-                nursery.start_soon(serve, handler, listeners)
+                nursery.start_soon(serve, handle, listeners)
                 await shutdown_trigger()
                 nursery.cancel_scope.cancel()
             await context.terminated.set()
