@@ -3,12 +3,22 @@ with a create-only token (``storage.create``) give exactly one 201, and nobody o
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import os
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 
+import attrs
 import httpx
 import pytest
 import trio
 
+from scitokens_batch.actors import DataServer
+from scitokens_batch.live._store import FileTree
+from scitokens_batch.protocol import DataRequest
+from scitokens_batch.tokens import Operation, Reason, SigningKey
+
+from ..transport.helpers import data_server
+from ..transport.helpers import token as helper_token
 from .storage_live import Storage, bearer, files_under, start_storage
 
 ROUNDS = 50
@@ -90,3 +100,58 @@ def test_sequential_create_over_existing_is_403(storage: Storage) -> None:
 
     assert trio.run(main) == (201, 403)
     assert (storage.tree() / "up" / "sequential").read_bytes() == b"first"
+
+
+# -- the same decision without processes: the virtual-time model and the store --------------
+
+
+def _virtual(tmp_path: Path, key: SigningKey) -> DataServer:
+    """A data server with an in-memory namespace, as in virtual time."""
+    return attrs.evolve(data_server(tmp_path, key).server, files={})
+
+
+async def test_virtual_create_refused_at_commit_if_file_appeared(
+    tmp_path: Path, es256_key: SigningKey
+) -> None:
+    """Virtual time decides at commit too: a create admitted as new, whose file appeared
+    meanwhile, is refused (403, a ``reject`` event) unless the token may modify."""
+    server = _virtual(tmp_path, es256_key)
+    creator = helper_token(es256_key, "storage.create:/up")
+    request = DataRequest(op=Operation.CREATE, path="/vo/up/f", size=10, token=creator)
+    admitted = await server.admit(request)
+    assert admitted.status == 201
+    server.files["/vo/up/f"] = 7  # another upload committed first
+    refused = server.commit_write(request, admitted)
+    assert (refused.status, refused.reason) == (403, Reason.INSUFFICIENT_SCOPE)
+    assert server.files["/vo/up/f"] == 7
+
+    modifier = helper_token(es256_key, "storage.modify:/up")
+    request = DataRequest(op=Operation.CREATE, path="/vo/up/g", size=10, token=modifier)
+    admitted = await server.admit(request)
+    server.files["/vo/up/g"] = 7
+    assert server.commit_write(request, admitted).status == 200
+
+
+async def test_store_asks_overwrite_only_when_a_file_is_there(tmp_path: Path) -> None:
+    """FileTree.write links a new file without asking; over an existing one it asks, and a
+    no leaves the existing bytes and no staged file."""
+    tree = FileTree(tmp_path / "data")
+    tree.clean_staging()
+    asked: list[str] = []
+
+    def no() -> bool:
+        asked.append("asked")
+        return False
+
+    async def body(data: bytes) -> AsyncIterator[bytes]:
+        yield data
+
+    assert await tree.write("/a/f", body(b"one"), overwrite=no) is True
+    assert asked == []
+    with pytest.raises(FileExistsError):
+        await tree.write("/a/f", body(b"two"), overwrite=no)
+    assert asked == ["asked"]
+    assert (tmp_path / "data" / "a" / "f").read_bytes() == b"one"
+    assert await tree.write("/a/f", body(b"three"), overwrite=lambda: True) is False
+    assert (tmp_path / "data" / "a" / "f").read_bytes() == b"three"
+    assert os.listdir(tree.staging) == []

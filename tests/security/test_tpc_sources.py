@@ -9,6 +9,8 @@ from collections.abc import Iterator
 import pytest
 import trio
 
+from scitokens_batch.transport.http import tpc_source_refusal
+
 from .storage_live import Storage, bearer, start_storage
 
 
@@ -92,3 +94,34 @@ def test_copy_from_a_scenario_data_server_works(storage: Storage) -> None:
     status, _ = _copy(storage, "/up/from-other", storage.url("other") + "/data/0")
     assert status == 201
     assert (storage.tree() / "up" / "from-other").stat().st_size == 1000
+
+
+@pytest.mark.parametrize(
+    ("source", "allowed"),
+    [
+        ("https://a.example:8443/f", True),
+        ("https://A.EXAMPLE:8443/f", True),
+        ("https://a.example/f", False),  # port 443, not 8443
+        ("http://a.example:8443/f", False),
+        ("https://a.example:8443@evil.example:8443/f", False),
+        ("https://evil.example:8443/a.example:8443", False),
+        ("https://x.site.org/f", True),
+        ("https://x.y.site.org/f", True),
+        ("https://site.org/f", False),
+        ("https://evilsite.org/f", False),
+        ("https://x.site.org:444/f", False),
+        ("https://a.example:99999/f", False),
+        ("ftp://a.example:8443/f", False),
+        ("https:///f", False),
+    ],
+)
+def test_source_matching(source: str, allowed: bool) -> None:
+    """Sources match allowed origins on parsed scheme, host and port (``*.`` for a domain),
+    never on a string prefix."""
+    refusal = tpc_source_refusal(source, ("https://a.example:8443", "https://*.site.org"))
+    assert (refusal is None) is allowed, refusal
+
+
+def test_no_allowed_source_refuses_all() -> None:
+    """An empty allow-list allows nothing."""
+    assert tpc_source_refusal("https://a.example/f", ()) is not None
