@@ -9,7 +9,8 @@ from collections.abc import Iterator
 import pytest
 import trio
 
-from scitokens_batch.transport.http import tpc_source_refusal
+from scitokens_batch.protocol import DataResponse, ThirdPartyCopy
+from scitokens_batch.transport.http import HttpTransport, Peer, tpc_source_refusal
 
 from .storage_live import Storage, bearer, start_storage
 
@@ -125,3 +126,34 @@ def test_source_matching(source: str, allowed: bool) -> None:
 def test_no_allowed_source_refuses_all() -> None:
     """An empty allow-list allows nothing."""
     assert tpc_source_refusal("https://a.example/f", ()) is not None
+
+
+async def test_client_sends_no_copy_with_a_plain_http_end(trap: socket.socket) -> None:
+    """The transfer service's side (HttpTransport) refuses to send a COPY whose source or
+    destination is plain http: nothing reaches the network, no token in clear text."""
+    port = trap.getsockname()[1]
+    peers = {
+        "dst": Peer("dst", f"http://127.0.0.1:{port}", "data"),
+        "src": Peer("src", "https://127.0.0.1:1", "data"),
+        "src-http": Peer("src-http", f"http://127.0.0.1:{port}", "data"),
+        "dst-https": Peer("dst-https", "https://127.0.0.1:1", "data"),
+    }
+    transport = HttpTransport(peers)
+    try:
+        for dest, source in (("dst", "src"), ("dst-https", "src-http")):
+            copy = ThirdPartyCopy(
+                source=source,
+                source_path="/data/0",
+                destination_path="/up/x",
+                size=1,
+                source_token="source-token",
+                destination_token="destination-token",
+                transfer="t/1",
+            )
+            answer = await transport.request("fts", dest, copy)
+            assert isinstance(answer, DataResponse)
+            assert answer.status == 400 and "https only" in (answer.detail or "")
+    finally:
+        await transport.aclose()
+    with pytest.raises(TimeoutError):
+        trap.accept()
