@@ -101,8 +101,46 @@ class DataServer:
         except LinkReset:
             raise Unreachable(f"job {message.job}", self.name, "down") from None  # reset
         if message.op is not Operation.READ and message.op is not Operation.STAT:
+            if message.op is Operation.CREATE:
+                committed = self.commit_write(message, answer)
+                if not committed.ok:
+                    return committed
+                answer = committed
             self.files[message.path] = answer.size
         return answer
+
+    def commit_write(self, message: DataRequest, answer: DataResponse) -> DataResponse:
+        """Decide create-vs-overwrite again when the bytes are in (the commit), as live mode's
+        store does with ``linkat``: a file that appeared at the path while this new file was
+        coming in may only be replaced by a writer allowed to overwrite (B7, M4).
+
+        Returns:
+            ``answer`` when nothing appeared; an overwrite (200) when the token may modify;
+            else the refusal (403, recorded as a ``reject`` event).
+        """
+        if answer.status != 201 or message.path not in self.files:
+            return answer
+        if self.may_overwrite(message):
+            return attrs.evolve(answer, status=200)
+        return self.refuse_overwrite(message)
+
+    def may_overwrite(self, message: DataRequest) -> bool:
+        """The token of an admitted upload may also replace a file there (``storage.modify``);
+        no event is recorded."""
+        verdict = self.verifier.authorize(
+            message.token, now=self.clock(), op=Operation.MODIFY, path=message.path
+        )
+        return isinstance(verdict, VerifiedToken)
+
+    def refuse_overwrite(self, message: DataRequest) -> DataResponse:
+        """A create-only upload found a file in place at commit time: 403, recorded."""
+        rejection = Rejection(
+            Reason.INSUFFICIENT_SCOPE,
+            f"{message.path} was created by another upload meanwhile; overwriting needs "
+            "storage.modify",
+        )
+        self._record_reject(message, Operation.MODIFY, rejection)
+        return DataResponse(status=403, reason=rejection.reason, detail=rejection.detail)
 
     async def third_party_copy(self, message: ThirdPartyCopy) -> DataResponse:
         """Pull one file from ``message.source`` into ``message.destination_path`` (HTTP-TPC).
@@ -162,6 +200,9 @@ class DataServer:
             raise TypeError(f"data server {message.source}: unexpected answer {type(got).__name__}")
         if not got.ok:
             return attrs.evolve(got, side="source")
+        answer = self.commit_write(write, answer)
+        if not answer.ok:
+            return attrs.evolve(answer, side="destination")
         self.files[message.destination_path] = answer.size
         return answer
 

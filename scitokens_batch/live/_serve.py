@@ -52,10 +52,14 @@ from ..transport.http import HttpTransport, Peer, RpcGuard, data_app, issuer_app
 from ._clock import wall_now
 from ._config import ConfigError, ServiceConfig, ServiceSecrets, load_service_secrets
 from ._durable import DurableTable, remove_temp_copies
+from ._limits import serve_limited
 from ._sandbox import directory_sandboxes, remove_stale_sandboxes
 from ._store import FileTree
 
-__all__ = ["AppendSink", "peers_of", "serve", "service_logger"]
+__all__ = ["CONNECTIONS_PER_CLIENT", "AppendSink", "peers_of", "serve", "service_logger"]
+
+#: Open connections one client address may hold on a service (the accept loop closes more).
+CONNECTIONS_PER_CLIENT = 256
 
 
 @attrs.define
@@ -226,7 +230,6 @@ async def serve(config: ServiceConfig) -> None:
         LocalInputError: the scenario, the overrides or the configuration do not fit.
     """
     from hypercorn.config import Config as HypercornConfig
-    from hypercorn.trio import serve as hypercorn_serve
 
     spec = load_scenario(config.scenario, overrides=config.overrides)
     if config.issuer_urls:
@@ -260,7 +263,7 @@ async def serve(config: ServiceConfig) -> None:
     wiring = LiveWiring(
         transport=transport,
         sandboxes=lambda host: directory_sandboxes(workdir / "sandboxes", wall_now, job_env),
-        files=lambda server: FileTree(workdir / "data"),
+        files=lambda server: FileTree(workdir / "data", quota=spec.data_server(server).quota),
         observed_servers=frozenset(
             d.name for d in spec.data_servers if d.backend is DataBackend.XROOTD
         ),
@@ -290,7 +293,17 @@ async def serve(config: ServiceConfig) -> None:
     hc.accesslog = None
     hc.errorlog = logging.getLogger("hypercorn.error")
     hc.graceful_timeout = 2.0
-    hc.keep_alive_timeout = 30.0
+    # Slow or stalled clients (docs/security.md, "Storage"): a connection idle between requests,
+    # or that never completes its request head, is closed after keep_alive_timeout; a TLS
+    # handshake must finish in ssl_handshake_timeout; a request head may not exceed
+    # h11_max_incomplete_size. hypercorn's read_timeout stays off: it times every socket read,
+    # also while a long download or copy is being sent and the client rightly sends nothing.
+    # A stalled upload body is timed out by the data app (BODY_IDLE_TIMEOUT), and the accept
+    # loop caps connections per client address (serve_limited).
+    hc.keep_alive_timeout = 15.0
+    hc.ssl_handshake_timeout = 10.0
+    hc.h11_max_incomplete_size = 16 * 1024
+    hc.backlog = 1024
 
     shutdown = trio.Event()
     log.info("starting", role=config.role, bind=hc.bind, tls=config.tls is not None)
@@ -298,7 +311,9 @@ async def serve(config: ServiceConfig) -> None:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(_on_signals, shutdown, log)
             await nursery.start(actor.run)
-            await hypercorn_serve(app, hc, shutdown_trigger=shutdown.wait)
+            await serve_limited(
+                app, hc, per_address=CONNECTIONS_PER_CLIENT, shutdown_trigger=shutdown.wait
+            )
             nursery.cancel_scope.cancel()
     finally:
         after()
@@ -393,7 +408,20 @@ def _pick(
         tree = server.files
         assert isinstance(tree, FileTree)
         assert isinstance(server.transport, HttpTransport)
-        app = data_app(name, server.admit, tree, realm=name, pull=server.transport.client)
+        tree.clean_staging()  # partial uploads of a killed predecessor are never served
+        sources = world.spec.data_server(name).tpc_sources
+        if sources is None:  # default: the scenario's own data servers
+            sources = tuple(p.url for p in server.transport.peers.values() if p.kind == "data")
+        app = data_app(
+            name,
+            server.admit,
+            tree,
+            realm=name,
+            pull=server.transport.client,
+            tpc_sources=sources,
+            may_overwrite=server.may_overwrite,
+            refuse_overwrite=server.refuse_overwrite,
+        )
         return server, app, nothing
     if role == "execute-host":
         host = world.hosts.get(name)

@@ -203,6 +203,21 @@ def _issuer_url(value: object) -> str | None:
     return None
 
 
+def _tpc_source(value: object) -> str | None:
+    if isinstance(value, str):
+        scheme, sep, rest = value.partition("://")
+        host, _, port = rest.partition(":")
+        host_ok = re.fullmatch(r"(\*\.)?[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?", host)
+        if (
+            scheme == "https"
+            and sep
+            and host_ok
+            and (not port or (port.isdigit() and 0 < int(port) < 65536))
+        ):
+            return None
+    return 'an https origin such as "https://storage.example.org:1094" or "https://*.example.org"'
+
+
 def _server_audience(value: object) -> str | None:
     # C5: "ANY" matches any server in a token, but as a server's own audience it is an error;
     # the WLCG any-audience (C1) is the same kind of wildcard.
@@ -523,6 +538,12 @@ class DataServerSpec:
         backend: ``"builtin"`` (ours) or ``"xrootd"`` (Debian's XRootD with XrdHttp and the
             SciTokens plugin, ``--live`` only; the settings above that XRootD has no knob for,
             such as ``leeway`` or ``token_cache``, do not apply to it).
+        quota: live mode, ours: the most bytes its data tree may occupy on disk; an upload
+            that would go beyond is refused with 507. Virtual time holds no bytes and does not
+            apply it.
+        tpc_sources: live mode, ours: the origins a third-party copy (COPY) may pull from
+            (``"https://host:port"``, ``"https://*.domain:port"``); None: the scenario's own
+            data servers. Only https sources are ever fetched.
     """
 
     name: str = attrs.field(metadata=_NAME)
@@ -541,6 +562,10 @@ class DataServerSpec:
     )
     files: tuple[FileSetSpec, ...] = ()
     backend: DataBackend = DataBackend.BUILTIN
+    quota: int = attrs.field(default=10_000_000_000, metadata=_meta("size"))
+    tpc_sources: tuple[str, ...] | None = attrs.field(
+        default=None, metadata=_meta(item_check=_tpc_source)
+    )
 
 
 # --------------------------------------------------------------------------------------------

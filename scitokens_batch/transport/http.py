@@ -51,15 +51,19 @@ from ..tokens import Operation, PublicKey, Reason, Rejection, jwks_document, par
 from ._base import Unreachable
 
 __all__ = [
+    "DEFAULT_TPC_PORT",
     "HEALTH_PATH",
     "JOB_HEADER",
     "DataStore",
+    "Escapes",
     "HttpTransport",
+    "InsufficientStorage",
     "Peer",
     "RpcGuard",
     "data_app",
     "issuer_app",
     "rpc_app",
+    "tpc_source_refusal",
 ]
 
 #: Every service answers ``GET`` here with 200 and ``{"status": "ok", "actor": name}``.
@@ -83,6 +87,17 @@ MAX_BODY: Final = 1 << 20
 MAX_FORM: Final = 64 << 10
 #: The most request body read and dropped to answer before the body was read (a refusal).
 DRAIN_LIMIT: Final = 1 << 32
+#: Seconds a refusal waits for the rest of the request body before closing anyway: a client
+#: that announced a large body and stalls (or drips) must not hold the connection.
+DRAIN_SECONDS: Final = 10.0
+#: The largest announced body read and dropped before a 507 (as large as the bodies our own
+#: client sends in one piece); a larger or unannounced one is not read: the upload was refused
+#: *because* of its size, the answer goes out at once and the connection is closed.
+DRAIN_LIMIT_507: Final = 8 * 1024 * 1024
+#: Seconds an upload may go without a byte before it is abandoned (408).
+BODY_IDLE_TIMEOUT: Final = 30.0
+#: The port of an ``https://`` URL without one.
+DEFAULT_TPC_PORT: Final = 443
 
 _METHOD_OF: Final = {
     Operation.READ: "GET",
@@ -271,6 +286,14 @@ class HttpTransport:
         source = self.peers.get(msg.source)
         if source is None:
             raise Unreachable(src, msg.source, "unknown")
+        if not (source.url.startswith("https://") and peer.url.startswith("https://")):
+            # The tokens would cross the network in clear text (to the destination, or from
+            # it to the source): refused before anything is sent.
+            return DataResponse(
+                status=400,
+                detail=f"third-party copy between {peer.url} and {source.url}: https only",
+                side="source",
+            )
         headers = {
             "Source": source.url + urllib.parse.quote(msg.source_path),
             SIZE_HEADER: str(msg.size),
@@ -369,6 +392,16 @@ class _TooLarge(Exception):
     pass
 
 
+class Escapes(PermissionError):
+    """A server path that would leave the data tree: a symbolic link on the way (the store
+    never follows one). Answered 403."""
+
+
+class InsufficientStorage(OSError):
+    """An upload that would exceed the data server's quota or eat its free-space margin.
+    Answered 507 (RFC 4918 §11.5)."""
+
+
 async def _read_body(receive: Receive, limit: int = MAX_BODY) -> bytes:
     chunks: list[bytes] = []
     size = 0
@@ -462,9 +495,19 @@ def _app(name: str, route: Callable[[dict[str, Any], Receive, Send], Awaitable[N
                 # answer is complete, and closing with unread bytes resets it; a client still
                 # sending (httpx sends the whole body before reading) would then see a broken
                 # connection instead of the 401/403.
+                # Bounded in bytes and in time: a client that announced a large body and then
+                # stalls is cut off (hypercorn closes the connection after the answer).
+                limit = DRAIN_LIMIT
+                if event["status"] == 507:
+                    # Refused for its size: a small body is still read (so the client, which
+                    # sends it before reading, sees the 507), a large one is not waited for.
+                    announced = _header(scope, "content-length") or ""
+                    fits = announced.isdigit() and int(announced) <= DRAIN_LIMIT_507
+                    limit = int(announced) if fits else 0
                 drained = 0
-                while not body_done and drained <= DRAIN_LIMIT:
-                    drained += len((await tracked_receive()).get("body", b""))
+                with trio.move_on_after(DRAIN_SECONDS):
+                    while not body_done and drained < limit:
+                        drained += len((await tracked_receive()).get("body", b""))
             await send(event)
 
         try:
@@ -741,7 +784,10 @@ def rpc_app(name: str, handler: Handler, guard: RpcGuard | None = None) -> ASGIA
 
 
 class DataStore(Protocol):
-    """The bytes behind a data server (live mode: a directory tree)."""
+    """The bytes behind a data server (live mode: a directory tree).
+
+    Paths are server paths; a store refuses any that would leave its tree (:class:`Escapes`).
+    """
 
     def size(self, path: str) -> int | None:
         """The size of the file at ``path``; None when there is no file there."""
@@ -755,8 +801,30 @@ class DataStore(Protocol):
         """The file's bytes, in chunks."""
         ...
 
-    async def write(self, path: str, chunks: AsyncIterator[bytes]) -> int:
-        """Replace (or create) the file atomically with ``chunks``; returns bytes written."""
+    async def write(
+        self,
+        path: str,
+        chunks: AsyncIterator[bytes],
+        *,
+        overwrite: Callable[[], bool],
+        expected: int | None = None,
+    ) -> bool:
+        """Store ``chunks`` at ``path`` atomically, deciding create-vs-overwrite at commit.
+
+        Args:
+            path: the server path.
+            chunks: the body.
+            overwrite: asked at commit time when a file holds the name: may it be replaced?
+                (False: :class:`FileExistsError`, and nothing is written.)
+            expected: the announced size, checked against the space before the first byte.
+
+        Returns:
+            True for a new file, False for a replaced one.
+
+        Raises:
+            InsufficientStorage: the quota or free space would be exceeded.
+            FileExistsError: a file is at ``path`` and ``overwrite`` said no.
+        """
         ...
 
     def delete(self, path: str) -> bool:
@@ -785,6 +853,46 @@ def _bearer(scope: Mapping[str, Any]) -> str | None:
     return value.strip() or None if scheme.lower() == "bearer" else None
 
 
+def _origin(url: str) -> tuple[str, str, int] | None:
+    """``(scheme, host, port)`` of a URL without user info; None when it has none such."""
+    try:
+        parts = urllib.parse.urlsplit(url)
+        port = parts.port
+    except ValueError:
+        return None
+    if not parts.hostname or parts.username is not None or parts.password is not None:
+        return None
+    scheme = parts.scheme.lower()
+    return scheme, parts.hostname.lower(), port or (DEFAULT_TPC_PORT if scheme == "https" else 80)
+
+
+def tpc_source_refusal(source: str, allowed: tuple[str, ...]) -> str | None:
+    """Why a third-party copy may not pull from ``source``; None when it may.
+
+    Only ``https://`` sources are fetched (the source token goes in their ``Authorization``),
+    and only from an origin in ``allowed``: ``"https://host:port"`` (port 443 when absent), or
+    ``"https://*.example.org:port"`` for every host under a domain. The comparison is on the
+    parsed scheme, host and port, never on a string prefix (``https://a@b`` is host ``b``).
+    """
+    origin = _origin(source)
+    if origin is None:
+        return "Source is not a URL with a host"
+    scheme, host, port = origin
+    if scheme != "https":
+        return "Source must be https:// (the source token is never sent in clear text)"
+    for entry in allowed:
+        want = _origin(entry.replace("*.", "wildcard.", 1))
+        if want is None or want[0] != "https" or want[2] != port:
+            continue
+        if entry.split("://", 1)[-1].startswith("*."):
+            domain = want[1].removeprefix("wildcard")
+            if host.endswith(domain):
+                return None
+        elif want[1] == host:
+            return None
+    return f"Source {scheme}://{host}:{port} is not an allowed third-party-copy source"
+
+
 def data_app(
     name: str,
     admit: Callable[[DataRequest], Awaitable[DataResponse]],
@@ -792,6 +900,9 @@ def data_app(
     *,
     realm: str,
     pull: httpx.AsyncClient | None = None,
+    tpc_sources: tuple[str, ...] = (),
+    may_overwrite: Callable[[DataRequest], bool] | None = None,
+    refuse_overwrite: Callable[[DataRequest], DataResponse] | None = None,
 ) -> ASGIApp:
     """A data server over HTTP(S): GET, HEAD, PUT, DELETE, MKCOL with bearer tokens.
 
@@ -801,15 +912,40 @@ def data_app(
     for an authorized access to nothing, 201 for a new file or directory, 204 for an
     overwrite or a delete, 405 for MKCOL on an existing directory (RFC 4918 §9.3.1), 409 for
     a PUT onto a directory or anything below a file, 400 for a path that still holds ``%``
-    once decoded (it would be authorized as one path and opened as another).
+    once decoded (it would be authorized as one path and opened as another), 403 for a path
+    through a symbolic link (:class:`Escapes`), 507 when the upload does not fit
+    (:class:`InsufficientStorage`).
+
+    Create-vs-overwrite is decided when the upload is committed, not when it starts: a new
+    file (``admit`` answered 201) that another upload created meanwhile is replaced only if
+    ``may_overwrite`` says the token may modify it; otherwise the upload is refused with
+    ``refuse_overwrite``'s answer (default: 403 ``insufficient_scope``) and nothing is written.
 
     With ``pull`` (an HTTP client), ``COPY`` is a third-party copy in HTTP-TPC pull mode (the
     WLCG/FTS convention): the destination token in ``Authorization`` is checked for writing the
     path, as for a PUT, then the file named by the ``Source`` header is fetched with the
     ``TransferHeaderAuthorization`` header as that request's ``Authorization`` and stored.
-    A refusal by the source is answered with the source's status and
-    ``X-Scitokens-Batch-Side: source``; an unreachable source is 502.
+    The ``Source`` must be ``https://`` and one of ``tpc_sources`` (see
+    :func:`tpc_source_refusal`; empty: no source at all), else the copy is refused with 403
+    before anything is fetched. A refusal by the source is answered with the source's status
+    and ``X-Scitokens-Batch-Side: source``; an unreachable source is 502.
     """
+
+    def overwrite_check(request: DataRequest, admitted: DataResponse) -> Callable[[], bool]:
+        if admitted.status != 201:
+            return lambda: True  # admitted as an overwrite: the token may modify
+        if may_overwrite is None:
+            return lambda: False
+        return lambda: may_overwrite(request)
+
+    def overwrite_refused(request: DataRequest) -> DataResponse:
+        if refuse_overwrite is not None:
+            return refuse_overwrite(request)
+        return DataResponse(
+            status=403,
+            reason=Reason.INSUFFICIENT_SCOPE,
+            detail=f"{request.path} exists; overwriting needs storage.modify",
+        )
 
     async def route(scope: dict[str, Any], receive: Receive, send: Send) -> None:
         method, path = scope["method"], scope["path"]
@@ -853,6 +989,20 @@ def data_app(
                 send, answer.status, {"error": "not_found", "error_description": answer.detail}
             )
             return
+        try:
+            await _serve(method, path, request, answer, receive, send, length)
+        except Escapes as exc:
+            await _json(send, 403, {"error": "forbidden", "error_description": str(exc)})
+
+    async def _serve(
+        method: str,
+        path: str,
+        request: DataRequest,
+        answer: DataResponse,
+        receive: Receive,
+        send: Send,
+        length: str | None,
+    ) -> None:
         if method == "GET":
             await _stream_file(send, store, path)
         elif method == "HEAD":
@@ -864,12 +1014,29 @@ def data_app(
             if store.is_dir(path):
                 await _respond(send, 409)
                 return
+            expected = request.size if length is not None and length.isdigit() else None
             try:
-                await store.write(path, _body_chunks(receive))
-            except (IsADirectoryError, NotADirectoryError, FileExistsError):
+                created = await store.write(
+                    path,
+                    _body_chunks(receive),
+                    overwrite=overwrite_check(request, answer),
+                    expected=expected,
+                )
+            except InsufficientStorage as exc:
+                await _insufficient(send, exc)
+                return
+            except FileExistsError:
+                refused = overwrite_refused(request)
+                await _refuse(send, refused)
+                return
+            except (IsADirectoryError, NotADirectoryError):
                 await _respond(send, 409)
                 return
-            await _respond(send, 201 if answer.status == 201 else 204)
+            except TimeoutError as exc:
+                body = {"error": "request_timeout", "error_description": str(exc)}
+                await _json(send, 408, body, {"connection": "close"})
+                return
+            await _respond(send, 201 if created else 204)
         elif method == "DELETE":
             await _respond(send, 204 if store.delete(path) else 404)
         else:  # MKCOL
@@ -881,6 +1048,13 @@ def data_app(
             except FileExistsError:
                 made = False  # made meanwhile
             await _respond(send, 201 if made else 405)
+
+    async def _insufficient(send: Send, exc: InsufficientStorage, side: str | None = None) -> None:
+        headers = {"connection": "close"}
+        if side is not None:
+            headers[SIDE_HEADER] = side
+        body = {"error": "insufficient_storage", "error_description": str(exc)}
+        await _json(send, 507, body, headers)
 
     async def _refuse(send: Send, answer: DataResponse, side: str | None = None) -> None:
         reason = answer.reason or Reason.INSUFFICIENT_SCOPE
@@ -897,8 +1071,15 @@ def data_app(
     async def _copy(scope: dict[str, Any], send: Send, path: str) -> None:
         assert pull is not None
         source = _header(scope, "source")
-        if source is None or not source.startswith(("https://", "http://")) or "%" in path:
+        if source is None or "%" in path:
             await _json(send, 400, {"error": "invalid_request", "error_description": "Source"})
+            return
+        why = tpc_source_refusal(source, tpc_sources)
+        if why is not None:
+            # Checked before the destination token, before anything is fetched: the server
+            # is never made to request (or send a token to) a URL it was not told to trust.
+            body = {"error": "forbidden_source", "error_description": why}
+            await _json(send, 403, body, {SIDE_HEADER: "source"})
             return
         size_text = _header(scope, SIZE_HEADER) or "0"
         write = DataRequest(
@@ -933,19 +1114,41 @@ def data_app(
                 if store.is_dir(path):
                     await _respond(send, 409, headers={SIDE_HEADER: "destination"})
                     return
-                await store.write(path, reply.aiter_raw())
+                announced = reply.headers.get("content-length", "")
+                created = await store.write(
+                    path,
+                    reply.aiter_raw(),
+                    overwrite=overwrite_check(write, answer),
+                    expected=int(announced) if announced.isdigit() else None,
+                )
         except httpx.TransportError as exc:
             body = {"error": "source_unreachable", "error_description": type(exc).__name__}
             await _json(send, 502, body, {SIDE_HEADER: "source"})
             return
-        await _respond(send, 201 if answer.status == 201 else 204)
+        except InsufficientStorage as exc:
+            await _insufficient(send, exc, "destination")
+            return
+        except FileExistsError:
+            await _refuse(send, overwrite_refused(write), "destination")
+            return
+        except Escapes as exc:
+            body = {"error": "forbidden", "error_description": str(exc)}
+            await _json(send, 403, body, {SIDE_HEADER: "destination"})
+            return
+        await _respond(send, 201 if created else 204)
 
     return _app(name, route)
 
 
 async def _body_chunks(receive: Receive) -> AsyncIterator[bytes]:
     while True:
-        event = await receive()
+        event: dict[str, Any] | None = None
+        with trio.move_on_after(BODY_IDLE_TIMEOUT):
+            event = await receive()
+        if event is None:
+            # A client that announced a body and stalls: give up (the partial upload is
+            # discarded) instead of holding the connection and the staged file forever.
+            raise TimeoutError(f"no upload bytes for {BODY_IDLE_TIMEOUT:g} s")
         if event["type"] == "http.disconnect":
             raise ConnectionResetError("client went away during the upload")
         chunk = event.get("body", b"")
