@@ -59,7 +59,6 @@ from rich.table import Table
 from scitokens_batch.live import xrootd_missing
 from scitokens_batch.live._deploy import deployment
 from scitokens_batch.live._runner import _Run
-from scitokens_batch.scenario._world import client_secret
 
 from ._curlload import CurlRun, curl_gets, curl_missing
 from ._report import CpuCounters, MachineLoad, machine_line
@@ -640,7 +639,7 @@ def _token_phase(run: _Run, s: Settings, refresh: list[str], say: Say) -> Row:
             "warmup_seconds": s.warmup_seconds,
             "url": run.issuer_urls["vo"] + "/token",
             "client_id": "token_manager",
-            "client_secret": client_secret(run.spec, run.seed, "vo", "token_manager"),
+            "client_secret": run.client_secrets["vo"]["token_manager"],
             "refresh_tokens": refresh,
             "scope": " ".join(SCOPES),
             "audience": AUDIENCE,
