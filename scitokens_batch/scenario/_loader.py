@@ -56,6 +56,9 @@ from scitokens_batch.scenario._spec import (
     UniformCompute,
 )
 from scitokens_batch.scenario._units import (
+    LIMITS,
+    MAX_DEPTH,
+    check_range,
     describe,
     format_duration,
     parse_duration,
@@ -160,6 +163,11 @@ def parse_scenario(text: str, *, file: str, overrides: Sequence[str] = ()) -> Sc
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ScenarioError(file, "", _toml_error_message(exc)) from None
+    except RecursionError:  # tomllib recurses once per nesting level, a few hundred deep
+        raise ScenarioError(file, "", _too_deep()) from None
+    deep = _too_deep_at(raw)
+    if deep is not None:
+        raise ScenarioError(file, format_key_path(deep), _too_deep()) from None
     # A scenario may carry its own [study] table (scitokens_batch.study reads it): not ours.
     raw.pop("study", None)
     overridden = [_apply_override(raw, item) for item in overrides]
@@ -177,6 +185,28 @@ def parse_scenario(text: str, *, file: str, overrides: Sequence[str] = ()) -> Sc
     except _Problem as problem:
         raise error(problem) from None
     return scenario
+
+
+def _too_deep() -> str:
+    return f"expected arrays and tables nested at most {MAX_DEPTH} deep, received deeper nesting"
+
+
+def _too_deep_at(value: object) -> list[PathPart] | None:
+    """The path of the first value nested deeper than MAX_DEPTH, or None.
+
+    Iterative (an explicit stack), so that the check itself cannot overflow: every later step
+    (overrides, structuring, error messages) recurses over the document and relies on this.
+    """
+    stack: list[tuple[object, list[PathPart]]] = [(value, [])]
+    while stack:
+        node, path = stack.pop()
+        if len(path) > MAX_DEPTH:
+            return path
+        if isinstance(node, dict):
+            stack.extend((item, [*path, key]) for key, item in node.items())
+        elif isinstance(node, list):
+            stack.extend((item, [*path, index]) for index, item in enumerate(node))
+    return None
 
 
 def _toml_error_message(exc: tomllib.TOMLDecodeError) -> str:
@@ -381,15 +411,23 @@ def _structure_str(value: object, _tp: object) -> str:
 def _structure_int(value: object, _tp: object) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         raise _Problem(f"expected an integer, received {describe(value)}")
+    try:
+        check_range("integer", value, value)
+    except ValueError as exc:
+        raise _Problem(str(exc)) from None
     return value
 
 
 def _structure_float(value: object, _tp: object) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise _Problem(f"expected a number, received {describe(value)}")
-    result = float(value)
-    if result != result or result in (float("inf"), float("-inf")):
-        raise _Problem(f"expected a finite number, received {describe(value)}")
+    try:
+        result = float(value)  # an integer of 400 digits overflows
+        check_range("number", result, value)
+    except (OverflowError, ValueError):
+        raise _Problem(
+            f"expected a finite number {LIMITS['number'].shown}, received {describe(value)}"
+        ) from None
     return result
 
 
@@ -919,11 +957,16 @@ def _parse_override_path(text: str) -> list[PathPart]:
     return parts
 
 
-def _parse_override_value(text: str) -> object:
+def _parse_override_value(text: str, path_text: str) -> object:
     try:
-        return tomllib.loads(f"value = {text}")["value"]
+        value = tomllib.loads(f"value = {text}")["value"]
     except tomllib.TOMLDecodeError:
         return text.strip()
+    except RecursionError:
+        raise ScenarioError(OVERRIDE_FILE, path_text, _too_deep()) from None
+    if _too_deep_at(value) is not None:
+        raise ScenarioError(OVERRIDE_FILE, path_text, _too_deep())
+    return value
 
 
 def _is_scalar(value: object) -> bool:
@@ -942,7 +985,7 @@ def _apply_override(raw: dict[str, Any], item: str) -> str:
         )
     path_text = path_text.strip()
     parts = _parse_override_path(path_text)
-    value = _parse_override_value(value_text)
+    value = _parse_override_value(value_text, path_text)
     if not (_is_scalar(value) or (isinstance(value, list) and all(map(_is_scalar, value)))):
         raise ScenarioError(
             OVERRIDE_FILE,
