@@ -6,6 +6,7 @@ from ._events import JsonlSink as JsonlSink
 from ._events import ListSink as ListSink
 from ._events import Recorder as Recorder
 from ._report import JOB_STATES as JOB_STATES
+from ._report import PLOT_FILES as PLOT_FILES
 from ._report import SAMPLES_PER_BUCKET as SAMPLES_PER_BUCKET
 from ._report import ReportBuilder as ReportBuilder
 from ._report import ReportSeries as ReportSeries
@@ -23,6 +24,7 @@ __all__ = [
     "DENIAL_REASONS",
     "JOB_COLUMNS",
     "JOB_STATES",
+    "PLOT_FILES",
     "SAMPLES_PER_BUCKET",
     "TOKEN_COLUMNS",
     "Event",

@@ -42,7 +42,10 @@ if TYPE_CHECKING:
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
 
-__all__ = ["JOB_STATES", "SAMPLES_PER_BUCKET", "ReportBuilder", "ReportSeries"]
+__all__ = ["JOB_STATES", "PLOT_FILES", "SAMPLES_PER_BUCKET", "ReportBuilder", "ReportSeries"]
+
+#: Every PNG the report may write (a run removes those it did not write this time).
+PLOT_FILES: Final[tuple[str, ...]] = ("headroom.png", "issuer.png", "jobs.png", "denials.png")
 
 #: Job states, in the order the jobs plot stacks them.
 JOB_STATES: Final[tuple[str, ...]] = ("idle", "running", "held", "completed", "failed")

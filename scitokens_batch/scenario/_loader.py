@@ -641,7 +641,9 @@ def _check_references(scenario: Scenario) -> None:
     issuers = {issuer.name: issuer for issuer in scenario.issuers}
     servers = {server.name for server in scenario.data_servers}
     groups = {group.name for group in scenario.execute_hosts}
-    hosts = set(scenario.host_names)
+    # Host names are never listed one by one: a group of a million hosts is one line of the
+    # file, and checking it must cost as much as that line (issue 15).
+    hosts = _HostNames(scenario.execute_hosts)
 
     tm = scenario.token_manager
     if tm.retry_backoff_max < tm.retry_backoff:
@@ -696,12 +698,12 @@ def _check_references(scenario: Scenario) -> None:
                     [*here, "steps", j, "compute", "high"],
                 )
 
-    host_names = sorted(groups | hosts)
+    host_names = hosts.with_names(groups)
     services = set(PARTITION_SERVICES)
     for table in (scenario.transfer_service, scenario.data_manager):
         if table is not None:
             services.add(table.name)
-    actors = sorted(set(issuers) | servers | groups | hosts | services)
+    actors = hosts.with_names(set(issuers) | servers | groups | services)
     for i, fault in enumerate(scenario.faults):
         here = ["faults", i]
         if isinstance(fault, IssuerOutage | KeyRotation):
@@ -709,7 +711,7 @@ def _check_references(scenario: Scenario) -> None:
         elif isinstance(fault, ClockStep):
             _check_name_in(
                 fault.host,
-                sorted(set(host_names) | servers),
+                hosts.with_names(groups | servers),
                 "an execute host, host group or data server",
                 [*here, "host"],
             )
@@ -867,6 +869,7 @@ def _check_trusting_server(
 def _check_names(scenario: Scenario) -> None:
     """Names are unique: actor names across all kinds (partitions and events name actors)."""
     seen: dict[str, str] = {service: service for service in PARTITION_SERVICES}
+    host_groups: list[tuple[str, int, str]] = []
 
     def claim(name: str, path: list[PathPart]) -> None:
         where = format_key_path(path)
@@ -874,6 +877,12 @@ def _check_names(scenario: Scenario) -> None:
             raise _Problem(
                 f"expected a unique name, received {name!r}, already used by {seen[name]}", path
             )
+        for group, count, group_where in host_groups:
+            if _host_index(name, group, count) is not None:
+                raise _Problem(
+                    f"expected a unique name, received {name!r}, already used by {group_where}",
+                    path,
+                )
         seen[name] = where
 
     for i, issuer in enumerate(scenario.issuers):
@@ -882,8 +891,15 @@ def _check_names(scenario: Scenario) -> None:
         claim(server.name, ["data_servers", i, "name"])
     for i, group in enumerate(scenario.execute_hosts):
         claim(group.name, ["execute_hosts", i, "name"])
-        for host in group.host_names:
-            claim(host, ["execute_hosts", i, "name"])
+        # Its hosts group.name-0 .. -(count-1), without listing them: a name claimed earlier
+        # that has this form is a clash, and later names are checked against every group.
+        for name, where in seen.items():
+            if _host_index(name, group.name, group.count) is not None:
+                raise _Problem(
+                    f"expected a unique name, received {name!r}, already used by {where}",
+                    ["execute_hosts", i, "name"],
+                )
+        host_groups.append((group.name, group.count, format_key_path(["execute_hosts", i, "name"])))
     if scenario.transfer_service is not None:
         claim(scenario.transfer_service.name, ["transfer_service", "name"])
     if scenario.data_manager is not None:
@@ -901,6 +917,59 @@ def _check_names(scenario: Scenario) -> None:
         _check_unique([user.name for user in issuer.users], ["issuers", i, "users"])
         _check_unique([client.name for client in issuer.clients], ["issuers", i, "clients"])
     _check_unique([workload.name for workload in scenario.workloads], ["workloads"])
+
+
+def _host_index(name: str, group: str, count: int) -> int | None:
+    """``i`` when ``name`` is ``group-i`` with ``0 <= i < count`` (a host of the group)."""
+    prefix = group + "-"
+    if not name.startswith(prefix):
+        return None
+    digits = name[len(prefix) :]
+    if not digits.isdigit() or not digits.isascii() or (digits != "0" and digits[0] == "0"):
+        return None
+    index = int(digits)
+    return index if index < count else None
+
+
+class _HostNames(Collection[str]):
+    """The host names of the execute-host groups plus some other names, never materialised.
+
+    Membership costs O(groups); iterating (only for an error message) lists every host of a
+    small pool and ``group-0 .. group-(n-1)`` for a large one.
+    """
+
+    _LISTED: Final = 20
+
+    def __init__(
+        self, groups: Sequence[_spec.ExecuteHostSpec], others: Collection[str] = ()
+    ) -> None:
+        self._groups = [(group.name, group.count) for group in groups]
+        self._others = set(others)
+
+    def with_names(self, others: Collection[str]) -> _HostNames:
+        """These hosts and ``others``."""
+        copy = _HostNames((), self._others | set(others))
+        copy._groups = self._groups
+        return copy
+
+    def __contains__(self, name: object) -> bool:
+        if not isinstance(name, str):
+            return False
+        if name in self._others:
+            return True
+        return any(_host_index(name, group, count) is not None for group, count in self._groups)
+
+    def __len__(self) -> int:
+        return len(self._others) + sum(count for _, count in self._groups)
+
+    def __iter__(self) -> Iterator[str]:
+        yield from self._others
+        small = sum(count for _, count in self._groups) <= self._LISTED
+        for group, count in self._groups:
+            if small:
+                yield from (f"{group}-{i}" for i in range(count))
+            elif count:
+                yield f"{group}-0 .. {group}-{count - 1}"
 
 
 def _check_unique(names: Sequence[str], array: list[PathPart]) -> None:
