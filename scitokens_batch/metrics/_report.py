@@ -42,10 +42,31 @@ if TYPE_CHECKING:
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
 
-__all__ = ["JOB_STATES", "PLOT_FILES", "SAMPLES_PER_BUCKET", "ReportBuilder", "ReportSeries"]
+__all__ = [
+    "BUCKET_LADDER",
+    "JOB_STATES",
+    "PLOT_FILES",
+    "SAMPLES_PER_BUCKET",
+    "ReportBuilder",
+    "ReportSeries",
+    "fixed_bucket_s",
+]
 
 #: Every PNG the report may write (a run removes those it did not write this time).
-PLOT_FILES: Final[tuple[str, ...]] = ("headroom.png", "issuer.png", "jobs.png", "denials.png")
+PLOT_FILES: Final[tuple[str, ...]] = (
+    "headroom.png",
+    "headroom-cdf.png",
+    "issuer.png",
+    "jobs.png",
+    "denials.png",
+)
+
+#: A fault window as the report shades it: (start s, end s, label); end == start for an
+#: instantaneous fault (a key rotation, a clock step), drawn as a line.
+FaultWindow = tuple[float, float, str]
+
+#: The prefix of the error a client records when the issuer did not answer at all.
+ISSUER_UNREACHABLE: Final = "issuer unreachable"
 
 #: Job states, in the order the jobs plot stacks them.
 JOB_STATES: Final[tuple[str, ...]] = ("idle", "running", "held", "completed", "failed")
@@ -111,11 +132,32 @@ class ReportSeries:
     """Rejected accesses by reason, only reasons seen, known reasons first."""
     job_states: Mapping[str, tuple[int, ...]]
     """Jobs in each of :data:`JOB_STATES` at the end of the bucket."""
+    issuer_unreachable: tuple[int, ...] = ()
+    """Attempts on the issuer that got no answer (down or partitioned away): with
+    ``issuer_requests`` they are the attempts, so that a retry storm against a down issuer
+    shows (the issuer itself records nothing while it is down)."""
+    faults: tuple[FaultWindow, ...] = ()
+    """The scenario's fault windows, shaded on every time plot."""
+    headroom_sample: tuple[float, ...] = ()
+    """Every headroom kept by the bounded per-bucket samples, sorted (the CDF plot)."""
 
     @property
     def buckets(self) -> int:
         """Number of buckets."""
         return len(self.issuer_requests)
+
+
+#: The bucket widths a run's report chooses from (seconds): round, so that rates read plainly.
+BUCKET_LADDER: Final = (1.0, 5.0, 10.0, 30.0, 60.0, 300.0, 600.0, 1800.0, 3600.0, 21600.0, 86400.0)
+
+
+def fixed_bucket_s(duration_s: float, *, most: int = 500) -> float:
+    """The smallest width of :data:`BUCKET_LADDER` that cuts ``duration_s`` into at most
+    ``most`` buckets (the largest width for longer runs)."""
+    for width in BUCKET_LADDER:
+        if duration_s / width <= most:
+            return width
+    return BUCKET_LADDER[-1]
 
 
 class ReportBuilder:
@@ -135,6 +177,7 @@ class ReportBuilder:
         "_dispatch",
         "_errors",
         "_expired",
+        "_faults",
         "_filled",
         "_inv",
         "_job_state",
@@ -148,15 +191,30 @@ class ReportBuilder:
         "_state_counts",
         "_state_ends",
         "_stride",
+        "_unreachable",
     )
 
-    def __init__(self, duration_s: float, *, buckets: int = 400) -> None:
+    def __init__(
+        self,
+        duration_s: float,
+        *,
+        buckets: int = 400,
+        faults: Sequence[FaultWindow] = (),
+        bucket_s: float | None = None,
+    ) -> None:
         if not (isinstance(duration_s, int | float) and math.isfinite(duration_s)) or (
             duration_s <= 0
         ):
             raise ValueError(f"duration_s must be a positive finite number (got {duration_s!r})")
         if isinstance(buckets, bool) or not isinstance(buckets, int) or buckets < 1:
             raise ValueError(f"buckets must be an integer >= 1 (got {buckets!r})")
+        if bucket_s is not None:
+            # A fixed, round width (fixed_bucket_s): "per minute" then means per minute, and
+            # the last bucket may reach past the end of the run.
+            if not (0 < bucket_s < math.inf):
+                raise ValueError(f"bucket_s must be a positive finite number (got {bucket_s!r})")
+            buckets = max(1, math.ceil(duration_s / bucket_s - 1e-9))
+            duration_s = buckets * bucket_s
         n = buckets
         self._n = n
         self._bucket_s = duration_s / n
@@ -170,6 +228,8 @@ class ReportBuilder:
         self._errors = [0] * n
         self._renewals = [0] * n
         self._refresh_failures = [0] * n
+        self._unreachable = [0] * n
+        self._faults = tuple(faults)
         self._denied: dict[str, list[int]] = {}
         self._job_state: dict[Any, int] = {}
         self._state_counts = [0] * len(JOB_STATES)
@@ -270,7 +330,11 @@ class ReportBuilder:
             self._renewals[self._index(ev.t)] += 1
 
     def _refresh_failed(self, ev: Event) -> None:
-        self._refresh_failures[self._index(ev.t)] += 1
+        i = self._index(ev.t)
+        self._refresh_failures[i] += 1
+        error = ev.fields.get("error")
+        if isinstance(error, str) and error.startswith(ISSUER_UNREACHABLE):
+            self._unreachable[i] += 1
 
     def _job(self, ev: Event) -> None:
         f = ev.fields
@@ -321,6 +385,9 @@ class ReportBuilder:
             refresh_failures=tuple(self._refresh_failures),
             denied=denied,
             job_states={s: tuple(e[k] for e in ends) for k, s in enumerate(JOB_STATES)},
+            issuer_unreachable=tuple(self._unreachable),
+            faults=self._faults,
+            headroom_sample=tuple(sorted(v for sample in self._samples for v in sample)),
         )
 
     def write(
@@ -410,10 +477,19 @@ def _plot_specs(s: ReportSeries) -> list[_PlotSpec]:
             _draw_headroom,
         ),
         _PlotSpec(
+            "headroom-cdf.png",
+            "Distribution of the headroom at use: the fraction of accepted accesses with at "
+            "most that many seconds of validity left (from the bounded per-bucket samples), "
+            "with the 1st percentile and the median marked.",
+            _draw_headroom_cdf if s.headroom_sample else None,
+            absent="No data access was accepted, so there is no headroom distribution.",
+        ),
+        _PlotSpec(
             "issuer.png",
-            "Requests to the token issuer and those answered with an error (top), token "
-            "renewals and refresh failures of the token manager (bottom), per minute, in "
-            f"{width} buckets.",
+            "Attempts on the token issuer (answered requests plus attempts that got no answer "
+            "because it was down or cut off), requests answered with an error (top); token "
+            "renewals and refresh failures of the token manager (bottom): counts per fixed "
+            f"{width} bucket.",
             _draw_issuer,
         ),
         _PlotSpec(
@@ -471,14 +547,54 @@ def _nan(values: Sequence[float | None]) -> list[float]:
     return [math.nan if v is None else v for v in values]
 
 
-def _per_minute(s: ReportSeries, counts: Sequence[int]) -> list[float]:
-    scale = 60.0 / s.bucket_s
-    return [c * scale for c in counts]
-
-
 def _time_axis(ax: Axes, s: ReportSeries, unit: tuple[float, str]) -> None:
     ax.set_xlabel(f"time ({unit[1]})")
     ax.set_xlim(0, s.bucket_s * s.buckets / unit[0])
+
+
+_FAULT_COLORS: Final = ("#969696", "#bcbddc", "#fdae6b", "#a1d99b", "#9ecae1", "#fcbba1")
+
+
+def _shade_faults(axes: Sequence[Axes], s: ReportSeries, unit: tuple[float, str]) -> None:
+    """Shade each fault window on every axis, labelled (kind and target) on the first one."""
+    kinds: dict[str, str] = {}
+    for index, (start, end, label) in enumerate(s.faults):
+        kind = label.split(" ", 1)[0]
+        color = kinds.setdefault(kind, _FAULT_COLORS[len(kinds) % len(_FAULT_COLORS)])
+        for ax in axes:
+            if end > start:
+                ax.axvspan(start / unit[0], end / unit[0], color=color, alpha=0.3, linewidth=0)
+            else:
+                ax.axvline(start / unit[0], color=color, linewidth=1.5, linestyle="--")
+        # Labels are staggered downwards so that faults starting together stay readable.
+        axes[0].annotate(
+            label,
+            xy=(start / unit[0], 1.0),
+            xycoords=("data", "axes fraction"),
+            xytext=(3, -3 - 9 * (index % 6)),
+            textcoords="offset points",
+            va="top",
+            fontsize=7,
+            color="#444444",
+        )
+
+
+def _draw_headroom_cdf(fig: Figure, s: ReportSeries, unit: tuple[float, str]) -> None:
+    ax = fig.add_subplot()
+    values = s.headroom_sample
+    n = len(values)
+    ax.step(values, [(k + 1) / n for k in range(n)], where="post", color="#3182bd")
+    for q, color in ((0.01, "#de2d26"), (0.50, "#08306b")):
+        v = values[max(math.ceil(q * n) - 1, 0)]
+        ax.axvline(
+            v, color=color, linestyle="--", linewidth=1, label=f"p{q * 100:02.0f} = {v:.1f} s"
+        )
+    ax.axvline(0, color="black", linewidth=1)
+    ax.set_xlabel("headroom at use (s)")
+    ax.set_ylabel("fraction of accepted accesses")
+    ax.set_ylim(0, 1)
+    ax.set_title(f"Headroom distribution ({n:,} sampled accesses)")
+    fig.legend(loc="outside right upper")
 
 
 def _draw_headroom(fig: Figure, s: ReportSeries, unit: tuple[float, str]) -> None:
@@ -505,6 +621,7 @@ def _draw_headroom(fig: Figure, s: ReportSeries, unit: tuple[float, str]) -> Non
     bottom.set_ylim(bottom=0, top=max((h[1] for h in hits), default=1) * 1.15)
     bottom.yaxis.set_major_locator(MaxNLocator(nbins=3, integer=True))
     _time_axis(bottom, s, unit)
+    _shade_faults([top, bottom], s, unit)
     fig.legend(loc="outside right upper")
 
 
@@ -512,24 +629,23 @@ def _draw_issuer(fig: Figure, s: ReportSeries, unit: tuple[float, str]) -> None:
     top, bottom = fig.subplots(2, 1, sharex=True)
     x = _centers(s, unit)
     steps = {"drawstyle": "steps-mid", "linewidth": 1}
-    top.plot(
-        x, _per_minute(s, s.issuer_requests), color="#3182bd", label="issuer requests", **steps
-    )
-    top.plot(x, _per_minute(s, s.issuer_errors), color="#de2d26", label="issuer errors", **steps)
-    top.set_ylabel("per minute")
+    # Counts per fixed bucket, the width in the label: no rescaling to a rate per minute that
+    # a reader would take for a count (issue 15: "per minute means per minute").
+    per = f"per {_duration_text(s.bucket_s)}"
+    if s.issuer_unreachable and any(s.issuer_unreachable):
+        attempts = [r + u for r, u in zip(s.issuer_requests, s.issuer_unreachable, strict=True)]
+        top.plot(x, attempts, color="#756bb1", label="issuer attempts", **steps)
+    top.plot(x, s.issuer_requests, color="#3182bd", label="issuer requests", **steps)
+    top.plot(x, s.issuer_errors, color="#de2d26", label="issuer errors", **steps)
+    top.set_ylabel(per)
     top.set_ylim(bottom=0)
     top.set_title("Issuer load and token renewals")
-    bottom.plot(x, _per_minute(s, s.renewals), color="#31a354", label="renewals", **steps)
-    bottom.plot(
-        x,
-        _per_minute(s, s.refresh_failures),
-        color="#fd8d3c",
-        label="refresh failures",
-        **steps,
-    )
-    bottom.set_ylabel("per minute")
+    bottom.plot(x, s.renewals, color="#31a354", label="renewals", **steps)
+    bottom.plot(x, s.refresh_failures, color="#fd8d3c", label="refresh failures", **steps)
+    bottom.set_ylabel(per)
     bottom.set_ylim(bottom=0)
     _time_axis(bottom, s, unit)
+    _shade_faults([top, bottom], s, unit)
     fig.legend(loc="outside right upper")
 
 
@@ -549,6 +665,7 @@ def _draw_jobs(fig: Figure, s: ReportSeries, unit: tuple[float, str]) -> None:
     ax.yaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_title("Job states")
     _time_axis(ax, s, unit)
+    _shade_faults([ax], s, unit)
     fig.legend(loc="outside right upper")
 
 
@@ -565,6 +682,7 @@ def _draw_denials(fig: Figure, s: ReportSeries, unit: tuple[float, str]) -> None
     ax.yaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_title("Rejected accesses by reason")
     _time_axis(ax, s, unit)
+    _shade_faults([ax], s, unit)
     fig.legend(loc="outside right upper")
 
 

@@ -110,6 +110,12 @@ class SummaryBuilder:
         elif kind == "refresh":
             if not f.get("initial"):
                 self._add("tokens.renewed")
+        elif kind == "refresh_failed":
+            # A refresh that got no answer at all is an attempt the issuer never saw (it was
+            # down or cut off): counted so that issuer.attempts shows a retry storm.
+            error = f.get("error")
+            if isinstance(error, str) and error.startswith("issuer unreachable"):
+                self._add("issuer.unreachable")
         elif kind == "jwks_fetch":
             self._add("keys.fetches")
             if not f.get("ok"):
@@ -182,6 +188,8 @@ class SummaryBuilder:
             },
             "issuer": {
                 "requests": self._kinds["request"],
+                "attempts": self._kinds["request"] + num("issuer.unreachable"),
+                "unreachable": num("issuer.unreachable"),
                 "peak_rps": max(self._issuer_per_second.values(), default=0),
                 "errors": num("issuer.errors"),
                 "rate_limited": num("issuer.rate_limited"),

@@ -28,6 +28,13 @@ def _exact(v: Any) -> str:
     return _fmt(v)
 
 
+def _attempts(issuer: Mapping[str, Any]) -> str:
+    attempts = issuer.get("attempts")
+    if attempts is None:  # a summary.json written before issuer.attempts existed
+        return "-"
+    return f"{attempts:,} ({issuer.get('unreachable', 0):,})"
+
+
 def summary_table(summary: Mapping[str, Any]) -> Table:
     """The headline figures of a summary.json, and each expectation with its verdict."""
     table = Table(
@@ -68,6 +75,8 @@ def summary_table(summary: Mapping[str, Any]) -> Table:
             "issuer requests / peak rps / errors",
             f"{issuer['requests']:,} / {issuer['peak_rps']} / {_fmt(issuer['errors'])}",
         ),
+        # Beside requests: attempts include those a down issuer never saw (a retry storm).
+        ("issuer attempts (unanswered)", _attempts(issuer)),
     ]
     if summary.get("transfers", {}).get("done") or summary.get("transfers", {}).get("failed"):
         rows.append(

@@ -38,6 +38,7 @@ from ..metrics import (
     ReportBuilder,
     SummaryBuilder,
     TokenTable,
+    fixed_bucket_s,
 )
 from ._determinism import seeded_trio_scheduler
 from ._estimate import miniature
@@ -161,7 +162,15 @@ def run_virtual(
         out.mkdir(parents=True, exist_ok=True)
         sink = JsonlSink(str(out / "events.jsonl"))
         tables = [JobTable(), TokenTable()]
-        report = ReportBuilder(duration_s=spec.meta.duration) if plots else None
+        report = (
+            ReportBuilder(
+                duration_s=spec.meta.duration,
+                faults=fault_windows(spec),
+                bucket_s=fixed_bucket_s(spec.meta.duration),
+            )
+            if plots
+            else None
+        )
     elif keep_events:
         sink = ListSink()
     else:
@@ -257,7 +266,15 @@ def result_from_events(
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
     tables: list[Any] = [JobTable(), TokenTable()] if out is not None else []
-    report = ReportBuilder(duration_s=spec.meta.duration) if out is not None else None
+    report = (
+        ReportBuilder(
+            duration_s=spec.meta.duration,
+            faults=fault_windows(spec),
+            bucket_s=fixed_bucket_s(spec.meta.duration),
+        )
+        if out is not None
+        else None
+    )
     sink = JsonlSink(str(out / "events.jsonl")) if out is not None else None
     try:
         for ev in events:
@@ -362,6 +379,31 @@ def _remove_stale(out: Path, written: set[str]) -> None:
     for name in sorted(RUN_OUTPUTS - written):
         with contextlib.suppress(FileNotFoundError):
             (out / name).unlink()
+
+
+def fault_windows(spec: Scenario) -> list[tuple[float, float, str]]:
+    """Each fault as (start, end, "kind target") for the report's shading; end == start for
+    an instantaneous one."""
+    windows: list[tuple[float, float, str]] = []
+    for fault in spec.faults:
+        length = 0.0
+        for name in ("duration", "downtime", "restart_after"):
+            value = getattr(fault, name, None)
+            if isinstance(value, int | float):
+                length = float(value)
+                break
+        target = ""
+        for name in ("issuer", "host", "server", "user"):
+            value = getattr(fault, name, None)
+            if isinstance(value, str):
+                target = value
+                break
+        between = getattr(fault, "between", None)
+        if between:
+            target = "-".join(between)
+        label = f"{fault.kind} {target}".strip()
+        windows.append((fault.at, fault.at + length, label))
+    return windows
 
 
 def report_title(spec: Scenario, summary: Mapping[str, Any]) -> str:
