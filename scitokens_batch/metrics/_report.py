@@ -47,6 +47,8 @@ __all__ = [
     "JOB_STATES",
     "PLOT_FILES",
     "SAMPLES_PER_BUCKET",
+    "TIMELINE_JOBS",
+    "JobLane",
     "ReportBuilder",
     "ReportSeries",
     "fixed_bucket_s",
@@ -56,6 +58,7 @@ __all__ = [
 PLOT_FILES: Final[tuple[str, ...]] = (
     "headroom.png",
     "headroom-cdf.png",
+    "timeline.png",
     "issuer.png",
     "jobs.png",
     "denials.png",
@@ -102,6 +105,27 @@ _COLORS: Final[dict[str, str]] = {
 }
 
 
+#: Jobs drawn on the per-job timeline, and the marks kept per job (memory stays bounded).
+TIMELINE_JOBS: Final = 20
+_TIMELINE_MARKS: Final = 500
+
+
+@attrs.frozen(kw_only=True)
+class JobLane:
+    """One sampled job on the timeline (times in run seconds)."""
+
+    job: int
+    """The job id."""
+    runs: tuple[tuple[float, float | None], ...]
+    """(start, end) of each execution; end None while still running at the end."""
+    tokens: tuple[tuple[float, float], ...]
+    """(staged at, expires at) of each token staged into its sandbox."""
+    uses: tuple[float, ...]
+    """Times of accepted data accesses."""
+    denials: tuple[float, ...]
+    """Times of refused data accesses."""
+
+
 @attrs.frozen(kw_only=True)
 class ReportSeries:
     """The per-bucket series of a run, as plotted.
@@ -140,6 +164,8 @@ class ReportSeries:
     """The scenario's fault windows, shaded on every time plot."""
     headroom_sample: tuple[float, ...] = ()
     """Every headroom kept by the bounded per-bucket samples, sorted (the CDF plot)."""
+    job_lanes: tuple[JobLane, ...] = ()
+    """The sampled jobs of the per-job timeline, by job id."""
 
     @property
     def buckets(self) -> int:
@@ -181,6 +207,8 @@ class ReportBuilder:
         "_filled",
         "_inv",
         "_job_state",
+        "_lane_stride",
+        "_lanes",
         "_min",
         "_n",
         "_refresh_failures",
@@ -201,6 +229,7 @@ class ReportBuilder:
         buckets: int = 400,
         faults: Sequence[FaultWindow] = (),
         bucket_s: float | None = None,
+        jobs_total: int = 0,
     ) -> None:
         if not (isinstance(duration_s, int | float) and math.isfinite(duration_s)) or (
             duration_s <= 0
@@ -230,6 +259,10 @@ class ReportBuilder:
         self._refresh_failures = [0] * n
         self._unreachable = [0] * n
         self._faults = tuple(faults)
+        # The timeline follows jobs 1, 1 + stride, ... (ids are given in submit order), so
+        # that the sample spreads over the whole run whatever its size.
+        self._lane_stride = max(1, jobs_total // TIMELINE_JOBS)
+        self._lanes: dict[int, dict[str, list[Any]]] = {}
         self._denied: dict[str, list[int]] = {}
         self._job_state: dict[Any, int] = {}
         self._state_counts = [0] * len(JOB_STATES)
@@ -244,6 +277,7 @@ class ReportBuilder:
             "request": self._request,
             "refresh": self._refresh,
             "refresh_failed": self._refresh_failed,
+            "stage": self._stage,
             "submit": job,
             "execute": job,
             "held": job,
@@ -281,7 +315,35 @@ class ReportBuilder:
             return self._n - 1
         return i if i > 0 else 0
 
+    def _lane(self, ev: Event) -> dict[str, list[Any]] | None:
+        """The timeline lane of the event's job, when that job is sampled (and not full)."""
+        job = ev.fields.get("job")
+        if not isinstance(job, int) or (job - 1) % self._lane_stride:
+            return None
+        lane = self._lanes.get(job)
+        if lane is None:
+            if len(self._lanes) >= TIMELINE_JOBS:
+                return None
+            lane = self._lanes[job] = {"runs": [], "tokens": [], "uses": [], "denials": []}
+        return lane
+
+    def _stage(self, ev: Event) -> None:
+        lane = self._lane(ev)
+        f = ev.fields
+        exp, host_time = f.get("exp"), f.get("host_time")
+        if (
+            lane is not None
+            and isinstance(exp, int | float)
+            and isinstance(host_time, float)
+            and len(lane["tokens"]) < _TIMELINE_MARKS
+        ):
+            # exp is unix time on the issuer's clock; host_time is the host's clock at t.
+            lane["tokens"].append((ev.t, ev.t + (exp - host_time)))
+
     def _use(self, ev: Event) -> None:
+        lane = self._lane(ev)
+        if lane is not None and len(lane["uses"]) < _TIMELINE_MARKS:
+            lane["uses"].append(ev.t)
         headroom = ev.fields.get("headroom_s")
         if headroom is None:
             return
@@ -308,6 +370,9 @@ class ReportBuilder:
                 self._stride[i] = stride * 2
 
     def _reject(self, ev: Event) -> None:
+        lane = self._lane(ev)
+        if lane is not None and len(lane["denials"]) < _TIMELINE_MARKS:
+            lane["denials"].append(ev.t)
         f = ev.fields
         i = self._index(ev.t)
         reason = f.get("reason") or "unknown"
@@ -350,6 +415,14 @@ class ReportBuilder:
             self._state_ends.append(tuple(counts))
             self._filled += 1
         job = f["job"]
+        if kind in ("execute", "terminated", "evicted"):
+            lane = self._lane(ev)
+            if lane is not None:
+                runs = lane["runs"]
+                if kind == "execute":
+                    runs.append([ev.t, None])
+                elif runs and runs[-1][1] is None:
+                    runs[-1][1] = ev.t
         old = self._job_state.get(job)
         if old is not None:
             counts[old] -= 1
@@ -388,6 +461,16 @@ class ReportBuilder:
             issuer_unreachable=tuple(self._unreachable),
             faults=self._faults,
             headroom_sample=tuple(sorted(v for sample in self._samples for v in sample)),
+            job_lanes=tuple(
+                JobLane(
+                    job=job,
+                    runs=tuple((start, end) for start, end in lane["runs"]),
+                    tokens=tuple(lane["tokens"]),
+                    uses=tuple(lane["uses"]),
+                    denials=tuple(lane["denials"]),
+                )
+                for job, lane in sorted(self._lanes.items())
+            ),
         )
 
     def write(
@@ -485,6 +568,15 @@ def _plot_specs(s: ReportSeries) -> list[_PlotSpec]:
             absent="No data access was accepted, so there is no headroom distribution.",
         ),
         _PlotSpec(
+            "timeline.png",
+            f"A sample of {len(s.job_lanes)} jobs spread over the run (job ids 1, 1 + k, ...): "
+            "when each ran (grey line), the validity of each token staged into its sandbox "
+            "(blue bars, from staging to exp), accepted data accesses (black ticks) and refused "
+            "ones (red crosses).",
+            _draw_timeline if s.job_lanes else None,
+            absent="No job ran, so there is no per-job timeline.",
+        ),
+        _PlotSpec(
             "issuer.png",
             "Attempts on the token issuer (answered requests plus attempts that got no answer "
             "because it was down or cut off), requests answered with an error (top); token "
@@ -577,6 +669,38 @@ def _shade_faults(axes: Sequence[Axes], s: ReportSeries, unit: tuple[float, str]
             fontsize=7,
             color="#444444",
         )
+
+
+def _draw_timeline(fig: Figure, s: ReportSeries, unit: tuple[float, str]) -> None:
+    ax = fig.add_subplot()
+    scale = unit[0]
+    end_of_run = s.bucket_s * s.buckets
+    for row, lane in enumerate(s.job_lanes):
+        for start, end in lane.runs:
+            stop = end_of_run if end is None else end
+            ax.plot([start / scale, stop / scale], [row, row], color="#969696", linewidth=1)
+        ax.broken_barh(
+            [(a / scale, max(b - a, 0.0) / scale) for a, b in lane.tokens],
+            (row - 0.3, 0.6),
+            facecolors="#9ecae1",
+            edgecolors="#3182bd",
+            linewidth=0.5,
+            alpha=0.6,
+        )
+        if lane.uses:
+            ax.plot(
+                [t / scale for t in lane.uses], [row] * len(lane.uses), "|", color="black", ms=5
+            )
+        if lane.denials:
+            ax.plot(
+                [t / scale for t in lane.denials], [row] * len(lane.denials), "x", color="#de2d26"
+            )
+    ax.set_yticks(range(len(s.job_lanes)), [f"job {lane.job}" for lane in s.job_lanes])
+    ax.set_ylim(-0.8, len(s.job_lanes) - 0.2)
+    ax.invert_yaxis()
+    ax.set_title("Per-job timeline (sampled jobs)")
+    _time_axis(ax, s, unit)
+    _shade_faults([ax], s, unit)
 
 
 def _draw_headroom_cdf(fig: Figure, s: ReportSeries, unit: tuple[float, str]) -> None:

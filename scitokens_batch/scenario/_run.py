@@ -167,6 +167,7 @@ def run_virtual(
                 duration_s=spec.meta.duration,
                 faults=fault_windows(spec),
                 bucket_s=fixed_bucket_s(spec.meta.duration),
+                jobs_total=sum(w.jobs for w in spec.workloads),
             )
             if plots
             else None
@@ -271,6 +272,7 @@ def result_from_events(
             duration_s=spec.meta.duration,
             faults=fault_windows(spec),
             bucket_s=fixed_bucket_s(spec.meta.duration),
+            jobs_total=sum(w.jobs for w in spec.workloads),
         )
         if out is not None
         else None

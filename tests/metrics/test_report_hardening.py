@@ -71,3 +71,17 @@ def test_title_comes_from_the_overrides(tmp_path: Path) -> None:
     page = (out / "report.html").read_text()
     title = page.split("<h1>")[1].split("</h1>")[0]
     assert title == f"reference (seed {spec.meta.seed}; --set workloads[0].jobs=3)"
+
+
+def test_timeline_samples_jobs_spread_over_the_run() -> None:
+    """The timeline follows at most TIMELINE_JOBS jobs, ids 1, 1 + k, ... with their marks."""
+    from scitokens_batch.metrics._report import TIMELINE_JOBS
+
+    spec = load_scenario(ROOT / "scenarios" / "issuer-outage.toml")
+    result = run_virtual(spec, keep_events=True)
+    builder = ReportBuilder(spec.meta.duration, jobs_total=40).feed(result.summary["_events"])
+    lanes = builder.series().job_lanes
+    assert 0 < len(lanes) <= TIMELINE_JOBS
+    assert all((lane.job - 1) % (40 // TIMELINE_JOBS) == 0 for lane in lanes)
+    assert any(lane.denials for lane in lanes) and all(lane.runs for lane in lanes)
+    assert all(end > start for lane in lanes for start, end in lane.tokens)
