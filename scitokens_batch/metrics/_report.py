@@ -60,6 +60,7 @@ PLOT_FILES: Final[tuple[str, ...]] = (
     "headroom-cdf.png",
     "timeline.png",
     "issuer.png",
+    "servers.png",
     "jobs.png",
     "denials.png",
 )
@@ -166,6 +167,12 @@ class ReportSeries:
     """Every headroom kept by the bounded per-bucket samples, sorted (the CDF plot)."""
     job_lanes: tuple[JobLane, ...] = ()
     """The sampled jobs of the per-job timeline, by job id."""
+    requests_by_issuer: Mapping[str, tuple[int, ...]] = attrs.field(factory=dict)
+    """``issuer_requests`` split by issuer (the actor that answered), by name."""
+    accesses_by_server: Mapping[str, tuple[int, ...]] = attrs.field(factory=dict)
+    """Data accesses judged (accepted or refused) per data server, by name."""
+    denials_by_server: Mapping[str, tuple[int, ...]] = attrs.field(factory=dict)
+    """Refused data accesses per data server, by name."""
 
     @property
     def buckets(self) -> int:
@@ -199,7 +206,10 @@ class ReportBuilder:
 
     __slots__ = (
         "_bucket_s",
+        "_by_issuer",
+        "_by_server",
         "_denied",
+        "_denied_by_server",
         "_dispatch",
         "_errors",
         "_expired",
@@ -263,6 +273,10 @@ class ReportBuilder:
         # that the sample spreads over the whole run whatever its size.
         self._lane_stride = max(1, jobs_total // TIMELINE_JOBS)
         self._lanes: dict[int, dict[str, list[Any]]] = {}
+        # One series per issuer and per data server: as many lists as there are such actors.
+        self._by_issuer: dict[str, list[int]] = {}
+        self._by_server: dict[str, list[int]] = {}
+        self._denied_by_server: dict[str, list[int]] = {}
         self._denied: dict[str, list[int]] = {}
         self._job_state: dict[Any, int] = {}
         self._state_counts = [0] * len(JOB_STATES)
@@ -340,7 +354,14 @@ class ReportBuilder:
             # exp is unix time on the issuer's clock; host_time is the host's clock at t.
             lane["tokens"].append((ev.t, ev.t + (exp - host_time)))
 
+    def _per_actor(self, table: dict[str, list[int]], ev: Event, i: int) -> None:
+        counts = table.get(ev.actor)
+        if counts is None:
+            counts = table[ev.actor] = [0] * self._n
+        counts[i] += 1
+
     def _use(self, ev: Event) -> None:
+        self._per_actor(self._by_server, ev, self._index(ev.t))
         lane = self._lane(ev)
         if lane is not None and len(lane["uses"]) < _TIMELINE_MARKS:
             lane["uses"].append(ev.t)
@@ -370,6 +391,9 @@ class ReportBuilder:
                 self._stride[i] = stride * 2
 
     def _reject(self, ev: Event) -> None:
+        i = self._index(ev.t)
+        self._per_actor(self._by_server, ev, i)
+        self._per_actor(self._denied_by_server, ev, i)
         lane = self._lane(ev)
         if lane is not None and len(lane["denials"]) < _TIMELINE_MARKS:
             lane["denials"].append(ev.t)
@@ -386,6 +410,7 @@ class ReportBuilder:
 
     def _request(self, ev: Event) -> None:
         i = self._index(ev.t)
+        self._per_actor(self._by_issuer, ev, i)
         self._requests[i] += 1
         if ev.fields.get("status", 0) >= 400:
             self._errors[i] += 1
@@ -471,6 +496,9 @@ class ReportBuilder:
                 )
                 for job, lane in sorted(self._lanes.items())
             ),
+            requests_by_issuer={k: tuple(v) for k, v in sorted(self._by_issuer.items())},
+            accesses_by_server={k: tuple(v) for k, v in sorted(self._by_server.items())},
+            denials_by_server={k: tuple(v) for k, v in sorted(self._denied_by_server.items())},
         )
 
     def write(
@@ -585,6 +613,13 @@ def _plot_specs(s: ReportSeries) -> list[_PlotSpec]:
             _draw_issuer,
         ),
         _PlotSpec(
+            "servers.png",
+            f"Data accesses judged by each data server (solid) and those it refused (dashed), "
+            f"counts per fixed {width} bucket.",
+            _draw_servers if s.accesses_by_server else None,
+            absent="No data access was judged, so there is no per-server plot.",
+        ),
+        _PlotSpec(
             "jobs.png",
             "Number of jobs idle, running, held, completed and failed at the end of each "
             f"{width} bucket.",
@@ -663,12 +698,30 @@ def _shade_faults(axes: Sequence[Axes], s: ReportSeries, unit: tuple[float, str]
             label,
             xy=(start / unit[0], 1.0),
             xycoords=("data", "axes fraction"),
-            xytext=(3, -3 - 9 * (index % 6)),
+            xytext=(3, -3 - 10 * (index % 6)),
             textcoords="offset points",
             va="top",
             fontsize=7,
             color="#444444",
         )
+
+
+def _draw_servers(fig: Figure, s: ReportSeries, unit: tuple[float, str]) -> None:
+    ax = fig.add_subplot()
+    x = _centers(s, unit)
+    steps: dict[str, Any] = {"drawstyle": "steps-mid", "linewidth": 1}
+    for k, (name, counts) in enumerate(s.accesses_by_server.items()):
+        color = f"C{k % 10}"
+        ax.plot(x, counts, color=color, label=f"{name}: accesses", **steps)
+        denied = s.denials_by_server.get(name)
+        if denied is not None:
+            ax.plot(x, denied, color=color, linestyle="--", label=f"{name}: refused", **steps)
+    ax.set_ylabel(f"per {_duration_text(s.bucket_s)}")
+    ax.set_ylim(bottom=0)
+    ax.set_title("Data servers")
+    _time_axis(ax, s, unit)
+    _shade_faults([ax], s, unit)
+    fig.legend(loc="outside right upper")
 
 
 def _draw_timeline(fig: Figure, s: ReportSeries, unit: tuple[float, str]) -> None:
@@ -752,7 +805,7 @@ def _draw_headroom(fig: Figure, s: ReportSeries, unit: tuple[float, str]) -> Non
 def _draw_issuer(fig: Figure, s: ReportSeries, unit: tuple[float, str]) -> None:
     top, bottom = fig.subplots(2, 1, sharex=True)
     x = _centers(s, unit)
-    steps = {"drawstyle": "steps-mid", "linewidth": 1}
+    steps: dict[str, Any] = {"drawstyle": "steps-mid", "linewidth": 1}
     # Counts per fixed bucket, the width in the label: no rescaling to a rate per minute that
     # a reader would take for a count (issue 15: "per minute means per minute").
     per = f"per {_duration_text(s.bucket_s)}"
@@ -760,6 +813,9 @@ def _draw_issuer(fig: Figure, s: ReportSeries, unit: tuple[float, str]) -> None:
         attempts = [r + u for r, u in zip(s.issuer_requests, s.issuer_unreachable, strict=True)]
         top.plot(x, attempts, color="#756bb1", label="issuer attempts", **steps)
     top.plot(x, s.issuer_requests, color="#3182bd", label="issuer requests", **steps)
+    if len(s.requests_by_issuer) > 1:  # one series per issuer once there are several
+        for name, counts in s.requests_by_issuer.items():
+            top.plot(x, counts, label=f"requests: {name}", linestyle=":", **steps)
     top.plot(x, s.issuer_errors, color="#de2d26", label="issuer errors", **steps)
     top.set_ylabel(per)
     top.set_ylim(bottom=0)

@@ -25,6 +25,7 @@ PLOTS = (
     "headroom-cdf.png",
     "timeline.png",
     "issuer.png",
+    "servers.png",
     "jobs.png",
     "denials.png",
 )
@@ -111,7 +112,7 @@ class TestWrite:
     def test_no_denials_no_plot(self, tmp_path: Path) -> None:
         """Without rejected accesses there is no denials.png, and the page says why."""
         written = _write(record([s for s in SCRIPT if s[2] != "reject"]), tmp_path)
-        assert [os.path.basename(p) for p in written] == [*PLOTS[:5], "report.html"]
+        assert [os.path.basename(p) for p in written] == [*PLOTS[:6], "report.html"]
         page = (tmp_path / "report.html").read_text()
         assert "denials.png" not in page
         assert "No data access was rejected in this run, so there is no denials plot." in page
