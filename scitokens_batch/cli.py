@@ -15,6 +15,7 @@ import math
 import os
 import sys
 import tempfile
+import textwrap
 import time
 import traceback
 import uuid
@@ -701,14 +702,19 @@ def _cmd_token_demo(args: argparse.Namespace) -> int:
 def _help(description: str, examples: str) -> dict[str, Any]:
     """Keyword arguments of a sub-parser: a description, examples and the exit-code table."""
     return {
-        "description": description,
+        "description": textwrap.fill(description, width=88),
         "epilog": f"examples:\n{examples}\n\n{EXIT_CODES}",
         "formatter_class": _Formatter,
     }
 
 
 class _Formatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
-    """Keeps the examples' line breaks and shows every option's default."""
+    """Keeps the examples' line breaks and shows the default of every option that has one."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.default in (None, False) or action.default is argparse.SUPPRESS:
+            return action.help
+        return super()._get_help_string(action)
 
 
 def _build_parser() -> argparse.ArgumentParser:
@@ -756,7 +762,7 @@ def _build_parser() -> argparse.ArgumentParser:
     scenario_args(run)
     run.add_argument("--seed", type=int, help="overrides scenario.seed")
     run.add_argument(
-        "--out", metavar="DIR", help="write summary.json, events.jsonl, CSVs, report (no default)"
+        "--out", metavar="DIR", help="write summary.json, events.jsonl, CSVs, report there"
     )
     run.add_argument(
         "--no-plots",
@@ -769,7 +775,10 @@ def _build_parser() -> argparse.ArgumentParser:
         help=f"run even when estimated beyond {DEFAULT_EVENT_LIMIT:,} events",
     )
     run.add_argument(
-        "--log-level", default="warning", choices=["debug", "info", "warning", "error", "critical"]
+        "--log-level",
+        default="warning",
+        choices=["debug", "info", "warning", "error", "critical"],
+        help="level of the actors' JSON log lines on stderr",
     )
     run.add_argument(
         "--live",
@@ -875,7 +884,21 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     demo.set_defaults(func=_cmd_demo)
 
-    tok = sub.add_parser("token", help="make, inspect, verify and discover tokens")
+    tok = sub.add_parser(
+        "token",
+        help="make, inspect, verify and discover tokens",
+        **_help(
+            "Work with real tokens on the wall clock: make a key, mint, inspect (never "
+            "verifies), verify against a JWKS, find the token WLCG discovery would use. "
+            "Tokens and keys are never printed unless asked for.",
+            "  scitokens-batch token keygen --out keys\n"
+            "  scitokens-batch token mint --key keys/private.pem --issuer https://iss.example/vo"
+            " --aud https://se.example --scope read:/data --lifetime 600 > tok\n"
+            "  scitokens-batch token verify tok --jwks keys/jwks.json --issuer "
+            "https://iss.example/vo --aud https://se.example --op read --path /data/f\n"
+            "  scitokens-batch token discover",
+        ),
+    )
     tsub = tok.add_subparsers(dest="token_command", required=True, parser_class=_Parser)
 
     def common(sp: argparse.ArgumentParser) -> argparse.ArgumentParser:

@@ -243,7 +243,7 @@ class TestTokenInput:
 
 def test_help_shows_exit_codes_and_examples() -> None:
     """Every command's --help has examples and the exit-code table; no RST backticks."""
-    for command in (["run"], ["check"], ["demo"], ["serve"], []):
+    for command in (["run"], ["check"], ["demo"], ["serve"], ["token"], []):
         r = _cli(*command, "--help")
         assert r.returncode == 0
         assert "examples:" in r.stdout and "70   internal error" in r.stdout
