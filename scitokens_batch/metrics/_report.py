@@ -292,6 +292,8 @@ class ReportBuilder:
             "refresh": self._refresh,
             "refresh_failed": self._refresh_failed,
             "stage": self._stage,
+            "exchange_failed": self._client_failed,
+            "token_request_failed": self._client_failed,
             "submit": job,
             "execute": job,
             "held": job,
@@ -420,11 +422,13 @@ class ReportBuilder:
             self._renewals[self._index(ev.t)] += 1
 
     def _refresh_failed(self, ev: Event) -> None:
-        i = self._index(ev.t)
-        self._refresh_failures[i] += 1
+        self._refresh_failures[self._index(ev.t)] += 1
+        self._client_failed(ev)
+
+    def _client_failed(self, ev: Event) -> None:
         error = ev.fields.get("error")
         if isinstance(error, str) and error.startswith(ISSUER_UNREACHABLE):
-            self._unreachable[i] += 1
+            self._unreachable[self._index(ev.t)] += 1
 
     def _job(self, ev: Event) -> None:
         f = ev.fields
