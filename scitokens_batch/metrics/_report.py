@@ -363,19 +363,25 @@ class ReportBuilder:
         counts[i] += 1
 
     def _use(self, ev: Event) -> None:
-        self._per_actor(self._by_server, ev, self._index(ev.t))
-        lane = self._lane(ev)
-        if lane is not None and len(lane["uses"]) < _TIMELINE_MARKS:
-            lane["uses"].append(ev.t)
-        headroom = ev.fields.get("headroom_s")
-        if headroom is None:
-            return
+        f = ev.fields
         # _index(), inlined: this runs once per data access.
         i = int(ev.t * self._inv)
         if i >= self._n:
             i = self._n - 1
         elif i < 0:
             i = 0
+        counts = self._by_server.get(ev.actor)
+        if counts is None:
+            counts = self._by_server[ev.actor] = [0] * self._n
+        counts[i] += 1
+        job = f.get("job")
+        if job.__class__ is int and not (job - 1) % self._lane_stride:  # a sampled job
+            lane = self._lane(ev)
+            if lane is not None and len(lane["uses"]) < _TIMELINE_MARKS:
+                lane["uses"].append(ev.t)
+        headroom = f.get("headroom_s")
+        if headroom is None:
+            return
         if headroom <= 0:
             self._expired[i] += 1
         if headroom < self._min[i]:
@@ -400,7 +406,6 @@ class ReportBuilder:
         if lane is not None and len(lane["denials"]) < _TIMELINE_MARKS:
             lane["denials"].append(ev.t)
         f = ev.fields
-        i = self._index(ev.t)
         reason = f.get("reason") or "unknown"
         per_bucket = self._denied.get(reason)
         if per_bucket is None:
