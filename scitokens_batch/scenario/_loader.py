@@ -165,6 +165,8 @@ def parse_scenario(text: str, *, file: str, overrides: Sequence[str] = ()) -> Sc
         raise ScenarioError(file, "", _toml_error_message(exc)) from None
     except RecursionError:  # tomllib recurses once per nesting level, a few hundred deep
         raise ScenarioError(file, "", _too_deep()) from None
+    except ValueError as exc:  # int() refuses integers of more than 4300 digits
+        raise ScenarioError(file, "", f"expected a TOML number of sensible size ({exc})") from None
     deep = _too_deep_at(raw)
     if deep is not None:
         raise ScenarioError(file, format_key_path(deep), _too_deep()) from None
@@ -1033,6 +1035,10 @@ def _parse_override_value(text: str, path_text: str) -> object:
         return text.strip()
     except RecursionError:
         raise ScenarioError(OVERRIDE_FILE, path_text, _too_deep()) from None
+    except ValueError as exc:  # int() refuses integers of more than 4300 digits
+        raise ScenarioError(
+            OVERRIDE_FILE, path_text, f"expected a TOML number of sensible size ({exc})"
+        ) from None
     if _too_deep_at(value) is not None:
         raise ScenarioError(OVERRIDE_FILE, path_text, _too_deep())
     return value

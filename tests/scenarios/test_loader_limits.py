@@ -93,3 +93,18 @@ def test_limits_are_finite() -> None:
     """Every documented range is finite (the point of the table)."""
     for limit in LIMITS.values():
         assert float("-inf") < limit.low <= limit.high < float("inf")
+
+
+def test_integer_beyond_python_digit_limit_is_refused() -> None:
+    """A 5,000-digit integer (beyond int()'s 4,300-digit limit) is a ScenarioError, in a file
+    and in a --set value."""
+    error = _refused(text=f"b = {'9' * 5000}\n")
+    assert "sensible size" in error.message
+    error = _refused(f"scenario.seed={'9' * 5000}")
+    assert (error.file, error.key_path) == ("--set", "scenario.seed")
+
+
+def test_deep_dotted_keys_are_refused() -> None:
+    """1,500 dotted key parts (tomllib builds them without recursing) are refused by depth."""
+    error = _refused(text="x." + ".".join(["a"] * 1500) + " = 1\n")
+    assert "nested at most" in error.message
