@@ -980,8 +980,8 @@ def _seconds(*, strictly_positive: bool) -> Callable[[str], float]:
             raise argparse.ArgumentTypeError(
                 f"expected a number of seconds (got {text!r})"
             ) from None
-        if v < 0 or (strictly_positive and v == 0) or v != v:
-            raise argparse.ArgumentTypeError(f"expected {bound} seconds (got {text!r})")
+        if not math.isfinite(v) or v < 0 or (strictly_positive and v == 0):
+            raise argparse.ArgumentTypeError(f"expected finite {bound} seconds (got {text!r})")
         return v
 
     return parse

@@ -241,6 +241,14 @@ class TestTokenInput:
         assert r.returncode == 2 and "--now" in r.stderr and "accepted" not in r.stdout
 
 
+@pytest.mark.parametrize("leeway", ["inf", "nan", "-1"])
+def test_verify_refuses_non_finite_leeway(leeway: str) -> None:
+    """--leeway inf would accept any expired token: refused by argparse, exit 2."""
+    r = _cli("token", "verify", "x.y.z", "--jwks", "j", "--issuer", ISSUER, "--aud", "a",
+             f"--leeway={leeway}")  # fmt: skip
+    assert r.returncode == 2 and "--leeway" in r.stderr and "Traceback" not in r.stderr
+
+
 def test_help_shows_exit_codes_and_examples() -> None:
     """Every command's --help has examples and the exit-code table; no RST backticks."""
     for command in (["run"], ["check"], ["demo"], ["serve"], ["token"], []):
