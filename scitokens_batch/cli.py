@@ -167,7 +167,8 @@ def _print_json(obj: Any) -> None:
 
 
 def _iso(ts: Any) -> str:
-    if isinstance(ts, int | float) and not isinstance(ts, bool):
+    # An unverified token may claim any number (inf, 1e300): shown as "?" rather than crashing.
+    if isinstance(ts, int | float) and not isinstance(ts, bool) and 0 <= ts < MAX_TIME:
         return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts))
     return "?"
 

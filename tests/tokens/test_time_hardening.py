@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import base64
 import math
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from scitokens_batch.errors import LocalInputError
+from scitokens_batch.errors import LocalInputError, TokenFormatError
 from scitokens_batch.tokens import (
     KeyCachePolicy,
     Profile,
@@ -19,6 +20,7 @@ from scitokens_batch.tokens import (
     Verifier,
     build_claims,
     check_times,
+    peek,
     verifier_for,
 )
 
@@ -104,3 +106,25 @@ def test_build_claims_refuses_out_of_range_times(field: str, value: float) -> No
             jti="j",
             **kw,  # type: ignore[arg-type]
         )
+
+
+def _deep(depth: int) -> str:
+    return (
+        base64.urlsafe_b64encode(('{"a":' + "[" * depth + "]" * depth + "}").encode())
+        .decode()
+        .rstrip("=")
+    )
+
+
+@pytest.mark.parametrize("where", ["header", "payload"])
+def test_deeply_nested_token_json_is_malformed(es256_key: SigningKey, where: str) -> None:
+    """A 16 kB token nesting JSON 5,000 deep is refused as malformed, never a RecursionError."""
+    v = verifier_for(ISSUER, [AUDIENCE], [es256_key.public], now=T0, base_path="/vo")
+    ok_header = base64.urlsafe_b64encode(b'{"alg":"ES256"}').decode().rstrip("=")
+    parts = [_deep(5000), "e30"] if where == "header" else [ok_header, _deep(5000)]
+    tok = ".".join([*parts, "AA"])
+    assert len(tok) < 16384
+    verdict = v.check(tok, now=T0)
+    assert isinstance(verdict, Rejection) and verdict.reason is Reason.MALFORMED
+    with pytest.raises(TokenFormatError, match="too deeply"):
+        peek(tok)
