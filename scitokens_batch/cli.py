@@ -136,7 +136,7 @@ def _load_signing_key(path: str) -> SigningKey:
         raise KeyFileError(
             f"--key {path}: expected {jwks_path} beside it (written by 'token keygen') for the kid"
         ) from None
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, RecursionError) as exc:
         raise KeyFileError(f"{jwks_path}: not a JWKS JSON file ({exc})") from None
     for pub in published:
         if pub.fingerprint == key.public.fingerprint:
@@ -149,7 +149,7 @@ def _load_jwks(path: str) -> Any:
         return parse_jwks(json.loads(Path(path).read_text()), source=f"--jwks {path}")
     except FileNotFoundError:
         raise KeyFileError(f"--jwks {path}: no such file") from None
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, RecursionError) as exc:
         if isinstance(exc, KeyFileError):
             raise
         raise KeyFileError(f"--jwks {path}: not a JWKS JSON file ({exc})") from None
