@@ -1,8 +1,10 @@
 """The ``scitokens-batch`` command line (thin: parse arguments, call the library, print).
 
-Exit codes: 0 success (token accepted, every expectation held), 1 a verdict or expectation
-failed, 2 bad input (the message names the file, option or key path). No traceback is shown for
-bad input; no token or key is printed unless the user asks for exactly that.
+Exit codes (:data:`EXIT_CODES`): 0 success (token accepted, every expectation held), 1 a verdict
+or expectation failed, 2 bad input or environment (the message names the file, option or key
+path), 70 our bug (traceback in --out/crash.txt or a named temporary file), 130 interrupted.
+:func:`main` is the one place that turns an exception into one of them: no traceback is ever
+shown, and no token or key is printed unless the user asks for exactly that.
 """
 
 from __future__ import annotations
