@@ -1,17 +1,25 @@
 """The ``scitokens-batch`` command line (thin: parse arguments, call the library, print).
 
-Exit codes: 0 success (token accepted, every expectation held), 1 a verdict or expectation
-failed, 2 bad input (the message names the file, option or key path). No traceback is shown for
-bad input; no token or key is printed unless the user asks for exactly that.
+Exit codes (:data:`EXIT_CODES`): 0 success (token accepted, every expectation held), 1 a verdict
+or expectation failed, 2 bad input or environment (the message names the file, option or key
+path), 70 our bug (traceback in --out/crash.txt or a named temporary file), 130 interrupted.
+:func:`main` is the one place that turns an exception into one of them: no traceback is ever
+shown, and no token or key is printed unless the user asks for exactly that.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import importlib.resources
 import json
+import math
 import os
 import sys
+import tempfile
+import textwrap
 import time
+import traceback
 import uuid
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -25,8 +33,20 @@ from . import _files
 from ._version import __version__
 from .errors import KeyFileError, LocalInputError
 from .metrics import summary_table
-from .scenario import RunResult, Scenario, check_scenario, load_scenario, run_virtual
+from .scenario import (
+    DEFAULT_EVENT_LIMIT,
+    EVENTS_PER_SECOND,
+    RunResult,
+    Scenario,
+    check_scenario,
+    estimate_events,
+    load_scenario,
+    run_virtual,
+)
 from .tokens import (
+    MAX_LIFETIME,
+    MAX_TIME,
+    MIN_LIFETIME,
     Algorithm,
     Discovered,
     DiscoveryError,
@@ -52,6 +72,16 @@ __all__ = ["main"]
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_BAD_INPUT = 2
+EXIT_SOFTWARE = 70  # sysexits.h EX_SOFTWARE: our bug, never confused with a failed check
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report it
+
+#: The exit-code table every command's help shows.
+EXIT_CODES = """exit codes:
+  0    success (every expectation held, token accepted)
+  1    a check or verdict failed (an expectation, a rejected token, a failed live run)
+  2    bad input or environment (file, option, key path; an --out that cannot be written)
+  70   internal error: a bug; the traceback is written to --out/crash.txt or a temp file
+  130  interrupted (Ctrl-C)"""
 
 
 class _Usage(LocalInputError):
@@ -108,7 +138,7 @@ def _load_signing_key(path: str) -> SigningKey:
         raise KeyFileError(
             f"--key {path}: expected {jwks_path} beside it (written by 'token keygen') for the kid"
         ) from None
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, RecursionError) as exc:
         raise KeyFileError(f"{jwks_path}: not a JWKS JSON file ({exc})") from None
     for pub in published:
         if pub.fingerprint == key.public.fingerprint:
@@ -121,7 +151,7 @@ def _load_jwks(path: str) -> Any:
         return parse_jwks(json.loads(Path(path).read_text()), source=f"--jwks {path}")
     except FileNotFoundError:
         raise KeyFileError(f"--jwks {path}: no such file") from None
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, RecursionError) as exc:
         if isinstance(exc, KeyFileError):
             raise
         raise KeyFileError(f"--jwks {path}: not a JWKS JSON file ({exc})") from None
@@ -139,7 +169,8 @@ def _print_json(obj: Any) -> None:
 
 
 def _iso(ts: Any) -> str:
-    if isinstance(ts, int | float) and not isinstance(ts, bool):
+    # An unverified token may claim any number (inf, 1e300): shown as "?" rather than crashing.
+    if isinstance(ts, int | float) and not isinstance(ts, bool) and 0 <= ts < MAX_TIME:
         return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts))
     return "?"
 
@@ -329,7 +360,7 @@ def _cmd_check(args: argparse.Namespace) -> int:
     spec = _load(args)
     check_scenario(spec, source=args.scenario)
     jobs = sum(w.jobs for w in spec.workloads)
-    hosts = len(spec.host_names)
+    hosts = sum(group.count for group in spec.execute_hosts)  # counted, never listed
     rules = ""
     if spec.rules:  # Rucio -> FTS -> storage: said only when there is some
         files = sum(spec.dataset(rule.dataset).files for rule in spec.rules)
@@ -337,9 +368,34 @@ def _cmd_check(args: argparse.Namespace) -> int:
     sys.stdout.write(
         f"{args.scenario}: ok — scenario {spec.meta.name!r}, {len(spec.issuers)} issuer(s), "
         f"{hosts} execute host(s), {len(spec.data_servers)} data server(s), {jobs} job(s), "
-        f"{rules}{len(spec.faults)} fault(s), {len(spec.expect.checks)} check(s)\n"
+        f"{rules}{len(spec.faults)} fault(s), {len(spec.expect.checks)} check(s), "
+        f"~{estimate_events(spec):,} events estimated\n"
     )
     return EXIT_OK
+
+
+def _refuse_too_big(spec: Scenario, *, force: bool) -> None:
+    """Refuse a run estimated beyond DEFAULT_EVENT_LIMIT events, unless forced."""
+    estimate = estimate_events(spec)
+    if estimate > DEFAULT_EVENT_LIMIT and not force:
+        minutes = estimate / EVENTS_PER_SECOND / 60
+        raise _Usage(
+            f"this run is estimated at {estimate:,} events (about {minutes:,.0f} min): "
+            f"expected at most {DEFAULT_EVENT_LIMIT:,}; reduce jobs, hosts, repeats or raise "
+            "the intervals, or pass --force to run it anyway"
+        )
+
+
+def _prepare_out(out: Path) -> None:
+    """--out is a directory we can write, or a place we can create one: checked up front."""
+    # Nothing is created here: a run that fails leaves no trace (run_virtual creates it).
+    existing = out
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise _Usage(f"--out {out}: expected a directory, received an existing file {existing}")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise _Usage(f"--out {out}: expected a writable directory, {existing} is not writable")
 
 
 def _with_progress(
@@ -351,7 +407,7 @@ def _with_progress(
     """Call ``run`` with a progress callback drawing a bar on a terminal (None otherwise)."""
     console = _console()
     if not console.is_terminal:
-        return run(None)
+        return run(_progress_lines(label, shown))
     with Progress(
         TextColumn("[bold]{task.description}"),
         BarColumn(),
@@ -366,6 +422,27 @@ def _with_progress(
             bar.update(task, completed=done, t=shown(done, total))
 
         return run(progress)
+
+
+#: Seconds between progress lines when stderr is not a terminal (CI logs, nohup, pipes).
+PROGRESS_EVERY = 5.0
+
+
+def _progress_lines(
+    label: str, shown: Callable[[float, float], str], *, every: float = PROGRESS_EVERY
+) -> Callable[[float, float], None]:
+    """A progress callback writing one line to stderr at most every ``every`` wall seconds."""
+    start = time.monotonic()
+    last = [start]
+
+    def progress(done: float, total: float) -> None:
+        now = time.monotonic()
+        if now - last[0] >= every:
+            last[0] = now
+            percent = 100.0 * done / total if total else 100.0
+            _say(f"{label}: {shown(done, total)} ({percent:.0f}%), {now - start:.0f} s")
+
+    return progress
 
 
 def _report(result: RunResult, outputs: str | None) -> int:
@@ -383,8 +460,11 @@ def _report(result: RunResult, outputs: str | None) -> int:
 def _cmd_run(args: argparse.Namespace) -> int:
     spec = _load(args)
     out = Path(args.out) if args.out else None
+    if out is not None:
+        _prepare_out(out)
     if getattr(args, "live", False):
         return _run_live(args, spec, out)
+    _refuse_too_big(spec, force=getattr(args, "force", False))
     result = _with_progress(
         f"{spec.meta.name} (virtual time)",
         spec.meta.duration,
@@ -397,9 +477,12 @@ def _cmd_run(args: argparse.Namespace) -> int:
             progress=progress,
             source=args.scenario,
             overrides=args.set or (),
+            plots=not getattr(args, "no_plots", False),
         ),
     )
-    outputs = "summary.json events.jsonl jobs.csv tokens.csv report.html"
+    outputs = "summary.json events.jsonl jobs.csv tokens.csv"
+    if not getattr(args, "no_plots", False):
+        outputs += " report.html"
     return _report(result, f"outputs in {out}/: {outputs}" if out is not None else None)
 
 
@@ -555,16 +638,17 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
 def _cmd_demo(args: argparse.Namespace) -> int:
     """Run the bundled reference scenario and print its summary (``make demo``)."""
-    scenario = Path(__file__).resolve().parent.parent / "scenarios" / "reference.toml"
-    if not scenario.is_file():
-        raise _Usage(
-            f"demo runs the bundled {scenario.relative_to(scenario.parents[1])} of a source "
-            f"checkout, which is not at {scenario} (run 'scitokens-batch run SCENARIO' instead)"
+    # The package ships its own copy (package data), so the demo works from an installed
+    # wheel as well as from a checkout; scenarios/reference.toml is the user-facing copy and
+    # tests/test_packaging.py keeps the two identical.
+    bundled = importlib.resources.files("scitokens_batch") / "_scenarios" / "reference.toml"
+    with importlib.resources.as_file(bundled) as scenario:
+        if not scenario.is_file():
+            raise _Usage(f"demo: the bundled scenario is missing from the package ({scenario})")
+        ns = argparse.Namespace(
+            scenario=str(scenario), set=[], seed=None, out=args.out, log_level="error"
         )
-    ns = argparse.Namespace(
-        scenario=str(scenario), set=[], seed=None, out=args.out, log_level="error"
-    )
-    return _cmd_run(ns)
+        return _cmd_run(ns)
 
 
 def _cmd_token_demo(args: argparse.Namespace) -> int:
@@ -618,10 +702,39 @@ def _cmd_token_demo(args: argparse.Namespace) -> int:
 # -- parser ---------------------------------------------------------------------------
 
 
+def _help(description: str, examples: str) -> dict[str, Any]:
+    """Keyword arguments of a sub-parser: a description, examples and the exit-code table."""
+    return {
+        "description": textwrap.fill(description, width=88),
+        "epilog": f"examples:\n{examples}\n\n{EXIT_CODES}",
+        "formatter_class": _Formatter,
+    }
+
+
+class _Formatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
+    """Keeps the examples' line breaks and shows the default of every option that has one."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.default in (None, False) or action.default is argparse.SUPPRESS:
+            return action.help
+        return super()._get_help_string(action)
+
+
 def _build_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="scitokens-batch", description=__doc__.splitlines()[0])
+    p = _Parser(
+        prog="scitokens-batch",
+        **_help(
+            "Simulate the SciTokens / WLCG bearer-token architecture (issuer, credmon, schedd, "
+            "execute hosts, storage, FTS, Rucio) in virtual time, or live over HTTPS on "
+            "127.0.0.1, and work with real tokens. 'scitokens-batch COMMAND --help' tells more.",
+            "  scitokens-batch demo\n"
+            "  scitokens-batch check scenarios/reference.toml\n"
+            "  scitokens-batch run scenarios/reference.toml --out ref --set scenario.seed=3\n"
+            "  scitokens-batch token demo",
+        ),
+    )
     p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
-    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser, metavar="COMMAND")
 
     def scenario_args(sp: argparse.ArgumentParser) -> None:
         sp.add_argument("scenario", metavar="SCENARIO", help="a scenario TOML file")
@@ -632,12 +745,43 @@ def _build_parser() -> argparse.ArgumentParser:
             help="override a scalar, e.g. token_manager.renew_fraction=0.3",
         )
 
-    run = sub.add_parser("run", help="run a scenario in virtual time; exit 1 if a check fails")
+    run = sub.add_parser(
+        "run",
+        help="run a scenario in virtual time (or --live); exit 1 if a check fails",
+        **_help(
+            "Run a scenario in virtual time (seconds of simulated time take microseconds) and "
+            "print its summary and any failed expectation. With --out, write summary.json, "
+            "events.jsonl, jobs.csv, tokens.csv and report.html with its plots; the files of an "
+            "earlier run in that directory are replaced as a set. A run estimated beyond "
+            f"{DEFAULT_EVENT_LIMIT:,} events is refused unless --force. When stderr is not a "
+            f"terminal, a progress line is written every {PROGRESS_EVERY:g} s.",
+            "  scitokens-batch run scenarios/reference.toml\n"
+            "  scitokens-batch run scenarios/issuer-outage.toml --out outage --seed 7\n"
+            "  scitokens-batch run scenarios/reference.toml --set issuers.ligo."
+            "access_token_lifetime=5m --no-plots --out short\n"
+            "  scitokens-batch run scenarios/live-smoke.toml --live --out live",
+        ),
+    )
     scenario_args(run)
     run.add_argument("--seed", type=int, help="overrides scenario.seed")
-    run.add_argument("--out", metavar="DIR", help="write summary.json, events.jsonl, CSVs, report")
     run.add_argument(
-        "--log-level", default="warning", choices=["debug", "info", "warning", "error", "critical"]
+        "--out", metavar="DIR", help="write summary.json, events.jsonl, CSVs, report there"
+    )
+    run.add_argument(
+        "--no-plots",
+        action="store_true",
+        help="with --out, skip report.html and its plots (studies do: nobody reads them)",
+    )
+    run.add_argument(
+        "--force",
+        action="store_true",
+        help=f"run even when estimated beyond {DEFAULT_EVENT_LIMIT:,} events",
+    )
+    run.add_argument(
+        "--log-level",
+        default="warning",
+        choices=["debug", "info", "warning", "error", "critical"],
+        help="level of the actors' JSON log lines on stderr",
     )
     run.add_argument(
         "--live",
@@ -686,7 +830,17 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     sw.set_defaults(func=_cmd_sweep)
 
-    srv = sub.add_parser("serve", help="run one actor as a long-lived HTTPS service")
+    srv = sub.add_parser(
+        "serve",
+        help="run one actor as a long-lived HTTPS service (live mode runs these)",
+        **_help(
+            "Run one actor as an HTTPS service on the address its configuration names, until "
+            "SIGTERM or SIGINT. 'run --live' writes these configurations and starts one process "
+            "per actor; run it by hand to put an actor on another host (docs/live.md).",
+            "  scitokens-batch serve issuer --config work/issuer-ligo.json\n"
+            "  scitokens-batch serve data-server --config work/data-server-frames.json",
+        ),
+    )
     srv.add_argument(
         "role",
         choices=[
@@ -702,15 +856,52 @@ def _build_parser() -> argparse.ArgumentParser:
     srv.add_argument("--config", required=True, metavar="FILE", help="service configuration")
     srv.set_defaults(func=_cmd_serve)
 
-    check = sub.add_parser("check", help="validate a scenario without running it")
+    check = sub.add_parser(
+        "check",
+        help="validate a scenario without running it",
+        **_help(
+            "Validate a scenario file (and --set overrides) without running it: syntax, types, "
+            "ranges, names and cross-references. Costs as much as the file is long, whatever "
+            "the pool it describes; prints what the scenario holds and its event estimate.",
+            "  scitokens-batch check scenarios/reference.toml\n"
+            "  scitokens-batch check my.toml --set workloads[0].jobs=1000",
+        ),
+    )
     scenario_args(check)
     check.set_defaults(func=_cmd_check)
 
-    demo = sub.add_parser("demo", help="run the bundled reference scenario and print its summary")
-    demo.add_argument("--out", metavar="DIR")
+    demo = sub.add_parser(
+        "demo",
+        help="run the bundled reference scenario and print its summary",
+        **_help(
+            "Run the reference scenario shipped with the package (a copy of "
+            "scenarios/reference.toml) in virtual time and print its summary; works from an "
+            "installed package as well as from a checkout.",
+            "  scitokens-batch demo\n  scitokens-batch demo --out demo-out",
+        ),
+    )
+    demo.add_argument(
+        "--out",
+        metavar="DIR",
+        help="also write the run's outputs (summary.json, events, CSVs, report.html) there",
+    )
     demo.set_defaults(func=_cmd_demo)
 
-    tok = sub.add_parser("token", help="make, inspect, verify and discover tokens")
+    tok = sub.add_parser(
+        "token",
+        help="make, inspect, verify and discover tokens",
+        **_help(
+            "Work with real tokens on the wall clock: make a key, mint, inspect (never "
+            "verifies), verify against a JWKS, find the token WLCG discovery would use. "
+            "Tokens and keys are never printed unless asked for.",
+            "  scitokens-batch token keygen --out keys\n"
+            "  scitokens-batch token mint --key keys/private.pem --issuer https://iss.example/vo"
+            " --aud https://se.example --scope read:/data --lifetime 600 > tok\n"
+            "  scitokens-batch token verify tok --jwks keys/jwks.json --issuer "
+            "https://iss.example/vo --aud https://se.example --op read --path /data/f\n"
+            "  scitokens-batch token discover",
+        ),
+    )
     tsub = tok.add_subparsers(dest="token_command", required=True, parser_class=_Parser)
 
     def common(sp: argparse.ArgumentParser) -> argparse.ArgumentParser:
@@ -720,7 +911,9 @@ def _build_parser() -> argparse.ArgumentParser:
     kg = common(tsub.add_parser("keygen", help="write private.pem (0600), public.pem, jwks.json"))
     kg.add_argument("--alg", choices=["ES256", "RS256"], default="ES256")
     kg.add_argument("--out", required=True, metavar="DIR")
-    kg.add_argument("--kid", help="key id (default: RFC 7638 thumbprint)")
+    kg.add_argument(
+        "--kid", type=_non_empty("a non-empty key id"), help="key id (default: RFC 7638 thumbprint)"
+    )
     kg.set_defaults(func=_cmd_keygen)
 
     mint = common(tsub.add_parser("mint", help="sign a token and print it"))
@@ -729,11 +922,16 @@ def _build_parser() -> argparse.ArgumentParser:
     mint.add_argument(
         "--aud", required=True, action="append", metavar="AUD", help="audience (repeat for several)"
     )
-    mint.add_argument("--scope", required=True, help='space-separated, e.g. "read:/a write:/b"')
-    mint.add_argument("--lifetime", type=_positive_float, default=600.0, metavar="SECONDS")
+    mint.add_argument(
+        "--scope",
+        required=True,
+        type=_non_empty("at least one scope"),
+        help='space-separated, e.g. "read:/a write:/b"',
+    )
+    mint.add_argument("--lifetime", type=_lifetime, default=600.0, metavar="SECONDS")
     mint.add_argument("--profile", choices=["scitokens", "wlcg"], default="scitokens")
     mint.add_argument("--sub", default="scitokens-batch", metavar="SUBJECT")
-    mint.add_argument("--nbf-backdate", type=_nonneg_float, default=0.0, metavar="SECONDS")
+    mint.add_argument("--nbf-backdate", type=_backdate, default=0.0, metavar="SECONDS")
     mint.add_argument("--group", action="append", metavar="GROUP", help="wlcg.groups entry")
     mint.set_defaults(func=_cmd_mint)
 
@@ -754,7 +952,7 @@ def _build_parser() -> argparse.ArgumentParser:
     ver.add_argument("--leeway", type=_nonneg_float, default=0.0, metavar="SECONDS")
     ver.add_argument(
         "--now",
-        type=float,
+        type=_unix_time,
         default=None,
         metavar="UNIX",
         help="verify as of this unix time (default: now)",
@@ -785,8 +983,8 @@ def _seconds(*, strictly_positive: bool) -> Callable[[str], float]:
             raise argparse.ArgumentTypeError(
                 f"expected a number of seconds (got {text!r})"
             ) from None
-        if v < 0 or (strictly_positive and v == 0) or v != v:
-            raise argparse.ArgumentTypeError(f"expected {bound} seconds (got {text!r})")
+        if not math.isfinite(v) or v < 0 or (strictly_positive and v == 0):
+            raise argparse.ArgumentTypeError(f"expected finite {bound} seconds (got {text!r})")
         return v
 
     return parse
@@ -796,14 +994,139 @@ _positive_float = _seconds(strictly_positive=True)
 _nonneg_float = _seconds(strictly_positive=False)
 
 
+def _finite(what: str, low: float, high: float) -> Callable[[str], float]:
+    """An argparse type for a finite number in [low, high] ("not inside" refuses NaN too)."""
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            value = math.nan
+        if not (low <= value <= high):
+            raise argparse.ArgumentTypeError(
+                f"expected {what} from {low:g} to {high:g}, received {text!r}"
+            )
+        return value
+
+    return parse
+
+
+_lifetime = _finite("seconds", MIN_LIFETIME, MAX_LIFETIME)
+_backdate = _finite("seconds", 0.0, MAX_LIFETIME)
+_unix_time = _finite("unix seconds", 0.0, MAX_TIME)
+
+
+def _non_empty(what: str) -> Callable[[str], str]:
+    def parse(text: str) -> str:
+        if not text.strip():
+            raise argparse.ArgumentTypeError(f"expected {what}, received {text!r}")
+        return text
+
+    return parse
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the command line; returns the exit code."""
+    """Run the command line; returns the exit code (see :data:`EXIT_CODES`).
+
+    One handler for every command turns what escapes into an exit code and one line on stderr:
+    bad input 2, an interrupt 130 (also when trio delivers it inside an exception group), an
+    environmental failure (a file or stream we cannot write, an encoding that cannot show the
+    output) 2, and anything else, which is our bug, 70 with the traceback in a file it names.
+    """
+    _tolerant_streams()
+    # argparse exits by itself (SystemExit 0 for --help, 2 for a usage error).
     args = _build_parser().parse_args(argv)
     try:
         code: int = args.func(args)
-    except LocalInputError as exc:
-        sys.stderr.write(f"scitokens-batch: error: {exc}\n")
-        return EXIT_BAD_INPUT
-    except KeyboardInterrupt:
-        return 130
+    except BaseException as exc:
+        return _exit_for(exc, args)
     return code
+
+
+def _exit_for(exc: BaseException, args: argparse.Namespace) -> int:
+    """The exit code for an exception that reached main, after one line on stderr."""
+    if isinstance(exc, SystemExit):  # someone chose an exit code on purpose
+        return exc.code if isinstance(exc.code, int) else EXIT_FAILED
+    found = _first(exc, KeyboardInterrupt)
+    if found is not None:
+        _say("interrupted")
+        return EXIT_INTERRUPTED
+    found = _first(exc, LocalInputError)
+    if found is not None:
+        _say(f"error: {found}")
+        return EXIT_BAD_INPUT
+    found = _first(exc, OSError, UnicodeError)
+    if found is not None:
+        _say(f"error: {_environmental(found)}")
+        return EXIT_BAD_INPUT
+    where = _write_crash(exc, args)
+    _say(
+        f"internal error: {type(exc).__name__}: {_one_line(str(exc))} (this is a bug in "
+        f"scitokens-batch; traceback in {where})"
+    )
+    return EXIT_SOFTWARE
+
+
+def _first(exc: BaseException, *kinds: type[BaseException]) -> BaseException | None:
+    """``exc`` if it is one of ``kinds``, else the first such exception inside its group."""
+    if isinstance(exc, kinds):
+        return exc
+    if isinstance(exc, BaseExceptionGroup):
+        matched, _ = exc.split(kinds)
+        found: BaseException | None = matched
+        while isinstance(found, BaseExceptionGroup):
+            found = found.exceptions[0]
+        return found
+    return None
+
+
+def _environmental(exc: BaseException) -> str:
+    if isinstance(exc, UnicodeError):
+        return f"cannot encode the output for this terminal ({exc}); set PYTHONIOENCODING=utf-8"
+    assert isinstance(exc, OSError)
+    what = exc.strerror or str(exc) or type(exc).__name__
+    name = f"{exc.filename}: " if exc.filename else ""
+    return f"{name}{what}"
+
+
+def _one_line(text: str) -> str:
+    line = " ".join(text.split())
+    return line if len(line) <= 200 else line[:200] + "..."
+
+
+def _say(line: str) -> None:
+    try:
+        sys.stderr.write(f"scitokens-batch: {line}\n")
+        sys.stderr.flush()
+    except (OSError, ValueError):  # stderr itself is gone: the exit code says it all
+        pass
+
+
+def _write_crash(exc: BaseException, args: argparse.Namespace) -> str:
+    """Write the traceback to ``--out/crash.txt`` when there is such a directory, else a temp
+    file; returns where it went (or why it could not be written)."""
+    text = "".join(traceback.format_exception(exc))
+    out = getattr(args, "out", None)
+    if isinstance(out, str) and os.path.isdir(out):
+        path = Path(out) / "crash.txt"
+        try:
+            _files.write_public(path, text)
+            return str(path)
+        except OSError:
+            pass
+    try:
+        fd, name = tempfile.mkstemp(prefix="scitokens-batch-crash-", suffix=".txt")
+        with os.fdopen(fd, "w", encoding="utf-8", errors="backslashreplace") as stream:
+            stream.write(text)
+        return name
+    except OSError as err:
+        return f"nowhere: {err.strerror}"
+
+
+def _tolerant_streams() -> None:
+    """Never die of an encoding: characters the terminal cannot show are escaped."""
+    for stream in (sys.stdout, sys.stderr):
+        reconfigure = getattr(stream, "reconfigure", None)
+        if reconfigure is not None:
+            with contextlib.suppress(ValueError, OSError):
+                reconfigure(errors="backslashreplace")

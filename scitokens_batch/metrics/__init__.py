@@ -6,9 +6,11 @@ from ._events import JsonlSink as JsonlSink
 from ._events import ListSink as ListSink
 from ._events import Recorder as Recorder
 from ._report import JOB_STATES as JOB_STATES
+from ._report import PLOT_FILES as PLOT_FILES
 from ._report import SAMPLES_PER_BUCKET as SAMPLES_PER_BUCKET
 from ._report import ReportBuilder as ReportBuilder
 from ._report import ReportSeries as ReportSeries
+from ._report import fixed_bucket_s as fixed_bucket_s
 from ._summary import DENIAL_REASONS as DENIAL_REASONS
 from ._summary import SummaryBuilder as SummaryBuilder
 from ._summary import lookup as lookup
@@ -23,6 +25,7 @@ __all__ = [
     "DENIAL_REASONS",
     "JOB_COLUMNS",
     "JOB_STATES",
+    "PLOT_FILES",
     "SAMPLES_PER_BUCKET",
     "TOKEN_COLUMNS",
     "Event",
@@ -35,6 +38,7 @@ __all__ = [
     "ReportSeries",
     "SummaryBuilder",
     "TokenTable",
+    "fixed_bucket_s",
     "lookup",
     "percentile",
     "summary_table",

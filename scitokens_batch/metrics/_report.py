@@ -42,7 +42,35 @@ if TYPE_CHECKING:
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
 
-__all__ = ["JOB_STATES", "SAMPLES_PER_BUCKET", "ReportBuilder", "ReportSeries"]
+__all__ = [
+    "BUCKET_LADDER",
+    "JOB_STATES",
+    "PLOT_FILES",
+    "SAMPLES_PER_BUCKET",
+    "TIMELINE_JOBS",
+    "JobLane",
+    "ReportBuilder",
+    "ReportSeries",
+    "fixed_bucket_s",
+]
+
+#: Every PNG the report may write (a run removes those it did not write this time).
+PLOT_FILES: Final[tuple[str, ...]] = (
+    "headroom.png",
+    "headroom-cdf.png",
+    "timeline.png",
+    "issuer.png",
+    "servers.png",
+    "jobs.png",
+    "denials.png",
+)
+
+#: A fault window as the report shades it: (start s, end s, label); end == start for an
+#: instantaneous fault (a key rotation, a clock step), drawn as a line.
+FaultWindow = tuple[float, float, str]
+
+#: The prefix of the error a client records when the issuer did not answer at all.
+ISSUER_UNREACHABLE: Final = "issuer unreachable"
 
 #: Job states, in the order the jobs plot stacks them.
 JOB_STATES: Final[tuple[str, ...]] = ("idle", "running", "held", "completed", "failed")
@@ -78,6 +106,27 @@ _COLORS: Final[dict[str, str]] = {
 }
 
 
+#: Jobs drawn on the per-job timeline, and the marks kept per job (memory stays bounded).
+TIMELINE_JOBS: Final = 20
+_TIMELINE_MARKS: Final = 500
+
+
+@attrs.frozen(kw_only=True)
+class JobLane:
+    """One sampled job on the timeline (times in run seconds)."""
+
+    job: int
+    """The job id."""
+    runs: tuple[tuple[float, float | None], ...]
+    """(start, end) of each execution; end None while still running at the end."""
+    tokens: tuple[tuple[float, float], ...]
+    """(staged at, expires at) of each token staged into its sandbox."""
+    uses: tuple[float, ...]
+    """Times of accepted data accesses."""
+    denials: tuple[float, ...]
+    """Times of refused data accesses."""
+
+
 @attrs.frozen(kw_only=True)
 class ReportSeries:
     """The per-bucket series of a run, as plotted.
@@ -108,11 +157,40 @@ class ReportSeries:
     """Rejected accesses by reason, only reasons seen, known reasons first."""
     job_states: Mapping[str, tuple[int, ...]]
     """Jobs in each of :data:`JOB_STATES` at the end of the bucket."""
+    issuer_unreachable: tuple[int, ...] = ()
+    """Attempts on the issuer that got no answer (down or partitioned away): with
+    ``issuer_requests`` they are the attempts, so that a retry storm against a down issuer
+    shows (the issuer itself records nothing while it is down)."""
+    faults: tuple[FaultWindow, ...] = ()
+    """The scenario's fault windows, shaded on every time plot."""
+    headroom_sample: tuple[float, ...] = ()
+    """Every headroom kept by the bounded per-bucket samples, sorted (the CDF plot)."""
+    job_lanes: tuple[JobLane, ...] = ()
+    """The sampled jobs of the per-job timeline, by job id."""
+    requests_by_issuer: Mapping[str, tuple[int, ...]] = attrs.field(factory=dict)
+    """``issuer_requests`` split by issuer (the actor that answered), by name."""
+    accesses_by_server: Mapping[str, tuple[int, ...]] = attrs.field(factory=dict)
+    """Data accesses judged (accepted or refused) per data server, by name."""
+    denials_by_server: Mapping[str, tuple[int, ...]] = attrs.field(factory=dict)
+    """Refused data accesses per data server, by name."""
 
     @property
     def buckets(self) -> int:
         """Number of buckets."""
         return len(self.issuer_requests)
+
+
+#: The bucket widths a run's report chooses from (seconds): round, so that rates read plainly.
+BUCKET_LADDER: Final = (1.0, 5.0, 10.0, 30.0, 60.0, 300.0, 600.0, 1800.0, 3600.0, 21600.0, 86400.0)
+
+
+def fixed_bucket_s(duration_s: float, *, most: int = 500) -> float:
+    """The smallest width of :data:`BUCKET_LADDER` that cuts ``duration_s`` into at most
+    ``most`` buckets (the largest width for longer runs)."""
+    for width in BUCKET_LADDER:
+        if duration_s / width <= most:
+            return width
+    return BUCKET_LADDER[-1]
 
 
 class ReportBuilder:
@@ -128,13 +206,19 @@ class ReportBuilder:
 
     __slots__ = (
         "_bucket_s",
+        "_by_issuer",
+        "_by_server",
         "_denied",
+        "_denied_by_server",
         "_dispatch",
         "_errors",
         "_expired",
+        "_faults",
         "_filled",
         "_inv",
         "_job_state",
+        "_lane_stride",
+        "_lanes",
         "_min",
         "_n",
         "_refresh_failures",
@@ -145,15 +229,31 @@ class ReportBuilder:
         "_state_counts",
         "_state_ends",
         "_stride",
+        "_unreachable",
     )
 
-    def __init__(self, duration_s: float, *, buckets: int = 400) -> None:
+    def __init__(
+        self,
+        duration_s: float,
+        *,
+        buckets: int = 400,
+        faults: Sequence[FaultWindow] = (),
+        bucket_s: float | None = None,
+        jobs_total: int = 0,
+    ) -> None:
         if not (isinstance(duration_s, int | float) and math.isfinite(duration_s)) or (
             duration_s <= 0
         ):
             raise ValueError(f"duration_s must be a positive finite number (got {duration_s!r})")
         if isinstance(buckets, bool) or not isinstance(buckets, int) or buckets < 1:
             raise ValueError(f"buckets must be an integer >= 1 (got {buckets!r})")
+        if bucket_s is not None:
+            # A fixed, round width (fixed_bucket_s): "per minute" then means per minute, and
+            # the last bucket may reach past the end of the run.
+            if not (0 < bucket_s < math.inf):
+                raise ValueError(f"bucket_s must be a positive finite number (got {bucket_s!r})")
+            buckets = max(1, math.ceil(duration_s / bucket_s - 1e-9))
+            duration_s = buckets * bucket_s
         n = buckets
         self._n = n
         self._bucket_s = duration_s / n
@@ -167,6 +267,16 @@ class ReportBuilder:
         self._errors = [0] * n
         self._renewals = [0] * n
         self._refresh_failures = [0] * n
+        self._unreachable = [0] * n
+        self._faults = tuple(faults)
+        # The timeline follows jobs 1, 1 + stride, ... (ids are given in submit order), so
+        # that the sample spreads over the whole run whatever its size.
+        self._lane_stride = max(1, jobs_total // TIMELINE_JOBS)
+        self._lanes: dict[int, dict[str, list[Any]]] = {}
+        # One series per issuer and per data server: as many lists as there are such actors.
+        self._by_issuer: dict[str, list[int]] = {}
+        self._by_server: dict[str, list[int]] = {}
+        self._denied_by_server: dict[str, list[int]] = {}
         self._denied: dict[str, list[int]] = {}
         self._job_state: dict[Any, int] = {}
         self._state_counts = [0] * len(JOB_STATES)
@@ -181,6 +291,9 @@ class ReportBuilder:
             "request": self._request,
             "refresh": self._refresh,
             "refresh_failed": self._refresh_failed,
+            "stage": self._stage,
+            "exchange_failed": self._client_failed,
+            "token_request_failed": self._client_failed,
             "submit": job,
             "execute": job,
             "held": job,
@@ -218,16 +331,57 @@ class ReportBuilder:
             return self._n - 1
         return i if i > 0 else 0
 
+    def _lane(self, ev: Event) -> dict[str, list[Any]] | None:
+        """The timeline lane of the event's job, when that job is sampled (and not full)."""
+        job = ev.fields.get("job")
+        if not isinstance(job, int) or (job - 1) % self._lane_stride:
+            return None
+        lane = self._lanes.get(job)
+        if lane is None:
+            if len(self._lanes) >= TIMELINE_JOBS:
+                return None
+            lane = self._lanes[job] = {"runs": [], "tokens": [], "uses": [], "denials": []}
+        return lane
+
+    def _stage(self, ev: Event) -> None:
+        lane = self._lane(ev)
+        f = ev.fields
+        exp, host_time = f.get("exp"), f.get("host_time")
+        if (
+            lane is not None
+            and isinstance(exp, int | float)
+            and isinstance(host_time, float)
+            and len(lane["tokens"]) < _TIMELINE_MARKS
+        ):
+            # exp is unix time on the issuer's clock; host_time is the host's clock at t.
+            lane["tokens"].append((ev.t, ev.t + (exp - host_time)))
+
+    def _per_actor(self, table: dict[str, list[int]], ev: Event, i: int) -> None:
+        counts = table.get(ev.actor)
+        if counts is None:
+            counts = table[ev.actor] = [0] * self._n
+        counts[i] += 1
+
     def _use(self, ev: Event) -> None:
-        headroom = ev.fields.get("headroom_s")
-        if headroom is None:
-            return
+        f = ev.fields
         # _index(), inlined: this runs once per data access.
         i = int(ev.t * self._inv)
         if i >= self._n:
             i = self._n - 1
         elif i < 0:
             i = 0
+        counts = self._by_server.get(ev.actor)
+        if counts is None:
+            counts = self._by_server[ev.actor] = [0] * self._n
+        counts[i] += 1
+        job = f.get("job")
+        if job.__class__ is int and not (job - 1) % self._lane_stride:  # a sampled job
+            lane = self._lane(ev)
+            if lane is not None and len(lane["uses"]) < _TIMELINE_MARKS:
+                lane["uses"].append(ev.t)
+        headroom = f.get("headroom_s")
+        if headroom is None:
+            return
         if headroom <= 0:
             self._expired[i] += 1
         if headroom < self._min[i]:
@@ -245,8 +399,13 @@ class ReportBuilder:
                 self._stride[i] = stride * 2
 
     def _reject(self, ev: Event) -> None:
-        f = ev.fields
         i = self._index(ev.t)
+        self._per_actor(self._by_server, ev, i)
+        self._per_actor(self._denied_by_server, ev, i)
+        lane = self._lane(ev)
+        if lane is not None and len(lane["denials"]) < _TIMELINE_MARKS:
+            lane["denials"].append(ev.t)
+        f = ev.fields
         reason = f.get("reason") or "unknown"
         per_bucket = self._denied.get(reason)
         if per_bucket is None:
@@ -258,6 +417,7 @@ class ReportBuilder:
 
     def _request(self, ev: Event) -> None:
         i = self._index(ev.t)
+        self._per_actor(self._by_issuer, ev, i)
         self._requests[i] += 1
         if ev.fields.get("status", 0) >= 400:
             self._errors[i] += 1
@@ -268,6 +428,12 @@ class ReportBuilder:
 
     def _refresh_failed(self, ev: Event) -> None:
         self._refresh_failures[self._index(ev.t)] += 1
+        self._client_failed(ev)
+
+    def _client_failed(self, ev: Event) -> None:
+        error = ev.fields.get("error")
+        if isinstance(error, str) and error.startswith(ISSUER_UNREACHABLE):
+            self._unreachable[self._index(ev.t)] += 1
 
     def _job(self, ev: Event) -> None:
         f = ev.fields
@@ -283,6 +449,14 @@ class ReportBuilder:
             self._state_ends.append(tuple(counts))
             self._filled += 1
         job = f["job"]
+        if kind in ("execute", "terminated", "evicted"):
+            lane = self._lane(ev)
+            if lane is not None:
+                runs = lane["runs"]
+                if kind == "execute":
+                    runs.append([ev.t, None])
+                elif runs and runs[-1][1] is None:
+                    runs[-1][1] = ev.t
         old = self._job_state.get(job)
         if old is not None:
             counts[old] -= 1
@@ -318,6 +492,22 @@ class ReportBuilder:
             refresh_failures=tuple(self._refresh_failures),
             denied=denied,
             job_states={s: tuple(e[k] for e in ends) for k, s in enumerate(JOB_STATES)},
+            issuer_unreachable=tuple(self._unreachable),
+            faults=self._faults,
+            headroom_sample=tuple(sorted(v for sample in self._samples for v in sample)),
+            job_lanes=tuple(
+                JobLane(
+                    job=job,
+                    runs=tuple((start, end) for start, end in lane["runs"]),
+                    tokens=tuple(lane["tokens"]),
+                    uses=tuple(lane["uses"]),
+                    denials=tuple(lane["denials"]),
+                )
+                for job, lane in sorted(self._lanes.items())
+            ),
+            requests_by_issuer={k: tuple(v) for k, v in sorted(self._by_issuer.items())},
+            accesses_by_server={k: tuple(v) for k, v in sorted(self._by_server.items())},
+            denials_by_server={k: tuple(v) for k, v in sorted(self._denied_by_server.items())},
         )
 
     def write(
@@ -407,11 +597,36 @@ def _plot_specs(s: ReportSeries) -> list[_PlotSpec]:
             _draw_headroom,
         ),
         _PlotSpec(
+            "headroom-cdf.png",
+            "Distribution of the headroom at use: the fraction of accepted accesses with at "
+            "most that many seconds of validity left (from the bounded per-bucket samples), "
+            "with the 1st percentile and the median marked.",
+            _draw_headroom_cdf if s.headroom_sample else None,
+            absent="No data access was accepted, so there is no headroom distribution.",
+        ),
+        _PlotSpec(
+            "timeline.png",
+            f"A sample of {len(s.job_lanes)} jobs spread over the run (job ids 1, 1 + k, ...): "
+            "when each ran (grey line), the validity of each token staged into its sandbox "
+            "(blue bars, from staging to exp), accepted data accesses (black ticks) and refused "
+            "ones (red crosses).",
+            _draw_timeline if s.job_lanes else None,
+            absent="No job ran, so there is no per-job timeline.",
+        ),
+        _PlotSpec(
             "issuer.png",
-            "Requests to the token issuer and those answered with an error (top), token "
-            "renewals and refresh failures of the token manager (bottom), per minute, in "
-            f"{width} buckets.",
+            "Attempts on the token issuer (answered requests plus attempts that got no answer "
+            "because it was down or cut off), requests answered with an error (top); token "
+            "renewals and refresh failures of the token manager (bottom): counts per fixed "
+            f"{width} bucket.",
             _draw_issuer,
+        ),
+        _PlotSpec(
+            "servers.png",
+            f"Data accesses judged by each data server (solid) and those it refused (dashed), "
+            f"counts per fixed {width} bucket.",
+            _draw_servers if s.accesses_by_server else None,
+            absent="No data access was judged, so there is no per-server plot.",
         ),
         _PlotSpec(
             "jobs.png",
@@ -468,14 +683,104 @@ def _nan(values: Sequence[float | None]) -> list[float]:
     return [math.nan if v is None else v for v in values]
 
 
-def _per_minute(s: ReportSeries, counts: Sequence[int]) -> list[float]:
-    scale = 60.0 / s.bucket_s
-    return [c * scale for c in counts]
-
-
 def _time_axis(ax: Axes, s: ReportSeries, unit: tuple[float, str]) -> None:
     ax.set_xlabel(f"time ({unit[1]})")
     ax.set_xlim(0, s.bucket_s * s.buckets / unit[0])
+
+
+_FAULT_COLORS: Final = ("#969696", "#bcbddc", "#fdae6b", "#a1d99b", "#9ecae1", "#fcbba1")
+
+
+def _shade_faults(axes: Sequence[Axes], s: ReportSeries, unit: tuple[float, str]) -> None:
+    """Shade each fault window on every axis, labelled (kind and target) on the first one."""
+    kinds: dict[str, str] = {}
+    for index, (start, end, label) in enumerate(s.faults):
+        kind = label.split(" ", 1)[0]
+        color = kinds.setdefault(kind, _FAULT_COLORS[len(kinds) % len(_FAULT_COLORS)])
+        for ax in axes:
+            if end > start:
+                ax.axvspan(start / unit[0], end / unit[0], color=color, alpha=0.3, linewidth=0)
+            else:
+                ax.axvline(start / unit[0], color=color, linewidth=1.5, linestyle="--")
+        # Labels are staggered downwards so that faults starting together stay readable.
+        axes[0].annotate(
+            label,
+            xy=(start / unit[0], 1.0),
+            xycoords=("data", "axes fraction"),
+            xytext=(3, -3 - 10 * (index % 6)),
+            textcoords="offset points",
+            va="top",
+            fontsize=7,
+            color="#444444",
+        )
+
+
+def _draw_servers(fig: Figure, s: ReportSeries, unit: tuple[float, str]) -> None:
+    ax = fig.add_subplot()
+    x = _centers(s, unit)
+    steps: dict[str, Any] = {"drawstyle": "steps-mid", "linewidth": 1}
+    for k, (name, counts) in enumerate(s.accesses_by_server.items()):
+        color = f"C{k % 10}"
+        ax.plot(x, counts, color=color, label=f"{name}: accesses", **steps)
+        denied = s.denials_by_server.get(name)
+        if denied is not None:
+            ax.plot(x, denied, color=color, linestyle="--", label=f"{name}: refused", **steps)
+    ax.set_ylabel(f"per {_duration_text(s.bucket_s)}")
+    ax.set_ylim(bottom=0)
+    ax.set_title("Data servers")
+    _time_axis(ax, s, unit)
+    _shade_faults([ax], s, unit)
+    fig.legend(loc="outside right upper")
+
+
+def _draw_timeline(fig: Figure, s: ReportSeries, unit: tuple[float, str]) -> None:
+    ax = fig.add_subplot()
+    scale = unit[0]
+    end_of_run = s.bucket_s * s.buckets
+    for row, lane in enumerate(s.job_lanes):
+        for start, end in lane.runs:
+            stop = end_of_run if end is None else end
+            ax.plot([start / scale, stop / scale], [row, row], color="#969696", linewidth=1)
+        ax.broken_barh(
+            [(a / scale, max(b - a, 0.0) / scale) for a, b in lane.tokens],
+            (row - 0.3, 0.6),
+            facecolors="#9ecae1",
+            edgecolors="#3182bd",
+            linewidth=0.5,
+            alpha=0.6,
+        )
+        if lane.uses:
+            ax.plot(
+                [t / scale for t in lane.uses], [row] * len(lane.uses), "|", color="black", ms=5
+            )
+        if lane.denials:
+            ax.plot(
+                [t / scale for t in lane.denials], [row] * len(lane.denials), "x", color="#de2d26"
+            )
+    ax.set_yticks(range(len(s.job_lanes)), [f"job {lane.job}" for lane in s.job_lanes])
+    ax.set_ylim(-0.8, len(s.job_lanes) - 0.2)
+    ax.invert_yaxis()
+    ax.set_title("Per-job timeline (sampled jobs)")
+    _time_axis(ax, s, unit)
+    _shade_faults([ax], s, unit)
+
+
+def _draw_headroom_cdf(fig: Figure, s: ReportSeries, unit: tuple[float, str]) -> None:
+    ax = fig.add_subplot()
+    values = s.headroom_sample
+    n = len(values)
+    ax.step(values, [(k + 1) / n for k in range(n)], where="post", color="#3182bd")
+    for q, color in ((0.01, "#de2d26"), (0.50, "#08306b")):
+        v = values[max(math.ceil(q * n) - 1, 0)]
+        ax.axvline(
+            v, color=color, linestyle="--", linewidth=1, label=f"p{q * 100:02.0f} = {v:.1f} s"
+        )
+    ax.axvline(0, color="black", linewidth=1)
+    ax.set_xlabel("headroom at use (s)")
+    ax.set_ylabel("fraction of accepted accesses")
+    ax.set_ylim(0, 1)
+    ax.set_title(f"Headroom distribution ({n:,} sampled accesses)")
+    fig.legend(loc="outside right upper")
 
 
 def _draw_headroom(fig: Figure, s: ReportSeries, unit: tuple[float, str]) -> None:
@@ -502,31 +807,34 @@ def _draw_headroom(fig: Figure, s: ReportSeries, unit: tuple[float, str]) -> Non
     bottom.set_ylim(bottom=0, top=max((h[1] for h in hits), default=1) * 1.15)
     bottom.yaxis.set_major_locator(MaxNLocator(nbins=3, integer=True))
     _time_axis(bottom, s, unit)
+    _shade_faults([top, bottom], s, unit)
     fig.legend(loc="outside right upper")
 
 
 def _draw_issuer(fig: Figure, s: ReportSeries, unit: tuple[float, str]) -> None:
     top, bottom = fig.subplots(2, 1, sharex=True)
     x = _centers(s, unit)
-    steps = {"drawstyle": "steps-mid", "linewidth": 1}
-    top.plot(
-        x, _per_minute(s, s.issuer_requests), color="#3182bd", label="issuer requests", **steps
-    )
-    top.plot(x, _per_minute(s, s.issuer_errors), color="#de2d26", label="issuer errors", **steps)
-    top.set_ylabel("per minute")
+    steps: dict[str, Any] = {"drawstyle": "steps-mid", "linewidth": 1}
+    # Counts per fixed bucket, the width in the label: no rescaling to a rate per minute that
+    # a reader would take for a count (issue 15: "per minute means per minute").
+    per = f"per {_duration_text(s.bucket_s)}"
+    if s.issuer_unreachable and any(s.issuer_unreachable):
+        attempts = [r + u for r, u in zip(s.issuer_requests, s.issuer_unreachable, strict=True)]
+        top.plot(x, attempts, color="#756bb1", label="issuer attempts", **steps)
+    top.plot(x, s.issuer_requests, color="#3182bd", label="issuer requests", **steps)
+    if len(s.requests_by_issuer) > 1:  # one series per issuer once there are several
+        for name, counts in s.requests_by_issuer.items():
+            top.plot(x, counts, label=f"requests: {name}", linestyle=":", **steps)
+    top.plot(x, s.issuer_errors, color="#de2d26", label="issuer errors", **steps)
+    top.set_ylabel(per)
     top.set_ylim(bottom=0)
     top.set_title("Issuer load and token renewals")
-    bottom.plot(x, _per_minute(s, s.renewals), color="#31a354", label="renewals", **steps)
-    bottom.plot(
-        x,
-        _per_minute(s, s.refresh_failures),
-        color="#fd8d3c",
-        label="refresh failures",
-        **steps,
-    )
-    bottom.set_ylabel("per minute")
+    bottom.plot(x, s.renewals, color="#31a354", label="renewals", **steps)
+    bottom.plot(x, s.refresh_failures, color="#fd8d3c", label="refresh failures", **steps)
+    bottom.set_ylabel(per)
     bottom.set_ylim(bottom=0)
     _time_axis(bottom, s, unit)
+    _shade_faults([top, bottom], s, unit)
     fig.legend(loc="outside right upper")
 
 
@@ -546,6 +854,7 @@ def _draw_jobs(fig: Figure, s: ReportSeries, unit: tuple[float, str]) -> None:
     ax.yaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_title("Job states")
     _time_axis(ax, s, unit)
+    _shade_faults([ax], s, unit)
     fig.legend(loc="outside right upper")
 
 
@@ -562,6 +871,7 @@ def _draw_denials(fig: Figure, s: ReportSeries, unit: tuple[float, str]) -> None
     ax.yaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_title("Rejected accesses by reason")
     _time_axis(ax, s, unit)
+    _shade_faults([ax], s, unit)
     fig.legend(loc="outside right upper")
 
 

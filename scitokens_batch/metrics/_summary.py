@@ -11,7 +11,7 @@ import math
 from array import array
 from collections import Counter
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import Any, Final
 
 import attrs
 
@@ -110,6 +110,14 @@ class SummaryBuilder:
         elif kind == "refresh":
             if not f.get("initial"):
                 self._add("tokens.renewed")
+        elif kind in _ISSUER_CLIENT_FAILURES:
+            # A token request that got no answer at all (the token manager's and the transfer
+            # service's refreshes, FTS exchanges, Rucio's requests) is an attempt the issuer
+            # never saw (it was down or cut off): counted so that issuer.attempts shows a
+            # retry storm.
+            error = f.get("error")
+            if isinstance(error, str) and error.startswith("issuer unreachable"):
+                self._add("issuer.unreachable")
         elif kind == "jwks_fetch":
             self._add("keys.fetches")
             if not f.get("ok"):
@@ -182,6 +190,8 @@ class SummaryBuilder:
             },
             "issuer": {
                 "requests": self._kinds["request"],
+                "attempts": self._kinds["request"] + num("issuer.unreachable"),
+                "unreachable": num("issuer.unreachable"),
                 "peak_rps": max(self._issuer_per_second.values(), default=0),
                 "errors": num("issuer.errors"),
                 "rate_limited": num("issuer.rate_limited"),
@@ -195,6 +205,12 @@ class SummaryBuilder:
                 "failed": num("transfers.failed"),
             },
         }
+
+
+#: Event kinds in which a client reports a failed token request, with an ``error`` field.
+_ISSUER_CLIENT_FAILURES: Final = frozenset(
+    {"refresh_failed", "exchange_failed", "token_request_failed"}
+)
 
 
 def lookup(summary: Mapping[str, Any], path: str) -> Any:

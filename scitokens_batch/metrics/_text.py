@@ -20,6 +20,21 @@ def _fmt(v: Any) -> str:
     return str(v)
 
 
+def _exact(v: Any) -> str:
+    """A check's actual value with every digit it has: ``0.0004`` must not print as ``0.0``
+    beside ``headroom.min_s > 0 | pass`` (repr is the shortest text that reads back exactly)."""
+    if isinstance(v, float):
+        return repr(v)
+    return _fmt(v)
+
+
+def _attempts(issuer: Mapping[str, Any]) -> str:
+    attempts = issuer.get("attempts")
+    if attempts is None:  # a summary.json written before issuer.attempts existed
+        return "-"
+    return f"{attempts:,} ({issuer.get('unreachable', 0):,})"
+
+
 def summary_table(summary: Mapping[str, Any]) -> Table:
     """The headline figures of a summary.json, and each expectation with its verdict."""
     table = Table(
@@ -60,6 +75,8 @@ def summary_table(summary: Mapping[str, Any]) -> Table:
             "issuer requests / peak rps / errors",
             f"{issuer['requests']:,} / {issuer['peak_rps']} / {_fmt(issuer['errors'])}",
         ),
+        # Beside requests: attempts include those a down issuer never saw (a retry storm).
+        ("issuer attempts (unanswered)", _attempts(issuer)),
     ]
     if summary.get("transfers", {}).get("done") or summary.get("transfers", {}).get("failed"):
         rows.append(
@@ -72,5 +89,5 @@ def summary_table(summary: Mapping[str, Any]) -> Table:
         table.add_row(name, _fmt(value))
     for exp in summary.get("expectations", []):
         verdict = "[green]pass[/green]" if exp["passed"] else "[bold red]FAIL[/bold red]"
-        table.add_row(f"check: {exp['check']}", f"{verdict} ({_fmt(exp.get('actual'))})")
+        table.add_row(f"check: {exp['check']}", f"{verdict} ({_exact(exp.get('actual'))})")
     return table

@@ -430,7 +430,7 @@ def _json_object(body: bytes) -> dict[str, Any]:
         return {}
     try:
         doc = json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError):
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
         return {}
     return doc if isinstance(doc, dict) else {}
 
@@ -678,7 +678,7 @@ def decode_rpc(body: bytes) -> Message:
     """
     try:
         doc = json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError):
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):  # deep nesting too
         raise WireError("envelope", "expected a JSON object, received other bytes") from None
     if not isinstance(doc, dict):
         raise WireError("envelope", f"expected a JSON object, received {_kind(doc)}")

@@ -70,6 +70,9 @@ from scitokens_batch.scenario._units import parse_epoch as parse_epoch
 from scitokens_batch.scenario._units import parse_rate as parse_rate
 from scitokens_batch.scenario._units import parse_size as parse_size
 
+from ._estimate import DEFAULT_EVENT_LIMIT as DEFAULT_EVENT_LIMIT
+from ._estimate import EVENTS_PER_SECOND as EVENTS_PER_SECOND
+from ._estimate import estimate_events as estimate_events
 from ._run import RunResult as RunResult
 from ._run import check_scenario as check_scenario
 from ._run import result_from_events as result_from_events
@@ -81,6 +84,8 @@ from ._world import submissions as submissions
 
 __all__ = [
     "DEFAULT_EPOCH",
+    "DEFAULT_EVENT_LIMIT",
+    "EVENTS_PER_SECOND",
     "OVERRIDE_FILE",
     "PARTITION_SERVICES",
     "ZERO_WHEN_MISSING",
@@ -135,6 +140,7 @@ __all__ = [
     "WriteStep",
     "check_scenario",
     "derive_rng",
+    "estimate_events",
     "evaluate",
     "format_duration",
     "load_scenario",

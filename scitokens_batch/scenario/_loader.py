@@ -56,6 +56,9 @@ from scitokens_batch.scenario._spec import (
     UniformCompute,
 )
 from scitokens_batch.scenario._units import (
+    LIMITS,
+    MAX_DEPTH,
+    check_range,
     describe,
     format_duration,
     parse_duration,
@@ -160,6 +163,13 @@ def parse_scenario(text: str, *, file: str, overrides: Sequence[str] = ()) -> Sc
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ScenarioError(file, "", _toml_error_message(exc)) from None
+    except RecursionError:  # tomllib recurses once per nesting level, a few hundred deep
+        raise ScenarioError(file, "", _too_deep()) from None
+    except ValueError as exc:  # int() refuses integers of more than 4300 digits
+        raise ScenarioError(file, "", f"expected a TOML number of sensible size ({exc})") from None
+    deep = _too_deep_at(raw)
+    if deep is not None:
+        raise ScenarioError(file, format_key_path(deep), _too_deep()) from None
     # A scenario may carry its own [study] table (scitokens_batch.study reads it): not ours.
     raw.pop("study", None)
     overridden = [_apply_override(raw, item) for item in overrides]
@@ -177,6 +187,28 @@ def parse_scenario(text: str, *, file: str, overrides: Sequence[str] = ()) -> Sc
     except _Problem as problem:
         raise error(problem) from None
     return scenario
+
+
+def _too_deep() -> str:
+    return f"expected arrays and tables nested at most {MAX_DEPTH} deep, received deeper nesting"
+
+
+def _too_deep_at(value: object) -> list[PathPart] | None:
+    """The path of the first value nested deeper than MAX_DEPTH, or None.
+
+    Iterative (an explicit stack), so that the check itself cannot overflow: every later step
+    (overrides, structuring, error messages) recurses over the document and relies on this.
+    """
+    stack: list[tuple[object, list[PathPart]]] = [(value, [])]
+    while stack:
+        node, path = stack.pop()
+        if len(path) > MAX_DEPTH:
+            return path
+        if isinstance(node, dict):
+            stack.extend((item, [*path, key]) for key, item in node.items())
+        elif isinstance(node, list):
+            stack.extend((item, [*path, index]) for index, item in enumerate(node))
+    return None
 
 
 def _toml_error_message(exc: tomllib.TOMLDecodeError) -> str:
@@ -381,15 +413,23 @@ def _structure_str(value: object, _tp: object) -> str:
 def _structure_int(value: object, _tp: object) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         raise _Problem(f"expected an integer, received {describe(value)}")
+    try:
+        check_range("integer", value, value)
+    except ValueError as exc:
+        raise _Problem(str(exc)) from None
     return value
 
 
 def _structure_float(value: object, _tp: object) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise _Problem(f"expected a number, received {describe(value)}")
-    result = float(value)
-    if result != result or result in (float("inf"), float("-inf")):
-        raise _Problem(f"expected a finite number, received {describe(value)}")
+    try:
+        result = float(value)  # an integer of 400 digits overflows
+        check_range("number", result, value)
+    except (OverflowError, ValueError):
+        raise _Problem(
+            f"expected a finite number {LIMITS['number'].shown}, received {describe(value)}"
+        ) from None
     return result
 
 
@@ -603,7 +643,9 @@ def _check_references(scenario: Scenario) -> None:
     issuers = {issuer.name: issuer for issuer in scenario.issuers}
     servers = {server.name for server in scenario.data_servers}
     groups = {group.name for group in scenario.execute_hosts}
-    hosts = set(scenario.host_names)
+    # Host names are never listed one by one: a group of a million hosts is one line of the
+    # file, and checking it must cost as much as that line (issue 15).
+    hosts = _HostNames(scenario.execute_hosts)
 
     tm = scenario.token_manager
     if tm.retry_backoff_max < tm.retry_backoff:
@@ -658,12 +700,12 @@ def _check_references(scenario: Scenario) -> None:
                     [*here, "steps", j, "compute", "high"],
                 )
 
-    host_names = sorted(groups | hosts)
+    host_names = hosts.with_names(groups)
     services = set(PARTITION_SERVICES)
     for table in (scenario.transfer_service, scenario.data_manager):
         if table is not None:
             services.add(table.name)
-    actors = sorted(set(issuers) | servers | groups | hosts | services)
+    actors = hosts.with_names(set(issuers) | servers | groups | services)
     for i, fault in enumerate(scenario.faults):
         here = ["faults", i]
         if isinstance(fault, IssuerOutage | KeyRotation):
@@ -671,7 +713,7 @@ def _check_references(scenario: Scenario) -> None:
         elif isinstance(fault, ClockStep):
             _check_name_in(
                 fault.host,
-                sorted(set(host_names) | servers),
+                hosts.with_names(groups | servers),
                 "an execute host, host group or data server",
                 [*here, "host"],
             )
@@ -829,6 +871,7 @@ def _check_trusting_server(
 def _check_names(scenario: Scenario) -> None:
     """Names are unique: actor names across all kinds (partitions and events name actors)."""
     seen: dict[str, str] = {service: service for service in PARTITION_SERVICES}
+    host_groups: list[tuple[str, int, str]] = []
 
     def claim(name: str, path: list[PathPart]) -> None:
         where = format_key_path(path)
@@ -836,6 +879,12 @@ def _check_names(scenario: Scenario) -> None:
             raise _Problem(
                 f"expected a unique name, received {name!r}, already used by {seen[name]}", path
             )
+        for group, count, group_where in host_groups:
+            if _host_index(name, group, count) is not None:
+                raise _Problem(
+                    f"expected a unique name, received {name!r}, already used by {group_where}",
+                    path,
+                )
         seen[name] = where
 
     for i, issuer in enumerate(scenario.issuers):
@@ -844,8 +893,15 @@ def _check_names(scenario: Scenario) -> None:
         claim(server.name, ["data_servers", i, "name"])
     for i, group in enumerate(scenario.execute_hosts):
         claim(group.name, ["execute_hosts", i, "name"])
-        for host in group.host_names:
-            claim(host, ["execute_hosts", i, "name"])
+        # Its hosts group.name-0 .. -(count-1), without listing them: a name claimed earlier
+        # that has this form is a clash, and later names are checked against every group.
+        for name, where in seen.items():
+            if _host_index(name, group.name, group.count) is not None:
+                raise _Problem(
+                    f"expected a unique name, received {name!r}, already used by {where}",
+                    ["execute_hosts", i, "name"],
+                )
+        host_groups.append((group.name, group.count, format_key_path(["execute_hosts", i, "name"])))
     if scenario.transfer_service is not None:
         claim(scenario.transfer_service.name, ["transfer_service", "name"])
     if scenario.data_manager is not None:
@@ -863,6 +919,59 @@ def _check_names(scenario: Scenario) -> None:
         _check_unique([user.name for user in issuer.users], ["issuers", i, "users"])
         _check_unique([client.name for client in issuer.clients], ["issuers", i, "clients"])
     _check_unique([workload.name for workload in scenario.workloads], ["workloads"])
+
+
+def _host_index(name: str, group: str, count: int) -> int | None:
+    """``i`` when ``name`` is ``group-i`` with ``0 <= i < count`` (a host of the group)."""
+    prefix = group + "-"
+    if not name.startswith(prefix):
+        return None
+    digits = name[len(prefix) :]
+    if not digits.isdigit() or not digits.isascii() or (digits != "0" and digits[0] == "0"):
+        return None
+    index = int(digits)
+    return index if index < count else None
+
+
+class _HostNames(Collection[str]):
+    """The host names of the execute-host groups plus some other names, never materialised.
+
+    Membership costs O(groups); iterating (only for an error message) lists every host of a
+    small pool and ``group-0 .. group-(n-1)`` for a large one.
+    """
+
+    _LISTED: Final = 20
+
+    def __init__(
+        self, groups: Sequence[_spec.ExecuteHostSpec], others: Collection[str] = ()
+    ) -> None:
+        self._groups = [(group.name, group.count) for group in groups]
+        self._others = set(others)
+
+    def with_names(self, others: Collection[str]) -> _HostNames:
+        """These hosts and ``others``."""
+        copy = _HostNames((), self._others | set(others))
+        copy._groups = self._groups
+        return copy
+
+    def __contains__(self, name: object) -> bool:
+        if not isinstance(name, str):
+            return False
+        if name in self._others:
+            return True
+        return any(_host_index(name, group, count) is not None for group, count in self._groups)
+
+    def __len__(self) -> int:
+        return len(self._others) + sum(count for _, count in self._groups)
+
+    def __iter__(self) -> Iterator[str]:
+        yield from self._others
+        small = sum(count for _, count in self._groups) <= self._LISTED
+        for group, count in self._groups:
+            if small:
+                yield from (f"{group}-{i}" for i in range(count))
+            elif count:
+                yield f"{group}-0 .. {group}-{count - 1}"
 
 
 def _check_unique(names: Sequence[str], array: list[PathPart]) -> None:
@@ -919,11 +1028,20 @@ def _parse_override_path(text: str) -> list[PathPart]:
     return parts
 
 
-def _parse_override_value(text: str) -> object:
+def _parse_override_value(text: str, path_text: str) -> object:
     try:
-        return tomllib.loads(f"value = {text}")["value"]
+        value = tomllib.loads(f"value = {text}")["value"]
     except tomllib.TOMLDecodeError:
         return text.strip()
+    except RecursionError:
+        raise ScenarioError(OVERRIDE_FILE, path_text, _too_deep()) from None
+    except ValueError as exc:  # int() refuses integers of more than 4300 digits
+        raise ScenarioError(
+            OVERRIDE_FILE, path_text, f"expected a TOML number of sensible size ({exc})"
+        ) from None
+    if _too_deep_at(value) is not None:
+        raise ScenarioError(OVERRIDE_FILE, path_text, _too_deep())
+    return value
 
 
 def _is_scalar(value: object) -> bool:
@@ -942,7 +1060,7 @@ def _apply_override(raw: dict[str, Any], item: str) -> str:
         )
     path_text = path_text.strip()
     parts = _parse_override_path(path_text)
-    value = _parse_override_value(value_text)
+    value = _parse_override_value(value_text, path_text)
     if not (_is_scalar(value) or (isinstance(value, list) and all(map(_is_scalar, value)))):
         raise ScenarioError(
             OVERRIDE_FILE,

@@ -19,7 +19,7 @@ import json
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import attrs
 import trio
@@ -29,6 +29,7 @@ from .. import _files
 from .._version import __version__
 from ..errors import LocalInputError, ScenarioError
 from ..metrics import (
+    PLOT_FILES,
     Event,
     JobTable,
     JsonlSink,
@@ -37,8 +38,10 @@ from ..metrics import (
     ReportBuilder,
     SummaryBuilder,
     TokenTable,
+    fixed_bucket_s,
 )
 from ._determinism import seeded_trio_scheduler
+from ._estimate import miniature
 from ._expect import CheckResult, evaluate
 from ._faults import begin_fault, run_fault
 from ._spec import DataBackend, ExecStep, Scenario
@@ -96,10 +99,13 @@ def with_seed(spec: Scenario, seed: int) -> Scenario:
 
 def check_scenario(spec: Scenario, *, source: str | None = None) -> None:
     """Validate what only wiring can tell (dangling ``{random_file}``, I15 conflicts, scopes no
-    user may have) by building the world once; raises :class:`ScenarioError`."""
+    user may have) by building the world once; raises :class:`ScenarioError`.
+
+    The world is built from :func:`miniature` (every count cut to one), so that checking costs
+    O(size of the file), not O(simulated pool)."""
     rec = Recorder(clock=lambda: 0.0, sink=_CountingSink())
     World.build(
-        spec,
+        miniature(spec),
         seed=spec.meta.seed,
         recorder=rec,
         true_now=lambda: spec.meta.epoch,
@@ -156,7 +162,16 @@ def run_virtual(
         out.mkdir(parents=True, exist_ok=True)
         sink = JsonlSink(str(out / "events.jsonl"))
         tables = [JobTable(), TokenTable()]
-        report = ReportBuilder(duration_s=spec.meta.duration) if plots else None
+        report = (
+            ReportBuilder(
+                duration_s=spec.meta.duration,
+                faults=fault_windows(spec),
+                bucket_s=fixed_bucket_s(spec.meta.duration),
+                jobs_total=sum(w.jobs for w in spec.workloads),
+            )
+            if plots
+            else None
+        )
     elif keep_events:
         sink = ListSink()
     else:
@@ -221,11 +236,12 @@ def run_virtual(
     if out is not None:
         assert isinstance(sink, JsonlSink)
         try:
-            _write_outputs(out, summary, tables, report, spec)
+            written = _write_outputs(out, summary, tables, report, spec)
         except BaseException:
             sink.discard()
             raise
         sink.commit()
+        _remove_stale(out, written)
     if keep_events and isinstance(sink, ListSink):
         summary["_events"] = sink.events
     return RunResult(summary=summary, checks=checks, out=out)
@@ -251,7 +267,16 @@ def result_from_events(
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
     tables: list[Any] = [JobTable(), TokenTable()] if out is not None else []
-    report = ReportBuilder(duration_s=spec.meta.duration) if out is not None else None
+    report = (
+        ReportBuilder(
+            duration_s=spec.meta.duration,
+            faults=fault_windows(spec),
+            bucket_s=fixed_bucket_s(spec.meta.duration),
+            jobs_total=sum(w.jobs for w in spec.workloads),
+        )
+        if out is not None
+        else None
+    )
     sink = JsonlSink(str(out / "events.jsonl")) if out is not None else None
     try:
         for ev in events:
@@ -283,8 +308,9 @@ def result_from_events(
             }
             for c in checks
         ]
+        written: set[str] = set()
         if out is not None:
-            _write_outputs(out, summary, tables, report, spec)
+            written = _write_outputs(out, summary, tables, report, spec)
     except BaseException:
         if sink is not None:
             sink.discard()
@@ -293,6 +319,8 @@ def result_from_events(
         raise
     if sink is not None:
         sink.commit()
+    if out is not None:
+        _remove_stale(out, written)
     return RunResult(summary=summary, checks=checks, out=out)
 
 
@@ -317,17 +345,80 @@ def _refuse_live_only(spec: Scenario, source: str) -> None:
                 )
 
 
+#: Every file a run may write into --out. After a run, those of them it did not write this time
+#: are removed, so that --out holds one run's outputs as a set (no denials.png of an earlier
+#: run beside a summary without denials). Nothing else in --out is touched.
+RUN_OUTPUTS: Final = frozenset(
+    {
+        "summary.json",
+        "events.jsonl",
+        "jobs.csv",
+        "tokens.csv",
+        "report.html",
+        "crash.txt",
+        *PLOT_FILES,
+    }
+)
+
+
 def _write_outputs(
     out: Path, summary: dict[str, Any], tables: list[Any], report: Any, spec: Scenario
-) -> None:
+) -> set[str]:
+    """Write the outputs but events.jsonl; returns the names written (events.jsonl included)."""
     _files.write_public(out / "summary.json", json.dumps(summary, indent=2, sort_keys=True) + "\n")
     jobs, tokens = tables
     jobs.write_csv(out / "jobs.csv")
     tokens.write_csv(out / "tokens.csv")
+    written = {"summary.json", "events.jsonl", "jobs.csv", "tokens.csv"}
     if report is not None:
-        report.write(
-            out, title=f"{spec.meta.name}: {spec.meta.description}".rstrip(": "), summary=summary
-        )
+        paths = report.write(out, title=report_title(spec, summary), summary=summary)
+        written.update(Path(path).name for path in paths)
+    return written
+
+
+def _remove_stale(out: Path, written: set[str]) -> None:
+    """Remove the outputs of an earlier run that this run did not write (RUN_OUTPUTS only)."""
+    for name in sorted(RUN_OUTPUTS - written):
+        with contextlib.suppress(FileNotFoundError):
+            (out / name).unlink()
+
+
+def fault_windows(spec: Scenario) -> list[tuple[float, float, str]]:
+    """Each fault as (start, end, "kind target") for the report's shading; end == start for
+    an instantaneous one."""
+    windows: list[tuple[float, float, str]] = []
+    for fault in spec.faults:
+        length = 0.0
+        for name in ("duration", "downtime", "restart_after"):
+            value = getattr(fault, name, None)
+            if isinstance(value, int | float):
+                length = float(value)
+                break
+        target = ""
+        for name in ("issuer", "host", "server", "user"):
+            value = getattr(fault, name, None)
+            if isinstance(value, str):
+                target = value
+                break
+        between = getattr(fault, "between", None)
+        if between:
+            target = "-".join(between)
+        label = f"{fault.kind} {target}".strip()
+        windows.append((fault.at, fault.at + length, label))
+    return windows
+
+
+def report_title(spec: Scenario, summary: Mapping[str, Any]) -> str:
+    """The report's title, from the run's own parameters.
+
+    The scenario's prose describes the file as written; once ``--set`` changed it, the title
+    says so and lists the overrides instead of repeating a description that may be false.
+    """
+    overrides = list(summary.get("overrides") or ())
+    seed = summary.get("seed", spec.meta.seed)
+    if overrides:
+        return f"{spec.meta.name} (seed {seed}; --set {', '.join(overrides)})"
+    return f"{spec.meta.name}: {spec.meta.description}".rstrip(": ") + f" (seed {seed})"
 
 
 @contextlib.contextmanager

@@ -23,6 +23,7 @@ from urllib.parse import urlsplit
 import attrs
 
 from scitokens_batch.scenario._expect import Check
+from scitokens_batch.scenario._units import LIMITS
 from scitokens_batch.tokens._profiles import (
     SCITOKENS_ANY_AUDIENCE,
     WLCG_ANY_AUDIENCE,
@@ -153,11 +154,21 @@ def _non_negative_number(value: object) -> str | None:
 
 
 def _non_negative_int(value: object) -> str | None:
-    return None if isinstance(value, int) and value >= 0 else "an integer >= 0"
+    # Counts (jobs, hosts, slots, files, repeats) share one finite range (LIMITS["count"]).
+    if not (isinstance(value, int) and value >= 0):
+        return "an integer >= 0"
+    return None if value <= LIMITS["count"].high else f"a count {LIMITS['count'].shown}"
 
 
 def _positive_int(value: object) -> str | None:
-    return None if isinstance(value, int) and value >= 1 else "an integer >= 1"
+    if not (isinstance(value, int) and value >= 1):
+        return "an integer >= 1"
+    return None if value <= LIMITS["count"].high else f"a count {LIMITS['count'].shown}"
+
+
+def _lifetime(value: object) -> str | None:
+    # A token's exp is iat + whole seconds: below 1 s it would be dead when minted.
+    return None if isinstance(value, float) and value >= 1 else "a token lifetime >= 1s"
 
 
 def _fraction(value: object) -> str | None:
@@ -262,6 +273,7 @@ def _meta(
 
 _DURATION: Final = _meta("duration")
 _NON_ZERO: Final = _meta("duration", check=_positive_duration)
+_LIFETIME: Final = _meta("duration", check=_lifetime)
 _SKEW: Final = _meta("duration", negative=True)
 _NAME: Final = _meta(check=_name)
 
@@ -346,7 +358,7 @@ class ClientSpec:
     )
     scopes: tuple[str, ...] = ()
     audiences: tuple[str, ...] = attrs.field(default=(), metadata=_meta(item_check=_non_empty))
-    access_token_lifetime: float | None = attrs.field(default=None, metadata=_NON_ZERO)
+    access_token_lifetime: float | None = attrs.field(default=None, metadata=_LIFETIME)
 
 
 @attrs.frozen(kw_only=True)
@@ -378,8 +390,8 @@ class IssuerSpec:
     url: str = attrs.field(metadata=_meta(check=_issuer_url))
     profile: Profile = Profile.SCITOKENS
     algorithm: Algorithm = Algorithm.ES256
-    access_token_lifetime: float = attrs.field(default=1200.0, metadata=_NON_ZERO)
-    refresh_token_lifetime: float = attrs.field(default=30 * 86400.0, metadata=_NON_ZERO)
+    access_token_lifetime: float = attrs.field(default=1200.0, metadata=_LIFETIME)
+    refresh_token_lifetime: float = attrs.field(default=30 * 86400.0, metadata=_LIFETIME)
     nbf_backdate: float = attrs.field(default=0.0, metadata=_DURATION)
     latency: float = attrs.field(default=0.0, metadata=_DURATION)
     max_requests_per_second: float | None = attrs.field(

@@ -15,9 +15,15 @@ import datetime as _dt
 import re
 from typing import Final
 
+import attrs
+
 __all__ = [
     "DURATION_UNITS",
+    "LIMITS",
+    "MAX_DEPTH",
     "SIZE_UNITS",
+    "Limit",
+    "check_range",
     "describe",
     "format_duration",
     "parse_duration",
@@ -43,6 +49,58 @@ SIZE_UNITS: Final[dict[str, int]] = {
     "MB": 1000**2,
     "GB": 1000**3,
 }
+
+
+@attrs.frozen
+class Limit:
+    """The finite range every value of one kind must fall in (docs/scenario-reference.md).
+
+    Attributes:
+        low: the smallest value allowed (a field's own check may ask for more, e.g. > 0).
+        high: the largest value allowed.
+        shown: how error messages write the range, in the file's units.
+    """
+
+    low: float
+    high: float
+    shown: str
+
+
+#: One finite range per kind of value. Anything outside is refused at load with the range in
+#: the message: a 400-digit duration is not infinity, it is an error. The bounds are far
+#: beyond any real pool or policy and small enough that arithmetic on them stays exact
+#: (sums of durations stay below 2**53 ms, products of counts stay far below 2**63).
+LIMITS: Final[dict[str, Limit]] = {
+    "duration": Limit(-3650 * 86400.0, 3650 * 86400.0, "from -3650d to 3650d"),
+    "size": Limit(0, 10**15, "from 0B to 1000000GB (1 PB)"),
+    "rate": Limit(0, 10**12, "from 0B/s to 1000GB/s"),
+    "count": Limit(0, 10_000_000, "from 0 to 10000000"),
+    "number": Limit(-1e15, 1e15, "from -1e15 to 1e15"),
+    "integer": Limit(-(2**63), 2**63 - 1, "from -2**63 to 2**63-1"),
+}
+
+#: How deeply arrays and tables may nest in a scenario file or a ``--set`` value. The spec
+#: needs 5; deeper input is refused before anything recurses over it.
+MAX_DEPTH: Final = 32
+
+
+def check_range(kind: str, value: float, raw: object) -> None:
+    """Refuse ``value`` (read from ``raw``) when it is outside the range of its kind.
+
+    Written as "not (inside)" so that NaN is refused as well.
+
+    Raises:
+        ValueError: naming the kind, its range and what was received.
+    """
+    limit = LIMITS[kind]
+    if not (limit.low <= value <= limit.high):
+        raise ValueError(f"expected a {kind} {limit.shown}, received {_short(raw)}")
+
+
+def _short(raw: object) -> str:
+    shown = repr(raw)
+    return shown if len(shown) <= 40 else f"{shown[:20]}...{shown[-8:]} ({len(shown)} characters)"
+
 
 _NUMBER = r"(?P<number>\d+(?:\.\d+)?|\.\d+)"
 _DURATION_RE: Final = re.compile(rf"(?P<sign>[-+]?){_NUMBER}(?P<unit>ms|s|m|h|d)")
@@ -70,7 +128,12 @@ def describe(value: object) -> str:
     Returns:
         For example ``"'90' (a string)"`` or ``"90 (an integer)"``.
     """
-    shown = ("true" if value else "false") if isinstance(value, bool) else repr(value)
+    if isinstance(value, bool):
+        shown = "true" if value else "false"
+    else:
+        # Shortened: a received value may be a 400-digit number or a huge array (the loader
+        # has bounded its nesting depth before anything is described).
+        shown = _short(value)
     return f"{shown} ({toml_type_name(value)})"
 
 
@@ -122,12 +185,13 @@ def parse_duration(value: object, *, allow_negative: bool = False) -> float:
         raise ValueError(f"expected {_DURATION_EXPECTED}, received {describe(value)}")
     match = _DURATION_RE.fullmatch(value)
     if match is None:
-        raise ValueError(f"expected {_DURATION_EXPECTED}, received {value!r}")
+        raise ValueError(f"expected {_DURATION_EXPECTED}, received {_short(value)}")
     seconds = float(match["number"]) * DURATION_UNITS[match["unit"]]
     if match["sign"] == "-":
         if not allow_negative and seconds != 0.0:
-            raise ValueError(f"expected a duration >= 0s, received {value!r}")
+            raise ValueError(f"expected a duration >= 0s, received {_short(value)}")
         seconds = -seconds
+    check_range("duration", seconds, value)
     return seconds + 0.0  # normalise -0.0 to 0.0
 
 
@@ -166,10 +230,11 @@ def parse_size(value: object) -> int:
         raise ValueError(f"expected {_SIZE_EXPECTED}, received {describe(value)}")
     match = _SIZE_RE.fullmatch(value)
     if match is None:
-        raise ValueError(f"expected {_SIZE_EXPECTED}, received {value!r}")
+        raise ValueError(f"expected {_SIZE_EXPECTED}, received {_short(value)}")
     number = float(match["number"]) * SIZE_UNITS[match["unit"]]
+    check_range("size", number, value)
     if not number.is_integer():
-        raise ValueError(f"expected a whole number of bytes, received {value!r}")
+        raise ValueError(f"expected a whole number of bytes, received {_short(value)}")
     return int(number)
 
 
@@ -189,8 +254,10 @@ def parse_rate(value: object) -> float:
         raise ValueError(f"expected {_RATE_EXPECTED}, received {describe(value)}")
     match = _RATE_RE.fullmatch(value)
     if match is None:
-        raise ValueError(f"expected {_RATE_EXPECTED}, received {value!r}")
-    return float(match["number"]) * SIZE_UNITS[match["unit"]]
+        raise ValueError(f"expected {_RATE_EXPECTED}, received {_short(value)}")
+    rate = float(match["number"]) * SIZE_UNITS[match["unit"]]
+    check_range("rate", rate, value)
+    return rate
 
 
 def parse_epoch(value: object) -> float:
@@ -219,9 +286,9 @@ def parse_epoch(value: object) -> float:
     if not isinstance(value, str):
         raise ValueError(f"expected {_EPOCH_EXPECTED}, received {describe(value)}")
     if _EPOCH_RE.fullmatch(value) is None:
-        raise ValueError(f"expected {_EPOCH_EXPECTED}, received {value!r}")
+        raise ValueError(f"expected {_EPOCH_EXPECTED}, received {_short(value)}")
     try:
         parsed = _dt.datetime.fromisoformat(value.upper().replace("Z", "+00:00"))
     except ValueError:  # e.g. month 13: the shape is right but the date is not
-        raise ValueError(f"expected {_EPOCH_EXPECTED}, received {value!r}") from None
+        raise ValueError(f"expected {_EPOCH_EXPECTED}, received {_short(value)}") from None
     return parsed.timestamp()

@@ -4,6 +4,9 @@ Nothing here does I/O, imports trio, or reads a clock: every function that needs
 ``now`` (unix seconds) as a parameter. An import-linter contract in pyproject.toml keeps it so.
 """
 
+from ._claims import MAX_LIFETIME as MAX_LIFETIME
+from ._claims import MAX_TIME as MAX_TIME
+from ._claims import MIN_LIFETIME as MIN_LIFETIME
 from ._claims import REQUIRED_CLAIMS as REQUIRED_CLAIMS
 from ._claims import build_claims as build_claims
 from ._claims import check_claims as check_claims
@@ -62,7 +65,10 @@ from ._verifier import VerifierStatistics as VerifierStatistics
 from ._verifier import verifier_for as verifier_for
 
 __all__ = [
+    "MAX_LIFETIME",
+    "MAX_TIME",
     "MAX_TOKEN_BYTES",
+    "MIN_LIFETIME",
     "REQUIRED_CLAIMS",
     "SCITOKENS_ANY_AUDIENCE",
     "SCITOKENS_VER",

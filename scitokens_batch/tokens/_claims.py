@@ -11,6 +11,7 @@ Time is *not* checked here; :func:`check_times` does that against a ``now`` pass
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -21,6 +22,9 @@ from ._reasons import Reason, Rejection
 from ._scopes import Scope, format_scopes, parse_scope
 
 __all__ = [
+    "MAX_LIFETIME",
+    "MAX_TIME",
+    "MIN_LIFETIME",
     "REQUIRED_CLAIMS",
     "build_claims",
     "check_claims",
@@ -30,6 +34,13 @@ __all__ = [
 
 #: A1 + A14 + design.md: we require these of every token, whatever its profile.
 REQUIRED_CLAIMS: tuple[str, ...] = ("sub", "iss", "aud", "iat", "nbf", "exp", "jti")
+
+#: Shortest token lifetime we mint: ``exp = iat + int(lifetime)`` must be later than ``iat``.
+MIN_LIFETIME = 1.0
+#: Longest token lifetime (and nbf backdate) we mint: ten years, far beyond any real policy.
+MAX_LIFETIME = 10 * 365 * 86400.0
+#: Latest ``iat`` we mint: 9999-12-31T23:59:59Z + 1 s (RFC 3339 years have four digits).
+MAX_TIME = 253402300800.0
 
 #: A4: `wlcg.ver` matches [0-9]+\.[0-9]+.
 _WLCG_VER_RE = re.compile(r"\A([0-9]+)\.([0-9]+)\Z")
@@ -93,10 +104,21 @@ def build_claims(
         LocalInputError: when an argument would make a token some peer rejects.
     """
     check_issuer_url(issuer)
-    if lifetime <= 0:
-        raise LocalInputError(f"lifetime must be > 0 seconds (got {lifetime})")
-    if nbf_backdate < 0:
-        raise LocalInputError(f"nbf_backdate must be >= 0 seconds (got {nbf_backdate})")
+    # Written as "not (the valid range)" so that NaN is refused too; exp = iat + int(lifetime)
+    # must be later than iat (a lifetime below 1 s gives exp == iat: dead on arrival).
+    if not (MIN_LIFETIME <= lifetime <= MAX_LIFETIME):
+        raise LocalInputError(
+            f"lifetime: expected {MIN_LIFETIME:g} to {MAX_LIFETIME:g} seconds, "
+            f"received {lifetime!r}"
+        )
+    if not (0 <= nbf_backdate <= MAX_LIFETIME):
+        raise LocalInputError(
+            f"nbf_backdate: expected 0 to {MAX_LIFETIME:g} seconds, received {nbf_backdate!r}"
+        )
+    if not (math.isfinite(issued_at) and 0 <= issued_at < MAX_TIME):
+        raise LocalInputError(
+            f"issued_at: expected unix seconds from 0 to {MAX_TIME:g}, received {issued_at!r}"
+        )
     if not subject or len(subject) > _MAX_SUB or not subject.isascii():
         raise LocalInputError(f"sub must be 1-{_MAX_SUB} ASCII characters (got {subject!r})")
     aud: str | list[str]
@@ -184,6 +206,9 @@ def check_claims(claims: Mapping[str, Any]) -> Profile | Rejection:
     for name in ("iat", "nbf", "exp"):
         if not _is_number(claims[name]):
             return Rejection(Reason.MALFORMED, f"claim {name!r} must be a number")
+        # JSON 1e999 decodes to inf: an `exp` of inf would never expire, so refuse it here.
+        if not math.isfinite(claims[name]):
+            return Rejection(Reason.MALFORMED, f"claim {name!r} must be a finite number")
     for name in ("iss", "jti"):
         if not isinstance(claims[name], str) or not claims[name]:
             return Rejection(Reason.MALFORMED, f"claim {name!r} must be a non-empty string")
@@ -223,16 +248,20 @@ def check_times(claims: Mapping[str, Any], *, now: float, leeway: float = 0.0) -
     E1: never accept on or after ``exp``. G2/H6: every peer uses zero leeway and refuses a future
     ``nbf`` or ``iat``; so do we unless a leeway is configured.
     """
+    # Each test is written as "not (the granting condition)": a NaN anywhere makes every
+    # comparison false, so a NaN can only ever refuse, never grant.
+    if not (math.isfinite(now) and math.isfinite(leeway)):
+        return Rejection(Reason.EXPIRED, f"cannot judge times at now={now!r}, leeway={leeway!r}")
     exp = claims["exp"]
-    if now >= exp + leeway:
+    if not (now < exp + leeway):
         return Rejection(Reason.EXPIRED, f"expired {now - exp:.3f} s ago (leeway {leeway:g} s)")
     nbf = claims["nbf"]
-    if now < nbf - leeway:
+    if not (now >= nbf - leeway):
         return Rejection(
             Reason.NOT_YET_VALID, f"nbf is {nbf - now:.3f} s in the future (leeway {leeway:g} s)"
         )
     iat = claims["iat"]
-    if now < iat - leeway:
+    if not (now >= iat - leeway):
         return Rejection(
             Reason.NOT_YET_VALID, f"iat is {iat - now:.3f} s in the future (leeway {leeway:g} s)"
         )

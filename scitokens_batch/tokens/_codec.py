@@ -145,6 +145,10 @@ def parse(token: str) -> ParsedToken | Rejection:
         signature = _unb64(s_b64)
     except (binascii.Error, ValueError):  # UnicodeDecodeError is a ValueError
         return Rejection(Reason.MALFORMED, "token header or payload is not base64url JSON")
+    except RecursionError:
+        # 16 kB of "[[[[..." nests JSON thousands deep: json recurses once per level. A bearer
+        # token from anyone must give a verdict, never crash the server that judges it.
+        return Rejection(Reason.MALFORMED, "token header or payload nests JSON too deeply")
     if not isinstance(header, dict) or not isinstance(claims, dict):
         return Rejection(Reason.MALFORMED, "token header and payload must be JSON objects")
     alg = _ALGS.get(header.get("alg"))  # type: ignore[arg-type]
@@ -186,6 +190,8 @@ def peek(token: str) -> tuple[dict[str, Any], dict[str, Any]]:
         claims = json.loads(_unb64(parts[1].encode("ascii")))
     except (binascii.Error, ValueError, UnicodeEncodeError) as exc:
         raise TokenFormatError("token header or payload is not base64url-encoded JSON") from exc
+    except RecursionError:
+        raise TokenFormatError("token header or payload nests JSON too deeply") from None
     if not isinstance(header, dict) or not isinstance(claims, dict):
         raise TokenFormatError("token header and payload must be JSON objects")
     return header, claims

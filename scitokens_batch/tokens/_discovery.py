@@ -280,6 +280,8 @@ def _access_token_from_json(text: str) -> str:
     """
     try:
         document = json.loads(text)
+    except RecursionError:  # a 16 kB file of "[[[[..." is no token response either
+        raise TokenFormatError(".use file: JSON nested too deeply") from None
     except json.JSONDecodeError as exc:
         raise TokenFormatError(
             f".use file: starts with '{{' but is not valid JSON ({exc.msg} at line {exc.lineno}"

@@ -17,6 +17,7 @@ Where we are stricter than some peer, and why, is in docs/tokens.md.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Collection, Iterable, Mapping
 from typing import Any
 
@@ -181,7 +182,8 @@ class Verifier:
     def __attrs_post_init__(self) -> None:
         if self.audiences is not None and "ANY" in self.audiences:
             raise LocalInputError("a server's audience must not be 'ANY' (C5, G7)")
-        if self.leeway < 0 or self.token_cache < 0:
+        # "not (valid)" so that NaN is refused as well.
+        if not (0 <= self.leeway < math.inf and 0 <= self.token_cache < math.inf):
             raise LocalInputError("leeway and token_cache must be >= 0 seconds")
         self.keys = KeyCache(self.key_policy)
         self._by_issuer = {t.issuer: t for t in self.issuers}
@@ -207,6 +209,10 @@ class Verifier:
     def check(self, token: str | None, *, now: float) -> VerifiedToken | Rejection | NeedKeys:
         """Is ``token`` valid at ``now`` for this server? (No path or operation yet.)"""
         self._checks += 1
+        # A NaN or infinite `now` would make the time checks meaningless: refuse the call
+        # itself (check_times also refuses it, so a NaN could never grant even without this).
+        if not math.isfinite(now):
+            raise LocalInputError(f"now: expected finite unix seconds, received {now!r}")
         if not token:
             return Rejection(Reason.MISSING_TOKEN, "no bearer token was presented")
         if self.token_cache:
@@ -360,6 +366,8 @@ def verifier_for(
     leeway: float = 0.0,
 ) -> Verifier:
     """A verifier trusting one issuer whose keys are already known (for the CLI and tests)."""
+    if not math.isfinite(now):
+        raise LocalInputError(f"now: expected finite unix seconds, received {now!r}")
     v = Verifier(
         issuers=[TrustedIssuer(issuer, base_path)],
         audiences=audiences,

@@ -75,7 +75,8 @@ def test_not_a_terminal_prints_only_the_summary(tmp_path: Path) -> None:
     assert r.returncode == 0, r.stderr
     assert "check: jobs.submitted == 305" in r.stdout and "pass" in r.stdout
     assert "\x1b[" not in r.stdout  # no escape sequences: rich knows it is not a terminal
-    assert r.stderr == ""
+    # stderr holds at most progress lines (one every few seconds on a slow machine)
+    assert all(line.startswith("scitokens-batch: reference") for line in r.stderr.splitlines())
 
 
 def test_demo_runs_the_reference_scenario() -> None:

@@ -20,7 +20,15 @@ from scitokens_batch.metrics._report import (
 
 from .conftest import SCRIPT, record
 
-PLOTS = ("headroom.png", "issuer.png", "jobs.png", "denials.png")
+PLOTS = (
+    "headroom.png",
+    "headroom-cdf.png",
+    "timeline.png",
+    "issuer.png",
+    "servers.png",
+    "jobs.png",
+    "denials.png",
+)
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 TITLE = "Run <script>alert(1)</script> & co"
 
@@ -104,7 +112,7 @@ class TestWrite:
     def test_no_denials_no_plot(self, tmp_path: Path) -> None:
         """Without rejected accesses there is no denials.png, and the page says why."""
         written = _write(record([s for s in SCRIPT if s[2] != "reject"]), tmp_path)
-        assert [os.path.basename(p) for p in written] == [*PLOTS[:3], "report.html"]
+        assert [os.path.basename(p) for p in written] == [*PLOTS[:6], "report.html"]
         page = (tmp_path / "report.html").read_text()
         assert "denials.png" not in page
         assert "No data access was rejected in this run, so there is no denials plot." in page

@@ -71,7 +71,7 @@ class TestBuild:
             ({"issuer": "https://i.example/vo/"}, "must not end with '/'"),
             ({"issuer": "http://i.example/vo"}, "https://"),
             ({"audience": []}, "audience must not be empty"),
-            ({"lifetime": 0}, "lifetime must be > 0"),
+            ({"lifetime": 0}, "lifetime: expected 1 to"),
             ({"subject": ""}, "sub must be"),
             ({"subject": "x" * 256}, "sub must be"),
             ({"groups": ["vo"]}, "wlcg.groups entry"),
