@@ -276,8 +276,9 @@ class HttpTransport:
             if keys_reply.status_code != 200:
                 return OAuthError(error="jwks_failed", status=keys_reply.status_code)
             keys = parse_jwks(keys_reply.json(), source=str(jwks_uri))
-        except (KeyError, TypeError, ValueError) as exc:
-            # A broken document is a failed fetch, never a crash of the data server.
+        except (KeyError, TypeError, ValueError, RecursionError) as exc:
+            # A broken document (JSON nested thousands deep included) is a failed fetch, never
+            # a crash of the data server.
             return OAuthError(error="jwks_failed", description=type(exc).__name__, status=502)
         return JwksResponse(keys=keys, max_age=_max_age(keys_reply.headers.get("cache-control")))
 
@@ -374,7 +375,7 @@ def _error_description(body: bytes) -> str:
     """``error_description`` of a JSON error body (ours), else the start of the body as text."""
     try:
         doc = json.loads(body)
-    except ValueError:
+    except (ValueError, RecursionError):  # a peer's body nested thousands deep too
         doc = None
     if isinstance(doc, dict) and isinstance(doc.get("error_description"), str):
         return str(doc["error_description"])

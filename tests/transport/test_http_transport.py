@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import attrs
+import httpx
 import pytest
 import trio
 from hypercorn.config import Config
@@ -494,3 +495,28 @@ async def test_device_flow_and_revocation(es256_key: SigningKey, tls: RunCA | No
     assert answers == [canned_device(), Ack(), Ack()]
     assert refused == refusal(400, "unsupported_token_type")
     assert stub.seen == [start, approval, revoke, revoke]
+
+
+async def test_jwks_nested_thousands_deep_is_a_failed_fetch() -> None:
+    """A hostile issuer's discovery document nested 100,000 deep is a failed fetch (502), never a
+    RecursionError in the data server that asked (D2)."""
+    deep = b"[" * 100_000 + b"]" * 100_000
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, content=deep, headers={"content-type": "application/json"})
+
+    client = httpx.AsyncClient(transport=httpx.MockTransport(answer))
+    t = HttpTransport({"vo": Peer("vo", "https://vo.example/vo", "issuer")}, _client=client)
+    try:
+        reply = await t.request("store", "vo", JwksRequest(issuer="https://vo.example/vo"))
+    finally:
+        await t.aclose()
+    assert isinstance(reply, OAuthError) and reply.status == 502
+    assert reply.description == "RecursionError"
+
+
+def test_error_description_of_a_deep_body_is_its_text() -> None:
+    """A peer's error body nested thousands deep gives its first bytes as text, not a crash."""
+    from scitokens_batch.transport.http import _error_description
+
+    assert _error_description(b"[" * 100_000).startswith("[[[")
