@@ -370,7 +370,7 @@ def _with_progress(
 
 def _report(result: RunResult, outputs: str | None) -> int:
     """Print the summary table, each failed check, and where the outputs went."""
-    _console().print(summary_table(result.summary))
+    _console().print(summary_table(result.summary, wall_seconds=result.run.get("wall_seconds")))
     for check in result.checks:
         if not check.passed:
             why = f" ({check.error})" if check.error else f" (actual {check.actual!r})"
@@ -399,7 +399,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
             overrides=args.set or (),
         ),
     )
-    outputs = "summary.json events.jsonl jobs.csv tokens.csv report.html"
+    outputs = "summary.json run.json events.jsonl jobs.csv tokens.csv jobs.log report.html"
     return _report(result, f"outputs in {out}/: {outputs}" if out is not None else None)
 
 

@@ -487,6 +487,9 @@ def _unknown_key(key: str, allowed: Sequence[str]) -> _Problem:
 
 def _structure_tagged(value: object, tp: object, structure: Structure) -> Any:
     members = _tagged_members(tp) or {}
+    if tp == _spec.Compute and isinstance(value, str):
+        # `compute = "1h"`, the spelling a new user tries first: a fixed duration.
+        value = {_TAG: _spec.FixedCompute.kind, "duration": value}
     table = _table(value, _describe_type(tp))
     if _TAG not in table:
         raise _Problem(

@@ -2,9 +2,9 @@
 
 The scenario epoch is mapped onto trio's :class:`~trio.testing.MockClock` (autojump: the clock
 jumps to the next deadline whenever every task is blocked), trio's scheduler is seeded, and each
-actor has its own seeded RNG: the same scenario and seed give the same events.jsonl, byte for
-byte, once the ``token_sha`` fields (hashes of token bytes, which hold random signatures) are
-left out.
+actor has its own seeded RNG, the issuers' keys derive from the seed and ES256 signatures are
+deterministic (RFC 6979): the same scenario, seed and version give byte-identical events.jsonl,
+summary.json, CSVs and jobs.log. Wall-clock facts (the run's duration) go to run.json only.
 
 Outputs go to ``--out`` through temporary names and appear only when the run completed: a failed
 run leaves nothing half-written.
@@ -30,6 +30,7 @@ from .._version import __version__
 from ..errors import LocalInputError, ScenarioError
 from ..metrics import (
     Event,
+    JobEventLogWriter,
     JobTable,
     JsonlSink,
     ListSink,
@@ -62,11 +63,14 @@ class RunResult:
         summary: the summary.json document.
         checks: each expectation's result.
         out: the output directory, or None.
+        run: wall-clock facts of this execution (``wall_seconds``), written to run.json: they
+            differ between two identical runs, so summary.json does not hold them.
     """
 
     summary: dict[str, Any]
     checks: tuple[CheckResult, ...]
     out: Path | None
+    run: dict[str, Any] = attrs.field(factory=dict)
 
     @property
     def passed(self) -> bool:
@@ -155,7 +159,7 @@ def run_virtual(
         created_out = not out.exists()
         out.mkdir(parents=True, exist_ok=True)
         sink = JsonlSink(str(out / "events.jsonl"))
-        tables = [JobTable(), TokenTable()]
+        tables = [JobTable(), TokenTable(), _job_log(spec)]
         report = ReportBuilder(duration_s=spec.meta.duration) if plots else None
     elif keep_events:
         sink = ListSink()
@@ -204,10 +208,10 @@ def run_virtual(
         "version": __version__,
         "mode": "virtual",
         "duration_s": spec.meta.duration,
-        "wall_seconds": round(wall, 3),
         "events": builder.event_count,
         **builder.figures(),
     }
+    run_info = {"mode": "virtual", "wall_seconds": round(wall, 3)}
     checks = tuple(evaluate(spec.expect.checks, summary))
     summary["expectations"] = [
         {
@@ -221,14 +225,14 @@ def run_virtual(
     if out is not None:
         assert isinstance(sink, JsonlSink)
         try:
-            _write_outputs(out, summary, tables, report, spec)
+            _write_outputs(out, summary, tables, report, spec, run_info)
         except BaseException:
             sink.discard()
             raise
         sink.commit()
     if keep_events and isinstance(sink, ListSink):
         summary["_events"] = sink.events
-    return RunResult(summary=summary, checks=checks, out=out)
+    return RunResult(summary=summary, checks=checks, out=out, run=run_info)
 
 
 def result_from_events(
@@ -250,7 +254,7 @@ def result_from_events(
     created_out = out is not None and not out.exists()
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
-    tables: list[Any] = [JobTable(), TokenTable()] if out is not None else []
+    tables: list[Any] = [JobTable(), TokenTable(), _job_log(spec)] if out is not None else []
     report = ReportBuilder(duration_s=spec.meta.duration) if out is not None else None
     sink = JsonlSink(str(out / "events.jsonl")) if out is not None else None
     try:
@@ -268,11 +272,11 @@ def result_from_events(
             "version": __version__,
             "mode": mode,
             "duration_s": spec.meta.duration,
-            "wall_seconds": round(wall, 3),
             "events": builder.event_count,
             **(extra or {}),
             **builder.figures(),
         }
+        run_info = {"mode": mode, "wall_seconds": round(wall, 3)}
         checks = tuple(evaluate(spec.expect.checks, summary))
         summary["expectations"] = [
             {
@@ -284,7 +288,7 @@ def result_from_events(
             for c in checks
         ]
         if out is not None:
-            _write_outputs(out, summary, tables, report, spec)
+            _write_outputs(out, summary, tables, report, spec, run_info)
     except BaseException:
         if sink is not None:
             sink.discard()
@@ -293,7 +297,14 @@ def result_from_events(
         raise
     if sink is not None:
         sink.commit()
-    return RunResult(summary=summary, checks=checks, out=out)
+    return RunResult(summary=summary, checks=checks, out=out, run=run_info)
+
+
+def _job_log(spec: Scenario) -> JobEventLogWriter:
+    """jobs.log's writer: one cluster per workload, numbered from 1 in scenario order."""
+    return JobEventLogWriter(
+        epoch=spec.meta.epoch, clusters={w.name: i + 1 for i, w in enumerate(spec.workloads)}
+    )
 
 
 def _refuse_live_only(spec: Scenario, source: str) -> None:
@@ -318,12 +329,19 @@ def _refuse_live_only(spec: Scenario, source: str) -> None:
 
 
 def _write_outputs(
-    out: Path, summary: dict[str, Any], tables: list[Any], report: Any, spec: Scenario
+    out: Path,
+    summary: dict[str, Any],
+    tables: list[Any],
+    report: Any,
+    spec: Scenario,
+    run_info: Mapping[str, Any],
 ) -> None:
     _files.write_public(out / "summary.json", json.dumps(summary, indent=2, sort_keys=True) + "\n")
-    jobs, tokens = tables
+    _files.write_public(out / "run.json", json.dumps(run_info, indent=2, sort_keys=True) + "\n")
+    jobs, tokens, job_log = tables
     jobs.write_csv(out / "jobs.csv")
     tokens.write_csv(out / "tokens.csv")
+    job_log.write_log(out / "jobs.log")
     if report is not None:
         report.write(
             out, title=f"{spec.meta.name}: {spec.meta.description}".rstrip(": "), summary=summary

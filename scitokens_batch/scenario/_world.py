@@ -52,6 +52,7 @@ from ..protocol import (
     JobProgram,
 )
 from ..tokens import (
+    Algorithm,
     KeyCachePolicy,
     KeyRing,
     RenewalPolicy,
@@ -134,6 +135,14 @@ def _client_policy(client: ClientSpec) -> ClientPolicy:
         audiences=client.audiences,
         access_token_lifetime=client.access_token_lifetime,
     )
+
+
+def issuer_key(alg: Algorithm, seed: int, issuer: str, index: int) -> SigningKey:
+    """Virtual time's ``index``-th signing key of ``issuer`` (kid ``<issuer>-<index>``), derived
+    from the seed: two runs of one seed sign the same tokens, byte for byte. Live issuers use
+    :meth:`SigningKey.generate` (the CSPRNG) instead."""
+    material = f"scitokens-batch/issuer-key/{seed}/{issuer}/{index}".encode()
+    return SigningKey.derive(alg, material, kid=f"{issuer}-{index}")
 
 
 def _clients(isp: IssuerSpec, seed: int) -> dict[str, ClientPolicy]:
@@ -465,7 +474,11 @@ class World:
         issuers: dict[str, Issuer] = {}
         tm_secrets: dict[str, str] = {}
         for isp in spec.issuers:
-            key = SigningKey.generate(isp.algorithm, kid=f"{isp.name}-1")
+            key = (
+                issuer_key(isp.algorithm, seed, isp.name, 1)
+                if live is None
+                else SigningKey.generate(isp.algorithm, kid=f"{isp.name}-1")  # CSPRNG
+            )
             users = {
                 u.name: UserPolicy(
                     name=u.name, scopes=tuple(parse_scope(s) for s in u.scopes), groups=u.groups
