@@ -27,6 +27,7 @@ from ..actors import (
     ExecuteHost,
     HostClock,
     Issuer,
+    JobAd,
     QueueManager,
     ReplicationRule,
     SandboxFactory,
@@ -35,6 +36,7 @@ from ..actors import (
     TokenManager,
     TransferService,
     UserPolicy,
+    machine_ad,
     namespace,
 )
 from ..actors._common import new_secret
@@ -73,6 +75,7 @@ from ._spec import (
     PoissonArrival,
     ReadStep,
     Scenario,
+    SubmitJob,
     TokenUse,
     UniformCompute,
     WorkloadSpec,
@@ -321,9 +324,21 @@ def submissions(spec: Scenario, *, seed: int, source: str = "scenario") -> list[
                 user=w.user,
                 service=w.token.service,
                 program=program,
+                ad=_job_ad(w.submitted[k]) if w.submitted else None,
             )
         )
     return subs
+
+
+def _job_ad(job: SubmitJob) -> JobAd:
+    """The negotiator's view of one proc of a submit description."""
+    return JobAd(
+        requirements=job.requirements,
+        rank=job.rank,
+        request_cpus=job.request_cpus,
+        request_memory=job.request_memory,
+        attributes=job.attributes,
+    )
 
 
 def _secret(issuers: Mapping[str, Issuer], issuer: str, client: str) -> str | None:
@@ -604,6 +619,11 @@ class World:
         qm = QueueManager(
             submissions=submissions(spec, seed=seed, source=source),
             hosts=host_slots,
+            machine_ads={
+                name: machine_ad(name, hs.slots, hs.machine_ad)
+                for hs in spec.execute_hosts
+                for name in hs.host_names
+            },
             negotiation_interval=qms.negotiation_interval,
             credential_wait=qms.credential_wait,
             release_held_after=qms.release_held_after,
