@@ -253,9 +253,17 @@ class QueueManager:
                 if host is None:
                     return  # no free slot anywhere: no later job can start either
             else:
+                matches = self._matches.get(ad)
+                if matches is None:
+                    matches = self._matches[ad] = self._autocluster(ad)
+                if not matches:
+                    if job_id not in self._unmatched:  # never matchable: say so once a job
+                        self._unmatched.add(job_id)
+                        self.recorder.record(self.name, "unmatched", job=job_id)
+                    continue
                 if ad in full:
                     continue
-                host = self._best_matching_host(job_id, ad)
+                host = self._best_matching_host(matches)
                 if host is None:
                     full.add(ad)
                     continue
@@ -265,16 +273,8 @@ class QueueManager:
             job.life.process(Match(host=host.name, slot=slot), now=trio.current_time())
             self._nursery.start_soon(self._activate, job, host, slot)
 
-    def _best_matching_host(self, job_id: int, ad: JobAd) -> _Host | None:
-        """The free host of highest rank that ``ad`` matches (most free slots among equals)."""
-        matches = self._matches.get(ad)
-        if matches is None:
-            matches = self._matches[ad] = self._autocluster(ad)
-        if not matches:
-            if job_id not in self._unmatched:
-                self._unmatched.add(job_id)
-                self.recorder.record(self.name, "unmatched", job=job_id)
-            return None
+    def _best_matching_host(self, matches: list[tuple[float, str]]) -> _Host | None:
+        """The free host of highest rank among ``matches`` (most free slots among equals)."""
         best: _Host | None = None
         best_rank = 0.0
         for rank, name in matches:

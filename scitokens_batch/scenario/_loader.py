@@ -55,7 +55,7 @@ from scitokens_batch.scenario._spec import (
     TransferServiceStateLoss,
     UniformCompute,
 )
-from scitokens_batch.scenario._submit import apply_submit_files
+from scitokens_batch.scenario._submit import apply_submit_files, check_credentials
 from scitokens_batch.scenario._units import (
     describe,
     format_duration,
@@ -181,6 +181,7 @@ def parse_scenario(text: str, *, file: str, overrides: Sequence[str] = ()) -> Sc
             for i, desc in descriptions.items():
                 workloads[i] = attrs.evolve(workloads[i], submitted=desc.jobs)
             scenario = attrs.evolve(scenario, workloads=tuple(workloads))
+            check_credentials(scenario, scenario_file=file)
         _check_references(scenario)
     except _Problem as problem:
         raise error(problem) from None

@@ -23,9 +23,9 @@ import classad2
 import htcondor2
 
 from ..errors import ScenarioError
-from ._spec import OAuthToken, SubmitJob
+from ._spec import OAuthToken, Scenario, SubmitJob
 
-__all__ = ["SubmitDescription", "apply_submit_files", "parse_submit"]
+__all__ = ["SubmitDescription", "apply_submit_files", "check_credentials", "parse_submit"]
 
 #: request_memory units (HTCondor: a bare number is MB; K, M, G, T with an optional B).
 _MEMORY = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([KMGT]?)B?\s*", re.IGNORECASE)
@@ -50,11 +50,19 @@ def _fail(file: str, key: str, message: str) -> ScenarioError:
 
 
 def _line_of(text: str, key: str) -> str:
-    """``line N (key)`` for the first line that sets ``key``, else the key itself."""
-    pattern = re.compile(rf"^\s*{re.escape(key)}\s*=", re.IGNORECASE)
+    """``line N (key)`` for the first line that sets ``key`` (as the file spells it), else the
+    key itself. htcondor2 stores ``+Name`` as ``MY.Name``; ``queue`` has no ``=``."""
+    if key.lower() == "queue":
+        pattern = _QUEUE_LINE
+    elif key.upper().startswith("MY."):
+        name = re.escape(key[3:])
+        pattern = re.compile(rf"^\s*(?:\+\s*{name}|MY\.{name})\s*=", re.IGNORECASE)
+    else:
+        pattern = re.compile(rf"^\s*{re.escape(key)}\s*=", re.IGNORECASE)
     for n, line in enumerate(text.splitlines(), 1):
         if pattern.match(line):
-            return f"line {n} ({key})"
+            spelled = line.split("=", 1)[0].strip() if key.lower() != "queue" else "queue"
+            return f"line {n} ({spelled})"
     return key
 
 
@@ -315,3 +323,25 @@ def _fill(w: dict[str, Any], desc: SubmitDescription, scenario_file: str, i: int
                     f"received {given[key]!r}",
                 )
     w["token"] = token
+
+
+def check_credentials(scenario: Scenario, *, scenario_file: str) -> None:
+    """HTCondor's rule across workloads: one user's jobs (of any submit description) ask for
+    the same permissions and resource for one service and handle, or are refused."""
+    first: dict[tuple[str, str], tuple[str, OAuthToken]] = {}
+    for i, w in enumerate(scenario.workloads):
+        if not w.submitted:
+            continue
+        for job in w.submitted:
+            for token in job.tokens:
+                where = f"workloads[{i}] ({w.submit} job {i + 1}.{job.proc})"
+                seen = first.setdefault((w.user, token.name), (where, token))
+                if (seen[1].scopes, seen[1].audience) != (token.scopes, token.audience):
+                    raise ScenarioError(
+                        scenario_file,
+                        f"workloads[{i}].submit",
+                        f"user {w.user!r}: {seen[0]} and {where} ask for different permissions "
+                        f"or resource for {token.name!r}: expected the same, received "
+                        f"{' '.join(seen[1].scopes)!r} ({seen[1].audience}) and "
+                        f"{' '.join(token.scopes)!r} ({token.audience})",
+                    )
