@@ -147,6 +147,53 @@ def _queue_count(file: str, qargs: str) -> int:
     return int(head)
 
 
+#: Statements and macros refused before htcondor2 sees the text: ``include`` reads another file
+#: or, with ``|``, runs a command at parse time (htcondor2.Submit does run it); a queue item
+#: list ending in ``|`` is a command too. ``$ENV()`` copies the environment of whoever loads the
+#: scenario into scopes and audiences (outputs); ``$RANDOM_*()`` breaks byte-identical reruns.
+_UNSAFE: tuple[tuple[re.Pattern[str], str], ...] = (
+    (
+        re.compile(r"^\s*include\b", re.IGNORECASE),
+        "include statements (they run commands or read other files at load time)",
+    ),
+    (
+        re.compile(r"^\s*queue\b.*\|\s*$", re.IGNORECASE),
+        "queue item data from a command (it would run at load time)",
+    ),
+    (
+        re.compile(r"\$ENV\s*\(", re.IGNORECASE),
+        "$ENV() (it copies the environment into the run's outputs)",
+    ),
+    (
+        re.compile(r"\$RANDOM_(?:INTEGER|CHOICE)\s*\(", re.IGNORECASE),
+        "$RANDOM_INTEGER()/$RANDOM_CHOICE() (reruns must be byte-identical)",
+    ),
+)
+
+
+def _refuse_unsafe(text: str, file: str) -> None:
+    """Refuse what would run a command, read the environment or draw randomness at load time.
+
+    Continuation lines (a trailing backslash) are joined first, as HTCondor joins them, so a
+    statement split over lines is still seen; the error gives the line it starts on.
+    """
+    lines = text.splitlines()
+    n = 0
+    while n < len(lines):
+        start, logical = n + 1, lines[n]
+        while logical.rstrip().endswith("\\") and n + 1 < len(lines):
+            n += 1
+            logical = logical.rstrip()[:-1] + lines[n]
+        n += 1
+        for pattern, what in _UNSAFE:
+            if pattern.search(logical):
+                raise _fail(
+                    file,
+                    f"line {start}",
+                    f"expected no {what}, received {logical.strip()[:80]!r}",
+                )
+
+
 def parse_submit(text: str, *, file: str) -> SubmitDescription:
     """Parse a submit description into its procs.
 
@@ -158,6 +205,7 @@ def parse_submit(text: str, *, file: str) -> SubmitDescription:
         ScenarioError: the description is malformed, names the line or key, expected and
             received.
     """
+    _refuse_unsafe(text, file)
     queues = _QUEUE_LINE.findall(text)
     if len(queues) != 1:
         raise _fail(

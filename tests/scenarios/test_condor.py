@@ -270,3 +270,63 @@ def test_two_workloads_one_handle_different_permissions(tmp_path: Path) -> None:
     message = str(err.value)
     assert "workloads[0] (analysis.sub job 1.0)" in message
     assert "workloads[1] (other.sub job 2.0)" in message and "'ligo'" in message
+
+
+class TestLoadTimeAttacks:
+    """A scenario from someone else is loaded (`check`, `run`, a study worker): its submit
+    description must not run commands, read the environment or draw randomness."""
+
+    @pytest.mark.parametrize(
+        "line",
+        [
+            "include : touch {marker} |",
+            "INCLUDE : touch {marker} |",
+            "include \\\n  : touch {marker} |",
+            "include command : touch {marker}",
+        ],
+    )
+    def test_include_command_never_runs(self, tmp_path: Path, line: str) -> None:
+        """`include : cmd |` (htcondor2.Submit runs it while parsing) is refused before
+        parsing: `check` exits 2 naming the line, and the command's file never appears."""
+        marker = tmp_path / "pwned"
+        path = _pool(tmp_path, line.format(marker=marker) + "\n" + _TOKEN + "queue\n")
+        r = subprocess.run(
+            [sys.executable, "-m", "scitokens_batch", "check", str(path)],
+            capture_output=True,
+            text=True,
+            env={**os.environ, "PYTHONPATH": str(ROOT)},
+            timeout=120,
+        )
+        assert r.returncode == 2, r.stderr
+        assert "analysis.sub: line 1: expected no include statements" in r.stderr
+        assert "Traceback" not in r.stderr
+        assert not marker.exists()
+
+    def test_queue_from_command_never_runs(self, tmp_path: Path) -> None:
+        """`queue x from cmd |` is refused and the command never runs."""
+        marker = tmp_path / "pwned"
+        with pytest.raises(ScenarioError, match="queue item data from a command"):
+            parse_submit(_TOKEN + f"queue x from touch {marker} |\n", file="x.sub")
+        assert not marker.exists()
+
+    def test_env_never_reaches_outputs(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """`$ENV(NAME)` is refused: the value of an environment variable never becomes a scope
+        or audience (outputs), nor appears in the error."""
+        monkeypatch.setenv("CONDOR_TEST_SECRET", "s3cr3t-value")
+        with pytest.raises(ScenarioError) as err:
+            parse_submit(
+                "use_oauth_services = ligo\n"
+                "ligo_oauth_permissions = read:/frames\n"
+                "ligo_oauth_resource = https://$ENV(CONDOR_TEST_SECRET).example\n"
+                "queue\n",
+                file="x.sub",
+            )
+        assert err.value.key_path == "line 3" and "$ENV()" in err.value.message
+        assert "s3cr3t-value" not in str(err.value)
+
+    def test_random_macros_refused(self) -> None:
+        """$RANDOM_INTEGER() would make two runs of one seed differ: refused."""
+        with pytest.raises(ScenarioError, match="byte-identical"):
+            parse_submit("arguments = $RANDOM_INTEGER(1, 9)\n" + _TOKEN + "queue\n", file="x.sub")
