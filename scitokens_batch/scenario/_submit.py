@@ -31,6 +31,10 @@ __all__ = ["SubmitDescription", "apply_submit_files", "check_credentials", "pars
 _MEMORY = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([KMGT]?)B?\s*", re.IGNORECASE)
 _MB_PER = {"": 1.0, "K": 1 / 1024, "M": 1.0, "G": 1024.0, "T": 1024.0 * 1024.0}
 _QUEUE_LINE = re.compile(r"^\s*queue\b", re.IGNORECASE | re.MULTILINE)
+#: ``queue [N] [vars] from <file>`` (not an inline ``from (...)`` list).
+_QUEUE_FROM_FILE = re.compile(
+    r"^(\s*queue\b[^\n]*?\bfrom\s+)([^\s(][^\n]*?)\s*$", re.IGNORECASE | re.MULTILINE
+)
 #: Keys our jobs use; any other key an HTCondor submit file may hold is accepted and ignored.
 _ATTRIBUTE = re.compile(r"^(?:\+|MY\.)([A-Za-z_][A-Za-z0-9_]*)$")
 
@@ -194,18 +198,33 @@ def _refuse_unsafe(text: str, file: str) -> None:
                 )
 
 
-def parse_submit(text: str, *, file: str) -> SubmitDescription:
+def _from_relative_to(text: str, base: str) -> str:
+    """``queue ... from <file>`` with a relative file made relative to ``base`` (the submit
+    file's directory, as condor_submit run there reads it), not to our current directory."""
+
+    def absolute(m: re.Match[str]) -> str:
+        name = m.group(2)
+        return m.group(1) + (name if os.path.isabs(name) else os.path.join(base, name))
+
+    return _QUEUE_FROM_FILE.sub(absolute, text)
+
+
+def parse_submit(text: str, *, file: str, base: str | None = None) -> SubmitDescription:
     """Parse a submit description into its procs.
 
     Args:
         text: the submit description.
         file: its name, for errors.
+        base: the directory relative paths are read from (``queue ... from <file>``, a local
+            ``executable``); by default the current directory.
 
     Raises:
         ScenarioError: the description is malformed, names the line or key, expected and
             received.
     """
     _refuse_unsafe(text, file)
+    if base is not None:
+        text = _from_relative_to(text, base)
     queues = _QUEUE_LINE.findall(text)
     if len(queues) != 1:
         raise _fail(
@@ -232,13 +251,19 @@ def parse_submit(text: str, *, file: str) -> SubmitDescription:
             one[name] = value
         one["Process"] = one["ProcId"] = str(proc)
         one["Cluster"] = one["ClusterId"] = "1"
-        jobs.append(_job(one, keys, plain, proc, file, text))
+        jobs.append(_job(one, keys, plain, proc, file, text, base))
     _check_same_permissions(jobs, file)
     return SubmitDescription(file, tuple(jobs))
 
 
 def _job(
-    sub: Any, keys: list[str], plain: Mapping[str, str], proc: int, file: str, text: str
+    sub: Any,
+    keys: list[str],
+    plain: Mapping[str, str],
+    proc: int,
+    file: str,
+    text: str,
+    base: str | None,
 ) -> SubmitJob:
     def get(key: str, default: str) -> str:
         real = plain.get(key)
@@ -250,6 +275,11 @@ def _job(
         if m is not None:
             attributes.append((m.group(1), _expression(file, _line_of(text, key), sub.expand(key))))
     executable = get("executable", "")
+    if executable and base is not None and not os.path.isabs(executable):
+        local = os.path.join(base, executable)
+        # condor_submit transfers a local executable; a bare name not found here is a command
+        # of the execute host (transfer_executable = false), looked up in its PATH.
+        executable = local if os.path.exists(local) else executable
     argv = (executable, *get("arguments", "").split()) if executable else ()
     return SubmitJob(
         proc=proc,
@@ -318,7 +348,7 @@ def apply_submit_files(
             raise ScenarioError(
                 scenario_file, where, f"expected a readable submit description, received {exc}"
             ) from None
-        desc = parse_submit(text, file=path)
+        desc = parse_submit(text, file=path, base=os.path.dirname(path))
         found[i] = desc
         _fill(w, desc, scenario_file, i)
     return found

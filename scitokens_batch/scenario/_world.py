@@ -292,13 +292,17 @@ def _join(base: str, path: str) -> str:
     return base.rstrip("/") + (path if path.startswith("/") else "/" + path)
 
 
-def submissions(spec: Scenario, *, seed: int, source: str = "scenario") -> list[Submission]:
+def submissions(
+    spec: Scenario, *, seed: int, source: str = "scenario", live: bool = False
+) -> list[Submission]:
     """Every job of the scenario, ids in submit order, programs resolved (deterministic).
 
     Args:
         seed: the run's seed (``--seed`` or ``scenario.seed``): arrival times, compute times
             and ``{random_file}`` draws derive from it, never from the file's seed alone.
         source: the scenario file, for error messages.
+        live: live mode: a submit description's ``executable``/``arguments`` run as the job's
+            exec step, in place of its compute steps (which model it in virtual time).
     """
     listing: dict[str, dict[str, list[str]]] = {}
     for ds in spec.data_servers:
@@ -316,6 +320,8 @@ def submissions(spec: Scenario, *, seed: int, source: str = "scenario") -> list[
     for job, (t, wi, k, w) in enumerate(planned, start=1):
         rng = derive_rng(seed, "job", w.name, k)
         program = _resolve_program(plans[wi], w.token_use is TokenUse.REREAD, job, rng)
+        if live and w.submitted and w.submitted[k].argv:
+            program = _with_executable(program, w.submitted[k].argv)
         subs.append(
             Submission(
                 job=job,
@@ -328,6 +334,18 @@ def submissions(spec: Scenario, *, seed: int, source: str = "scenario") -> list[
             )
         )
     return subs
+
+
+def _with_executable(program: JobProgram, argv: tuple[str, ...]) -> JobProgram:
+    """``program`` with the submit description's executable run where it computes (an HTCondor
+    job's work is its executable; reads and writes stand for its file transfers): each compute
+    step becomes the exec step, or the exec step follows the last read when there is none."""
+    run = ExecStep(argv=argv)
+    steps = [run if isinstance(s, ComputeStep) else s for s in program.steps]
+    if run not in steps:
+        reads = [i for i, s in enumerate(steps) if isinstance(s, AccessStep) and not s.write]
+        steps.insert(reads[-1] + 1 if reads else 0, run)
+    return attrs.evolve(program, steps=tuple(steps))
 
 
 def _job_ad(job: SubmitJob) -> JobAd:
@@ -617,7 +635,7 @@ class World:
 
         qms = spec.queue_manager
         qm = QueueManager(
-            submissions=submissions(spec, seed=seed, source=source),
+            submissions=submissions(spec, seed=seed, source=source, live=live is not None),
             hosts=host_slots,
             machine_ads={
                 name: machine_ad(name, hs.slots, hs.machine_ad)

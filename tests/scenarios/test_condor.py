@@ -330,3 +330,40 @@ class TestLoadTimeAttacks:
         """$RANDOM_INTEGER() would make two runs of one seed differ: refused."""
         with pytest.raises(ScenarioError, match="byte-identical"):
             parse_submit("arguments = $RANDOM_INTEGER(1, 9)\n" + _TOKEN + "queue\n", file="x.sub")
+
+
+def test_queue_from_file_relative_to_the_description(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`queue frame from frames.txt` reads the file next to the submit description, whatever
+    the current directory, as condor_submit run there would."""
+    (tmp_path / "frames.txt").write_text("H1\nL1\n")
+    sub = (
+        (CONDOR / "analysis.sub")
+        .read_text()
+        .replace("queue 2 frame in (H1, L1, V1)", "queue frame from frames.txt")
+    )
+    path = _pool(tmp_path, sub)
+    monkeypatch.chdir(ROOT)
+    w = load_scenario(path).workloads[0]
+    assert [j.argv[2] for j in w.submitted] == ["H1", "L1"] and w.jobs == 2
+
+
+def test_live_runs_the_executable_in_place_of_compute(tmp_path: Path) -> None:
+    """In live mode the executable (resolved next to the submit file when it is there) is the
+    job's exec step in place of its compute step; virtual time keeps the compute step."""
+    from scitokens_batch.protocol import ComputeStep, ExecStep
+    from scitokens_batch.scenario._world import submissions
+
+    path = _pool(tmp_path, (CONDOR / "analysis.sub").read_text())
+    (tmp_path / "analyze.sh").write_text("#!/bin/sh\nexit 0\n")
+    spec = load_scenario(path)
+    live = submissions(spec, seed=1, live=True)
+    virtual = submissions(spec, seed=1)
+    kinds = [type(s).__name__ for s in live[0].program.steps]
+    assert kinds == ["AccessStep", "ExecStep", "AccessStep"]
+    run = live[0].program.steps[1]
+    assert isinstance(run, ExecStep)
+    assert run.argv[0] == str(tmp_path / "analyze.sh") and run.argv[1:3] == ("--frame", "H1")
+    assert isinstance(virtual[0].program.steps[1], ComputeStep)
+    assert all(s.ad is not None and s.ad.rank == "Memory" for s in live)
