@@ -244,17 +244,20 @@ def result_from_events(
     mode: str,
     wall: float,
     extra: Mapping[str, Any] | None = None,
+    epoch: float | None = None,
 ) -> RunResult:
     """Summary, checks and (with ``out``) every output file, from a finished run's events.
 
     The live runner calls this with the merged events of all its services; outputs appear
     only once all of them are written (events.jsonl last, through a temporary name).
+    ``epoch`` is the Unix time of ``t = 0`` for jobs.log (live: the run's wall-clock start;
+    by default the scenario epoch).
     """
     builder = SummaryBuilder()
     created_out = out is not None and not out.exists()
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
-    tables: list[Any] = [JobTable(), TokenTable(), _job_log(spec)] if out is not None else []
+    tables: list[Any] = [JobTable(), TokenTable(), _job_log(spec, epoch)] if out else []
     report = ReportBuilder(duration_s=spec.meta.duration) if out is not None else None
     sink = JsonlSink(str(out / "events.jsonl")) if out is not None else None
     try:
@@ -300,10 +303,11 @@ def result_from_events(
     return RunResult(summary=summary, checks=checks, out=out, run=run_info)
 
 
-def _job_log(spec: Scenario) -> JobEventLogWriter:
+def _job_log(spec: Scenario, epoch: float | None = None) -> JobEventLogWriter:
     """jobs.log's writer: one cluster per workload, numbered from 1 in scenario order."""
     return JobEventLogWriter(
-        epoch=spec.meta.epoch, clusters={w.name: i + 1 for i, w in enumerate(spec.workloads)}
+        epoch=spec.meta.epoch if epoch is None else epoch,
+        clusters={w.name: i + 1 for i, w in enumerate(spec.workloads)},
     )
 
 
