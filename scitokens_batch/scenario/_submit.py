@@ -144,7 +144,7 @@ def _tokens(sub: Any, keys: list[str], file: str, text: str) -> tuple[OAuthToken
     return tuple(found)
 
 
-def _queue_count(file: str, qargs: str) -> int:
+def _queue_count(qargs: str) -> int:
     head = qargs.strip().split(None, 1)[0] if qargs.strip() else "1"
     if not head.isdigit():
         return 1  # `queue item in (...)`: one proc per item
@@ -235,16 +235,23 @@ def parse_submit(text: str, *, file: str, base: str | None = None) -> SubmitDesc
     try:
         sub = htcondor2.Submit(text)
         qargs = sub.getQArgs()
-        items = list(sub.itemdata() or ())
+        listed = sub.itemdata()  # None without item data, and also for an empty item list
+        has_items = re.search(r"\b(?:in|from|matching)\b", qargs, re.IGNORECASE) is not None
+        items: list[dict[str, str]] = list(listed or ()) if has_items else [{}]
     except (ValueError, RuntimeError, htcondor2.HTCondorException) as exc:
         raise _fail(file, _line_of(text, "queue"), f"HTCondor refused it: {exc}") from None
-    count = _queue_count(file, qargs)
-    if count < 1:
-        raise _fail(file, "queue", f"expected a positive queue count, received {qargs!r}")
+    count = _queue_count(qargs)
+    if count < 1 or not items:
+        raise _fail(
+            file,
+            _line_of(text, "queue"),
+            f"expected at least one job (a positive count and at least one item), "
+            f"received 'queue {qargs}' with {len(items)} items",
+        )
     keys = list(sub.keys())
     plain = {k.lower(): k for k in keys}
     jobs: list[SubmitJob] = []
-    for proc_items in [it for it in (items or [{}]) for _ in range(count)]:
+    for proc_items in [it for it in items for _ in range(count)]:
         proc = len(jobs)
         one = htcondor2.Submit(text)
         for name, value in proc_items.items():

@@ -104,6 +104,8 @@ class TestSubmitDescription:
             ("queue 2\nqueue 3\n", "queue", "exactly one queue statement, received 2"),
             ("foo = 1\n", "queue", "exactly one queue statement, received 0"),
             ("queue foo in\n", "line 1 (queue)", "HTCondor refused it"),
+            ("queue 0\n", "line 1 (queue)", "expected at least one job"),
+            ("queue x in ()\n", "line 1 (queue)", "with 0 items"),
             (
                 "request_cpus = two\n" + _TOKEN + "queue\n",
                 "line 1 (request_cpus)",
