@@ -56,7 +56,7 @@ from ._common import Clock, Logger
 __all__ = ["JobAd", "QueueManager", "Submission", "machine_ad"]
 
 
-@attrs.frozen(kw_only=True)
+@attrs.frozen(kw_only=True, cache_hash=True)  # hashed once: the autocluster key of every cycle
 class JobAd:
     """What the negotiator matches on (HTCondor's job ClassAd, the parts we use).
 
