@@ -57,3 +57,16 @@ def test_events_are_ordered_and_hold_no_token(tmp_path: Path) -> None:
     for name in ("summary.json", "run.json", "jobs.csv", "tokens.csv", "jobs.log", "report.html"):
         text = (tmp_path / name).read_text()
         assert "eyJ" not in text and "rt-" not in text, name
+
+
+def test_rs256_runs_same_bytes(tmp_path: Path) -> None:
+    """With RS256 issuers (seed-derived RSA keys, a rotation included) two runs are identical too."""
+    spec = load_scenario(
+        ROOT / "scenarios" / "key-rotation.toml", overrides=["issuers[0].algorithm=RS256"]
+    )
+    a, b = tmp_path / "a", tmp_path / "b"
+    run_virtual(spec, out=a, plots=False)
+    run_virtual(spec, out=b, plots=False)
+    _, mismatch, errors = filecmp.cmpfiles(a, b, _COMPARED, shallow=False)
+    assert (mismatch, errors) == ([], [])
+    assert '"kid":"' in (a / "events.jsonl").read_text()
