@@ -22,7 +22,8 @@ from typing import Any
 import classad2
 import htcondor2
 
-from ..errors import ScenarioError
+from ..errors import ScenarioError, ScopeError
+from ..tokens import parse_scope
 from ._spec import OAuthToken, Scenario, SubmitJob
 
 __all__ = ["SubmitDescription", "apply_submit_files", "check_credentials", "parse_submit"]
@@ -133,6 +134,15 @@ def _tokens(sub: Any, keys: list[str], file: str, text: str) -> tuple[OAuthToken
             scopes = _split_scopes(sub.expand(perm_key))
             if not scopes:
                 raise _fail(file, _line_of(text, perm_key), "expected scopes, received nothing")
+            for scope in scopes:
+                try:
+                    parse_scope(scope)
+                except ScopeError as exc:
+                    raise _fail(
+                        file,
+                        _line_of(text, perm_key),
+                        f"expected a valid scope, received {scope!r} ({exc})",
+                    ) from None
             found.append(
                 OAuthToken(
                     service=service,

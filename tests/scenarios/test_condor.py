@@ -105,6 +105,12 @@ class TestSubmitDescription:
             ("foo = 1\n", "queue", "exactly one queue statement, received 0"),
             ("queue foo in\n", "line 1 (queue)", "HTCondor refused it"),
             ("queue 0\n", "line 1 (queue)", "expected at least one job"),
+            (
+                "use_oauth_services = ligo\nligo_oauth_permissions = read:frames\n"
+                "ligo_oauth_resource = https://a.example\nqueue\n",
+                "line 2 (ligo_oauth_permissions)",
+                "expected a valid scope, received 'read:frames'",
+            ),
             ("queue x in ()\n", "line 1 (queue)", "with 0 items"),
             (
                 "request_cpus = two\n" + _TOKEN + "queue\n",
