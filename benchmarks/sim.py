@@ -711,7 +711,7 @@ def measure(*, quick: bool, breakdown: bool, out: Path | None, err: Console) -> 
         overrides=tuple(overrides),
         out=out,
         wall=wall,
-        trio_wall=float(result.summary["wall_seconds"]),
+        trio_wall=float(result.run["wall_seconds"]),
         cpu_seconds=cpu,
         rss_before_gib=rss_before,
         rss_peak_gib=rss_peak,

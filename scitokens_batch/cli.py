@@ -447,7 +447,7 @@ def _progress_lines(
 
 def _report(result: RunResult, outputs: str | None) -> int:
     """Print the summary table, each failed check, and where the outputs went."""
-    _console().print(summary_table(result.summary))
+    _console().print(summary_table(result.summary, wall_seconds=result.run.get("wall_seconds")))
     for check in result.checks:
         if not check.passed:
             why = f" ({check.error})" if check.error else f" (actual {check.actual!r})"
@@ -480,7 +480,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
             plots=not getattr(args, "no_plots", False),
         ),
     )
-    outputs = "summary.json events.jsonl jobs.csv tokens.csv"
+    outputs = "summary.json run.json events.jsonl jobs.csv tokens.csv jobs.log"
     if not getattr(args, "no_plots", False):
         outputs += " report.html"
     return _report(result, f"outputs in {out}/: {outputs}" if out is not None else None)

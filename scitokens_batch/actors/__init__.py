@@ -16,8 +16,10 @@ from .execute_host import SandboxFactory as SandboxFactory
 from .issuer import ClientPolicy as ClientPolicy
 from .issuer import Issuer as Issuer
 from .issuer import UserPolicy as UserPolicy
+from .queue_manager import JobAd as JobAd
 from .queue_manager import QueueManager as QueueManager
 from .queue_manager import Submission as Submission
+from .queue_manager import machine_ad as machine_ad
 from .token_manager import Credential as Credential
 from .token_manager import TokenManager as TokenManager
 from .transfer_service import FileState as FileState
@@ -34,6 +36,7 @@ __all__ = [
     "FileState",
     "HostClock",
     "Issuer",
+    "JobAd",
     "ManagedToken",
     "MemorySandbox",
     "QueueManager",
@@ -45,5 +48,6 @@ __all__ = [
     "TokenManager",
     "TransferService",
     "UserPolicy",
+    "machine_ad",
     "namespace",
 ]

@@ -2,10 +2,16 @@
 
 Jobs are submitted at their precomputed arrival times. Every ``negotiation_interval`` the
 negotiator matches idle jobs, oldest first, to free slots (the host with the most free slots
-first, so the pool fills breadth-first). Starting a matched job needs a usable access token from
-the token manager within ``credential_wait`` (I14 ``CREDD_POLLING_TIMEOUT``); without one the
-job is held with code 4 (CorruptedCredential), and a periodic release puts it back in the queue
-after ``release_held_after``.
+first, so the pool fills breadth-first). A job with a job ad (an HTCondor submit description)
+is matched with the real ClassAd library: its ``requirements`` and the machine's symmetrically,
+then the highest ``rank`` first. Identical job ads form one autocluster whose matches against
+the (static) machine ads are computed once, so a cycle costs O(idle jobs), not O(jobs x slots);
+a job whose autocluster matches no machine is recorded once as ``unmatched`` and stays idle.
+
+Starting a matched job needs a usable access token from the token manager within
+``credential_wait`` (I14 ``CREDD_POLLING_TIMEOUT``); without one the job is held with code 4
+(CorruptedCredential), and a periodic release puts it back in the queue after
+``release_held_after``.
 
 Renewed tokens that the token manager pushes are forwarded to every execute host running a job
 of that user and service; the starters there copy them into the sandboxes (I13).
@@ -21,6 +27,7 @@ import random
 from collections.abc import Iterable, Sequence
 
 import attrs
+import classad2
 import trio
 
 from ..metrics import Recorder
@@ -46,12 +53,36 @@ from ..protocol import (
 from ..transport import Transport, Unreachable
 from ._common import Clock, Logger
 
-__all__ = ["QueueManager", "Submission"]
+__all__ = ["JobAd", "QueueManager", "Submission", "machine_ad"]
+
+
+@attrs.frozen(kw_only=True, cache_hash=True)  # hashed once: the autocluster key of every cycle
+class JobAd:
+    """What the negotiator matches on (HTCondor's job ClassAd, the parts we use).
+
+    Equal job ads form one autocluster. Expressions are ClassAd text.
+
+    Attributes:
+        requirements: the job's ``requirements``.
+        rank: the job's ``rank`` (higher is better; non-numbers count as 0).
+        request_cpus: ``RequestCpus``.
+        request_memory: ``RequestMemory`` (MB).
+        attributes: other attributes (``+Name = value``), as ClassAd text.
+    """
+
+    requirements: str = "true"
+    rank: str = "0"
+    request_cpus: int = 1
+    request_memory: int = 1
+    attributes: tuple[tuple[str, str], ...] = ()
 
 
 @attrs.frozen(kw_only=True)
 class Submission:
-    """A job to submit at ``at`` (seconds since the scenario start)."""
+    """A job to submit at ``at`` (seconds since the scenario start).
+
+    ``ad`` is None for a TOML workload: such jobs match any slot, as before matchmaking.
+    """
 
     job: int
     at: float
@@ -59,6 +90,67 @@ class Submission:
     user: str
     service: str
     program: JobProgram
+    ad: JobAd | None = None
+
+
+#: Memory of a slot when the scenario's machine_ad does not say (MB; HTCondor's usual 2 GB/core).
+DEFAULT_SLOT_MEMORY = 2048
+
+
+def machine_ad(
+    name: str, slots: int, attributes: dict[str, str | int | float | bool]
+) -> dict[str, str | int | float | bool]:
+    """A host's machine ad: ``Name``, ``Cpus`` (its slots), ``Memory`` and the scenario's
+    attributes (which may override ``Cpus`` and ``Memory``)."""
+    return {"Name": name, "Cpus": slots, "Memory": DEFAULT_SLOT_MEMORY * slots, **attributes}
+
+
+def _classad(attributes: dict[str, str | int | float | bool]) -> classad2.ClassAd:
+    ad = classad2.ClassAd()
+    for key, value in attributes.items():
+        # Strings are values ("AlmaLinux9"), except a START/Requirements expression.
+        if key in ("Requirements", "START") and isinstance(value, str):
+            ad[key] = classad2.ExprTree(value)
+        else:
+            ad[key] = value
+    return ad
+
+
+def _job_classad(ad: JobAd) -> classad2.ClassAd:
+    job = classad2.ClassAd()
+    for key, text in ad.attributes:
+        job[key] = classad2.ExprTree(text)
+    job["RequestCpus"] = ad.request_cpus
+    job["RequestMemory"] = ad.request_memory
+    # condor_submit adds the resource clauses to the user's requirements.
+    job["Requirements"] = classad2.ExprTree(
+        f"({ad.requirements}) && (TARGET.Cpus >= MY.RequestCpus) "
+        "&& (TARGET.Memory >= MY.RequestMemory)"
+    )
+    job["Rank"] = classad2.ExprTree(ad.rank)
+    return job
+
+
+def _evaluate(expr: object, mine: classad2.ClassAd, other: classad2.ClassAd) -> object:
+    """``expr`` of ``mine`` against ``other``: an unqualified name is looked up in MY first and
+    then in TARGET, as HTCondor's negotiator does (classad2 alone looks only in MY)."""
+    if not isinstance(expr, classad2.ExprTree):
+        return expr
+    scope = classad2.ClassAd()
+    scope.update(other)
+    scope.update(mine)
+    return expr.eval(scope, other)
+
+
+def _match_rank(job: classad2.ClassAd, machine: classad2.ClassAd) -> float | None:
+    """The job's rank of ``machine`` when the two match symmetrically, else None."""
+    if _evaluate(job.get("Requirements"), job, machine) is not True:
+        return None
+    start = machine.get("START", machine.get("Requirements", True))
+    if _evaluate(start, machine, job) is not True:
+        return None
+    rank = _evaluate(job.get("Rank"), job, machine)
+    return float(rank) if isinstance(rank, int | float) and not isinstance(rank, bool) else 0.0
 
 
 @attrs.define
@@ -100,12 +192,19 @@ class QueueManager:
     rng: random.Random
     recorder: Recorder
     log: Logger
+    #: host name -> machine ad attributes (:func:`machine_ad`); a host not listed gets the
+    #: default ad. Only jobs with a job ad are matched against them.
+    machine_ads: dict[str, dict[str, str | int | float | bool]] = attrs.field(factory=dict)
     _jobs: dict[int, _Job] = attrs.field(factory=dict, alias="_jobs")
     _idle: dict[int, None] = attrs.field(factory=dict, alias="_idle")  # insertion-ordered set
     _held: dict[int, None] = attrs.field(factory=dict, alias="_held")  # held with a credential code
     _hosts: dict[str, _Host] = attrs.field(factory=dict, alias="_hosts")
     _nursery: trio.Nursery | None = attrs.field(default=None, alias="_nursery")
     _t0: float = attrs.field(default=0.0, alias="_t0")
+    #: autocluster -> the hosts it matches, best rank first (machine ads never change)
+    _matches: dict[JobAd, list[tuple[float, str]]] = attrs.field(factory=dict, alias="_matches")
+    _machines: dict[str, classad2.ClassAd] = attrs.field(factory=dict, alias="_machines")
+    _unmatched: set[int] = attrs.field(factory=set, alias="_unmatched")
 
     def __attrs_post_init__(self) -> None:
         for name, slots in self.hosts:
@@ -146,15 +245,60 @@ class QueueManager:
 
     def _negotiate(self) -> None:
         assert self._nursery is not None
+        full: set[JobAd] = set()  # autoclusters that found no free host in this cycle
         for job_id in list(self._idle):
-            host = self._best_host()
-            if host is None:
-                return
+            ad = self._jobs[job_id].sub.ad
+            if ad is None:
+                host = self._best_host()
+                if host is None:
+                    return  # no free slot anywhere: no later job can start either
+            else:
+                matches = self._matches.get(ad)
+                if matches is None:
+                    matches = self._matches[ad] = self._autocluster(ad)
+                if not matches:
+                    if job_id not in self._unmatched:  # never matchable: say so once a job
+                        self._unmatched.add(job_id)
+                        self.recorder.record(self.name, "unmatched", job=job_id)
+                    continue
+                if ad in full:
+                    continue
+                host = self._best_matching_host(matches)
+                if host is None:
+                    full.add(ad)
+                    continue
             slot = host.free.pop(0)
             del self._idle[job_id]
             job = self._jobs[job_id]
             job.life.process(Match(host=host.name, slot=slot), now=trio.current_time())
             self._nursery.start_soon(self._activate, job, host, slot)
+
+    def _best_matching_host(self, matches: list[tuple[float, str]]) -> _Host | None:
+        """The free host of highest rank among ``matches`` (most free slots among equals)."""
+        best: _Host | None = None
+        best_rank = 0.0
+        for rank, name in matches:
+            if best is not None and rank < best_rank:
+                break  # sorted by rank: nothing better follows
+            h = self._hosts[name]
+            if h.up and h.free and (best is None or len(h.free) > len(best.free)):
+                best, best_rank = h, rank
+        return best
+
+    def _autocluster(self, ad: JobAd) -> list[tuple[float, str]]:
+        """Every host ``ad`` matches with its rank, best first (then by name)."""
+        job = _job_classad(ad)
+        found = []
+        for name, slots in self.hosts:
+            machine = self._machines.get(name)
+            if machine is None:
+                attributes = self.machine_ads.get(name) or machine_ad(name, slots, {})
+                machine = self._machines[name] = _classad(attributes)
+            rank = _match_rank(job, machine)
+            if rank is not None:
+                found.append((rank, name))
+        found.sort(key=lambda m: (-m[0], m[1]))
+        return found
 
     def _best_host(self) -> _Host | None:
         best: _Host | None = None

@@ -740,6 +740,7 @@ def run_live(
             mode="live",
             wall=time.perf_counter() - wall0,
             extra={"services": len(run.services)},
+            epoch=run.t0,  # jobs.log shows the wall-clock times the jobs really had
         )
         if out is not None:
             shutil.copytree(workdir / "logs", out / "logs", dirs_exist_ok=True)

@@ -5,6 +5,8 @@ from ._events import EventSink as EventSink
 from ._events import JsonlSink as JsonlSink
 from ._events import ListSink as ListSink
 from ._events import Recorder as Recorder
+from ._joblog import JOB_LOG_CODES as JOB_LOG_CODES
+from ._joblog import JobEventLogWriter as JobEventLogWriter
 from ._report import JOB_STATES as JOB_STATES
 from ._report import PLOT_FILES as PLOT_FILES
 from ._report import SAMPLES_PER_BUCKET as SAMPLES_PER_BUCKET
@@ -24,12 +26,14 @@ from ._text import summary_table as summary_table
 __all__ = [
     "DENIAL_REASONS",
     "JOB_COLUMNS",
+    "JOB_LOG_CODES",
     "JOB_STATES",
     "PLOT_FILES",
     "SAMPLES_PER_BUCKET",
     "TOKEN_COLUMNS",
     "Event",
     "EventSink",
+    "JobEventLogWriter",
     "JobTable",
     "JsonlSink",
     "ListSink",

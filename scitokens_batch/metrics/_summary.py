@@ -164,6 +164,8 @@ class SummaryBuilder:
                 "evictions": self._kinds["evicted"],
                 "cpu_s": num("jobs.cpu_s"),
                 "lost_cpu_s": num("jobs.lost_cpu_s"),
+                # jobs whose requirements no machine ad matches: they stay idle (issue 13)
+                "unmatched": self._kinds["unmatched"],
             },
             "tokens": {
                 "minted": self._kinds["mint"],

@@ -35,11 +35,17 @@ def _attempts(issuer: Mapping[str, Any]) -> str:
     return f"{attempts:,} ({issuer.get('unreachable', 0):,})"
 
 
-def summary_table(summary: Mapping[str, Any]) -> Table:
-    """The headline figures of a summary.json, and each expectation with its verdict."""
+def summary_table(summary: Mapping[str, Any], *, wall_seconds: float | None = None) -> Table:
+    """The headline figures of a summary.json, and each expectation with its verdict.
+
+    Args:
+        summary: the summary.json document.
+        wall_seconds: the run's duration (run.json; summary.json holds no wall-clock fact).
+    """
+    wall = "" if wall_seconds is None else f", {wall_seconds:.1f} s wall"
     table = Table(
         title=f"scenario {summary.get('scenario')!r}, seed {summary.get('seed')} "
-        f"({summary.get('events', 0):,} events, {summary.get('wall_seconds', 0):.1f} s wall)",
+        f"({summary.get('events', 0):,} events{wall})",
         show_header=True,
         header_style="bold",
     )

@@ -13,7 +13,6 @@ from typing import Any
 import attrs
 import trio
 
-from ..tokens import SigningKey
 from ._spec import (
     ClockStep,
     DataServerRestart,
@@ -27,7 +26,7 @@ from ._spec import (
     TokenManagerCrash,
     TransferServiceStateLoss,
 )
-from ._world import World
+from ._world import World, issuer_key
 
 __all__ = ["begin_fault", "end_fault", "run_fault"]
 
@@ -58,7 +57,7 @@ def begin_fault(world: World, fault: Fault) -> float | None:
         issuer = world.issuers[fault.issuer]
         keys = issuer.keys.keys()
         issuer.rotate_key(
-            SigningKey.generate(keys[0].alg, kid=f"{fault.issuer}-{len(keys) + 1}"),
+            issuer_key(keys[0].alg, world.seed, fault.issuer, len(keys) + 1),
             publish_ahead=fault.publish_ahead,
         )
         return None

@@ -55,6 +55,7 @@ from scitokens_batch.scenario._spec import (
     TransferServiceStateLoss,
     UniformCompute,
 )
+from scitokens_batch.scenario._submit import apply_submit_files, check_credentials
 from scitokens_batch.scenario._units import (
     LIMITS,
     MAX_DEPTH,
@@ -181,8 +182,16 @@ def parse_scenario(text: str, *, file: str, overrides: Sequence[str] = ()) -> Sc
         )
         return ScenarioError(OVERRIDE_FILE if from_override else file, key_path, problem.message)
 
+    # HTCondor submit descriptions fill their workloads' jobs and token (issue 13).
+    descriptions = apply_submit_files(raw, scenario_file=file)
     try:
         scenario = _make_converter().structure(raw, Scenario)
+        if descriptions:
+            workloads = list(scenario.workloads)
+            for i, desc in descriptions.items():
+                workloads[i] = attrs.evolve(workloads[i], submitted=desc.jobs)
+            scenario = attrs.evolve(scenario, workloads=tuple(workloads))
+            check_credentials(scenario, scenario_file=file)
         _check_references(scenario)
     except _Problem as problem:
         raise error(problem) from None
@@ -283,7 +292,11 @@ def _is_mapping(tp: object) -> bool:
 def _fields_by_key(cls: type[Any]) -> dict[str, attrs.Attribute[Any]]:
     """The TOML key of each field of a spec class."""
     attrs.resolve_types(cls, globalns=vars(_spec))
-    return {field.metadata.get(TOML_KEY, field.name): field for field in attrs.fields(cls)}
+    return {
+        field.metadata.get(TOML_KEY, field.name): field
+        for field in attrs.fields(cls)
+        if not field.metadata.get(_spec.INTERNAL)
+    }
 
 
 def _allowed_keys(cls: type[Any]) -> list[str]:
@@ -398,7 +411,17 @@ def _make_converter() -> cattrs.Converter:
         lambda tp: isinstance(tp, type) and attrs.has(tp),
         lambda value, cls: _structure_class(value, cls, structure),
     )
+    converter.register_structure_hook_func(
+        lambda tp: tp == (str | int | float | bool), _structure_scalar
+    )
     return converter
+
+
+def _structure_scalar(value: object, _tp: object) -> object:
+    """A ClassAd attribute value (``machine_ad``): any TOML string, number or boolean."""
+    if isinstance(value, str | int | float | bool):
+        return value
+    raise _Problem(f"expected a string, number or boolean, received {describe(value)}")
 
 
 Structure = Callable[[object, object], Any]
@@ -527,6 +550,9 @@ def _unknown_key(key: str, allowed: Sequence[str]) -> _Problem:
 
 def _structure_tagged(value: object, tp: object, structure: Structure) -> Any:
     members = _tagged_members(tp) or {}
+    if tp == _spec.Compute and isinstance(value, str):
+        # `compute = "1h"`, the spelling a new user tries first: a fixed duration.
+        value = {_TAG: _spec.FixedCompute.kind, "duration": value}
     table = _table(value, _describe_type(tp))
     if _TAG not in table:
         raise _Problem(

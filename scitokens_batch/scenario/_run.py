@@ -2,9 +2,9 @@
 
 The scenario epoch is mapped onto trio's :class:`~trio.testing.MockClock` (autojump: the clock
 jumps to the next deadline whenever every task is blocked), trio's scheduler is seeded, and each
-actor has its own seeded RNG: the same scenario and seed give the same events.jsonl, byte for
-byte, once the ``token_sha`` fields (hashes of token bytes, which hold random signatures) are
-left out.
+actor has its own seeded RNG, the issuers' keys derive from the seed and ES256 signatures are
+deterministic (RFC 6979): the same scenario, seed and version give byte-identical events.jsonl,
+summary.json, CSVs and jobs.log. Wall-clock facts (the run's duration) go to run.json only.
 
 Outputs go to ``--out`` through temporary names and appear only when the run completed: a failed
 run leaves nothing half-written.
@@ -31,6 +31,7 @@ from ..errors import LocalInputError, ScenarioError
 from ..metrics import (
     PLOT_FILES,
     Event,
+    JobEventLogWriter,
     JobTable,
     JsonlSink,
     ListSink,
@@ -65,11 +66,14 @@ class RunResult:
         summary: the summary.json document.
         checks: each expectation's result.
         out: the output directory, or None.
+        run: wall-clock facts of this execution (``wall_seconds``), written to run.json: they
+            differ between two identical runs, so summary.json does not hold them.
     """
 
     summary: dict[str, Any]
     checks: tuple[CheckResult, ...]
     out: Path | None
+    run: dict[str, Any] = attrs.field(factory=dict)
 
     @property
     def passed(self) -> bool:
@@ -161,7 +165,7 @@ def run_virtual(
         created_out = not out.exists()
         out.mkdir(parents=True, exist_ok=True)
         sink = JsonlSink(str(out / "events.jsonl"))
-        tables = [JobTable(), TokenTable()]
+        tables = [JobTable(), TokenTable(), _job_log(spec)]
         report = (
             ReportBuilder(
                 duration_s=spec.meta.duration,
@@ -219,10 +223,10 @@ def run_virtual(
         "version": __version__,
         "mode": "virtual",
         "duration_s": spec.meta.duration,
-        "wall_seconds": round(wall, 3),
         "events": builder.event_count,
         **builder.figures(),
     }
+    run_info = {"mode": "virtual", "wall_seconds": round(wall, 3)}
     checks = tuple(evaluate(spec.expect.checks, summary))
     summary["expectations"] = [
         {
@@ -236,7 +240,7 @@ def run_virtual(
     if out is not None:
         assert isinstance(sink, JsonlSink)
         try:
-            written = _write_outputs(out, summary, tables, report, spec)
+            written = _write_outputs(out, summary, tables, report, spec, run_info)
         except BaseException:
             sink.discard()
             raise
@@ -244,7 +248,7 @@ def run_virtual(
         _remove_stale(out, written)
     if keep_events and isinstance(sink, ListSink):
         summary["_events"] = sink.events
-    return RunResult(summary=summary, checks=checks, out=out)
+    return RunResult(summary=summary, checks=checks, out=out, run=run_info)
 
 
 def result_from_events(
@@ -256,17 +260,20 @@ def result_from_events(
     mode: str,
     wall: float,
     extra: Mapping[str, Any] | None = None,
+    epoch: float | None = None,
 ) -> RunResult:
     """Summary, checks and (with ``out``) every output file, from a finished run's events.
 
     The live runner calls this with the merged events of all its services; outputs appear
     only once all of them are written (events.jsonl last, through a temporary name).
+    ``epoch`` is the Unix time of ``t = 0`` for jobs.log (live: the run's wall-clock start;
+    by default the scenario epoch).
     """
     builder = SummaryBuilder()
     created_out = out is not None and not out.exists()
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
-    tables: list[Any] = [JobTable(), TokenTable()] if out is not None else []
+    tables: list[Any] = [JobTable(), TokenTable(), _job_log(spec, epoch)] if out else []
     report = (
         ReportBuilder(
             duration_s=spec.meta.duration,
@@ -293,11 +300,11 @@ def result_from_events(
             "version": __version__,
             "mode": mode,
             "duration_s": spec.meta.duration,
-            "wall_seconds": round(wall, 3),
             "events": builder.event_count,
             **(extra or {}),
             **builder.figures(),
         }
+        run_info = {"mode": mode, "wall_seconds": round(wall, 3)}
         checks = tuple(evaluate(spec.expect.checks, summary))
         summary["expectations"] = [
             {
@@ -310,7 +317,7 @@ def result_from_events(
         ]
         written: set[str] = set()
         if out is not None:
-            written = _write_outputs(out, summary, tables, report, spec)
+            written = _write_outputs(out, summary, tables, report, spec, run_info)
     except BaseException:
         if sink is not None:
             sink.discard()
@@ -321,7 +328,15 @@ def result_from_events(
         sink.commit()
     if out is not None:
         _remove_stale(out, written)
-    return RunResult(summary=summary, checks=checks, out=out)
+    return RunResult(summary=summary, checks=checks, out=out, run=run_info)
+
+
+def _job_log(spec: Scenario, epoch: float | None = None) -> JobEventLogWriter:
+    """jobs.log's writer: one cluster per workload, numbered from 1 in scenario order."""
+    return JobEventLogWriter(
+        epoch=spec.meta.epoch if epoch is None else epoch,
+        clusters={w.name: i + 1 for i, w in enumerate(spec.workloads)},
+    )
 
 
 def _refuse_live_only(spec: Scenario, source: str) -> None:
@@ -351,6 +366,8 @@ def _refuse_live_only(spec: Scenario, source: str) -> None:
 RUN_OUTPUTS: Final = frozenset(
     {
         "summary.json",
+        "run.json",
+        "jobs.log",
         "events.jsonl",
         "jobs.csv",
         "tokens.csv",
@@ -362,14 +379,21 @@ RUN_OUTPUTS: Final = frozenset(
 
 
 def _write_outputs(
-    out: Path, summary: dict[str, Any], tables: list[Any], report: Any, spec: Scenario
+    out: Path,
+    summary: dict[str, Any],
+    tables: list[Any],
+    report: Any,
+    spec: Scenario,
+    run_info: Mapping[str, Any],
 ) -> set[str]:
     """Write the outputs but events.jsonl; returns the names written (events.jsonl included)."""
     _files.write_public(out / "summary.json", json.dumps(summary, indent=2, sort_keys=True) + "\n")
-    jobs, tokens = tables
+    _files.write_public(out / "run.json", json.dumps(run_info, indent=2, sort_keys=True) + "\n")
+    jobs, tokens, job_log = tables
     jobs.write_csv(out / "jobs.csv")
     tokens.write_csv(out / "tokens.csv")
-    written = {"summary.json", "events.jsonl", "jobs.csv", "tokens.csv"}
+    job_log.write_log(out / "jobs.log")
+    written = {"summary.json", "run.json", "events.jsonl", "jobs.csv", "tokens.csv", "jobs.log"}
     if report is not None:
         paths = report.write(out, title=report_title(spec, summary), summary=summary)
         written.update(Path(path).name for path in paths)

@@ -63,6 +63,7 @@ __all__ = [
     "IssuerSpec",
     "KeyRotation",
     "LognormalCompute",
+    "OAuthToken",
     "Partition",
     "PoissonArrival",
     "QueueManagerSpec",
@@ -74,6 +75,7 @@ __all__ = [
     "ScenarioMeta",
     "Step",
     "StepTarget",
+    "SubmitJob",
     "TokenManagerCrash",
     "TokenManagerSpec",
     "TokenRequestSpec",
@@ -99,6 +101,8 @@ TOML_KEY: Final = "scitokens_batch.toml_key"
 #: ``Callable[[value], str | None]`` run on the converted value; a string is what was
 #: expected (the loader adds what was received).
 CHECK: Final = "scitokens_batch.check"
+#: A field the loader fills itself (never a TOML key): a workload's parsed submit description.
+INTERNAL: Final = "scitokens_batch.internal"
 #: Like CHECK, run on each item of a tuple field.
 ITEM_CHECK: Final = "scitokens_batch.item_check"
 
@@ -489,6 +493,9 @@ class ExecuteHostSpec:
     slots: int = attrs.field(default=1, metadata=_meta(check=_positive_int))
     sandbox_refresh: float = attrs.field(default=300.0, metadata=_DURATION)
     clock_skew: float = attrs.field(default=0.0, metadata=_SKEW)
+    #: Extra machine ClassAd attributes (``{ HasSciTokens = true, OpSysAndVer = "AlmaLinux9" }``)
+    #: besides ``Cpus`` and ``Memory`` (issue 13; docs/htcondor.md).
+    machine_ad: dict[str, str | int | float | bool] = attrs.field(factory=dict)
 
     @property
     def host_names(self) -> tuple[str, ...]:
@@ -880,6 +887,53 @@ class TokenRequestSpec:
 
 
 @attrs.frozen(kw_only=True)
+class OAuthToken:
+    """One credential of a submitted job: ``use_oauth_services`` with its handle.
+
+    Attributes:
+        service: the service as ``use_oauth_services`` names it.
+        handle: the handle (``<svc>_oauth_permissions_<handle>``), or ``""``.
+        scopes: the requested permissions.
+        audience: the requested resource (``aud``).
+    """
+
+    service: str
+    handle: str
+    scopes: tuple[str, ...]
+    audience: str
+
+    @property
+    def name(self) -> str:
+        """``<svc>`` or ``<svc>_<handle>``: the sandbox file is ``<name>.use`` (HTCondor)."""
+        return f"{self.service}_{self.handle}" if self.handle else self.service
+
+
+@attrs.frozen(kw_only=True)
+class SubmitJob:
+    """One proc of a submit description, macros and item data expanded.
+
+    Attributes:
+        proc: the proc number (from 0).
+        request_cpus: ``request_cpus``.
+        request_memory: ``request_memory`` in MB.
+        requirements: the job's ``requirements`` expression (ClassAd text), or ``"true"``.
+        rank: the job's ``rank`` expression, or ``"0"``.
+        attributes: ``+Name = value`` / ``MY.Name = value`` attributes, as ClassAd text.
+        argv: ``executable`` and ``arguments`` (empty without an executable).
+        tokens: the job's credentials.
+    """
+
+    proc: int
+    request_cpus: int
+    request_memory: int
+    requirements: str
+    rank: str
+    attributes: tuple[tuple[str, str], ...]
+    argv: tuple[str, ...]
+    tokens: tuple[OAuthToken, ...]
+
+
+@attrs.frozen(kw_only=True)
 class WorkloadSpec:
     """A ``[[workloads]]`` entry: a stream of identical jobs of one user.
 
@@ -904,6 +958,11 @@ class WorkloadSpec:
     steps: tuple[Step, ...] = attrs.field(
         metadata=_meta(check=lambda v: None if v else "at least one step")
     )
+    #: An HTCondor submit description (path relative to the scenario): the jobs' count, token,
+    #: resources and match expressions (issue 13; docs/htcondor.md).
+    submit: str | None = None
+    #: The submit description's jobs, one a proc (filled by the loader from ``submit``).
+    submitted: tuple[SubmitJob, ...] = attrs.field(default=(), metadata={INTERNAL: True})
 
 
 # --------------------------------------------------------------------------------------------

@@ -27,6 +27,7 @@ from ..actors import (
     ExecuteHost,
     HostClock,
     Issuer,
+    JobAd,
     QueueManager,
     ReplicationRule,
     SandboxFactory,
@@ -35,6 +36,7 @@ from ..actors import (
     TokenManager,
     TransferService,
     UserPolicy,
+    machine_ad,
     namespace,
 )
 from ..actors._common import new_secret
@@ -52,6 +54,7 @@ from ..protocol import (
     JobProgram,
 )
 from ..tokens import (
+    Algorithm,
     KeyCachePolicy,
     KeyRing,
     RenewalPolicy,
@@ -73,6 +76,7 @@ from ._spec import (
     PoissonArrival,
     ReadStep,
     Scenario,
+    SubmitJob,
     TokenUse,
     UniformCompute,
     WorkloadSpec,
@@ -140,6 +144,14 @@ def _client_policy(client: ClientSpec) -> ClientPolicy:
         audiences=client.audiences,
         access_token_lifetime=client.access_token_lifetime,
     )
+
+
+def issuer_key(alg: Algorithm, seed: int, issuer: str, index: int) -> SigningKey:
+    """Virtual time's ``index``-th signing key of ``issuer`` (kid ``<issuer>-<index>``), derived
+    from the seed: two runs of one seed sign the same tokens, byte for byte. Live issuers use
+    :meth:`SigningKey.generate` (the CSPRNG) instead."""
+    material = f"scitokens-batch/issuer-key/{seed}/{issuer}/{index}".encode()
+    return SigningKey.derive(alg, material, kid=f"{issuer}-{index}")
 
 
 def _clients(
@@ -310,13 +322,17 @@ def _join(base: str, path: str) -> str:
     return base.rstrip("/") + (path if path.startswith("/") else "/" + path)
 
 
-def submissions(spec: Scenario, *, seed: int, source: str = "scenario") -> list[Submission]:
+def submissions(
+    spec: Scenario, *, seed: int, source: str = "scenario", live: bool = False
+) -> list[Submission]:
     """Every job of the scenario, ids in submit order, programs resolved (deterministic).
 
     Args:
         seed: the run's seed (``--seed`` or ``scenario.seed``): arrival times, compute times
             and ``{random_file}`` draws derive from it, never from the file's seed alone.
         source: the scenario file, for error messages.
+        live: live mode: a submit description's ``executable``/``arguments`` run as the job's
+            exec step, in place of its compute steps (which model it in virtual time).
     """
     listing: dict[str, dict[str, list[str]]] = {}
     for ds in spec.data_servers:
@@ -334,6 +350,8 @@ def submissions(spec: Scenario, *, seed: int, source: str = "scenario") -> list[
     for job, (t, wi, k, w) in enumerate(planned, start=1):
         rng = derive_rng(seed, "job", w.name, k)
         program = _resolve_program(plans[wi], w.token_use is TokenUse.REREAD, job, rng)
+        if live and w.submitted and w.submitted[k].argv:
+            program = _with_executable(program, w.submitted[k].argv)
         subs.append(
             Submission(
                 job=job,
@@ -342,9 +360,33 @@ def submissions(spec: Scenario, *, seed: int, source: str = "scenario") -> list[
                 user=w.user,
                 service=w.token.service,
                 program=program,
+                ad=_job_ad(w.submitted[k]) if w.submitted else None,
             )
         )
     return subs
+
+
+def _with_executable(program: JobProgram, argv: tuple[str, ...]) -> JobProgram:
+    """``program`` with the submit description's executable run where it computes (an HTCondor
+    job's work is its executable; reads and writes stand for its file transfers): each compute
+    step becomes the exec step, or the exec step follows the last read when there is none."""
+    run = ExecStep(argv=argv)
+    steps = [run if isinstance(s, ComputeStep) else s for s in program.steps]
+    if run not in steps:
+        reads = [i for i, s in enumerate(steps) if isinstance(s, AccessStep) and not s.write]
+        steps.insert(reads[-1] + 1 if reads else 0, run)
+    return attrs.evolve(program, steps=tuple(steps))
+
+
+def _job_ad(job: SubmitJob) -> JobAd:
+    """The negotiator's view of one proc of a submit description."""
+    return JobAd(
+        requirements=job.requirements,
+        rank=job.rank,
+        request_cpus=job.request_cpus,
+        request_memory=job.request_memory,
+        attributes=job.attributes,
+    )
 
 
 def _secret(issuers: Mapping[str, Issuer], issuer: str, client: str) -> str | None:
@@ -495,7 +537,11 @@ class World:
         issuers: dict[str, Issuer] = {}
         tm_secrets: dict[str, str] = {}
         for isp in spec.issuers:
-            key = SigningKey.generate(isp.algorithm, kid=f"{isp.name}-1")
+            key = (
+                issuer_key(isp.algorithm, seed, isp.name, 1)
+                if live is None
+                else SigningKey.generate(isp.algorithm, kid=f"{isp.name}-1")  # CSPRNG
+            )
             users = {
                 u.name: UserPolicy(
                     name=u.name, scopes=tuple(parse_scope(s) for s in u.scopes), groups=u.groups
@@ -628,8 +674,13 @@ class World:
 
         qms = spec.queue_manager
         qm = QueueManager(
-            submissions=submissions(spec, seed=seed, source=source),
+            submissions=submissions(spec, seed=seed, source=source, live=live is not None),
             hosts=host_slots,
+            machine_ads={
+                name: machine_ad(name, hs.slots, hs.machine_ad)
+                for hs in spec.execute_hosts
+                for name in hs.host_names
+            },
             negotiation_interval=qms.negotiation_interval,
             credential_wait=qms.credential_wait,
             release_held_after=qms.release_held_after,

@@ -42,7 +42,10 @@ __all__ = [
 MAX_TOKEN_BYTES = 16384
 
 _ALGS = {a.value: a for a in Algorithm}
-_ECDSA_SHA256 = ec.ECDSA(hashes.SHA256())
+#: RFC 6979 deterministic ECDSA: the nonce is derived from the key and the message, so one key
+#: and one payload give one token, byte for byte (design.md, "Determinism"). As safe as random
+#: nonces, and immune to a weak RNG.
+_ECDSA_SHA256 = ec.ECDSA(hashes.SHA256(), deterministic_signing=True)
 _SHA256 = hashes.SHA256()
 _PKCS1 = padding.PKCS1v15()
 #: The base64url alphabet plus the dot. ``bytes.translate(None, _TOKEN_CHARS)`` deletes them:

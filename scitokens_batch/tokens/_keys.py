@@ -236,6 +236,32 @@ class SigningKey:
         return cls.from_key(key, kid=kid)
 
     @classmethod
+    def derive(cls, alg: Algorithm, material: bytes, *, kid: str | None = None) -> SigningKey:
+        """A key computed from ``material``: the same bytes always give the same key.
+
+        For virtual-time runs, whose outputs must be byte-identical for one seed (design.md,
+        "Determinism"); never for a live issuer, whose keys come from the CSPRNG. ES256: the
+        private scalar is a SHAKE-256 expansion of ``material`` reduced into [1, n-1]. RS256:
+        two 1024-bit primes found by a Miller-Rabin search over the same expansion (the
+        ``cryptography`` package has no seeded RSA generation).
+
+        Args:
+            alg: the signing algorithm.
+            material: the seed bytes (at least 16; e.g. the scenario seed and issuer name).
+            kid: the key id; by default the RFC 7638 thumbprint of the public key.
+        """
+        if len(material) < 16:
+            raise ValueError(f"key material must be at least 16 bytes (got {len(material)})")
+        stream = _Expander(material)
+        key: PrivateKey
+        if alg is Algorithm.ES256:
+            scalar = stream.integer(_P256_ORDER.bit_length() + 64) % (_P256_ORDER - 1) + 1
+            key = ec.derive_private_key(scalar, ec.SECP256R1())
+        else:
+            key = _derived_rsa(stream)
+        return cls.from_key(key, kid=kid)
+
+    @classmethod
     def from_key(cls, key: PrivateKey, *, kid: str | None = None) -> SigningKey:
         """Wrap an existing private key object."""
         alg = _algorithm_of(key)
@@ -261,6 +287,79 @@ class SigningKey:
             serialization.PrivateFormat.PKCS8,
             serialization.NoEncryption(),
         )
+
+
+#: The order of the P-256 group (SEC 2, §2.4.2).
+_P256_ORDER = 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551
+_RSA_E = 65537
+#: Odd primes below 2000: trial division rejects most candidates before Miller-Rabin runs.
+_SMALL_PRIMES = tuple(
+    n for n in range(3, 2000, 2) if all(n % d for d in range(3, int(n**0.5) + 1, 2))
+)
+
+
+class _Expander:
+    """A deterministic byte stream: SHAKE-256 of the material and a block counter."""
+
+    def __init__(self, material: bytes) -> None:
+        self._material = material
+        self._block = 0
+
+    def integer(self, bits: int) -> int:
+        """The next ``bits``-bit non-negative integer of the stream."""
+        nbytes = (bits + 7) // 8
+        self._block += 1
+        digest = hashlib.shake_256(self._block.to_bytes(8, "big") + self._material).digest(nbytes)
+        return int.from_bytes(digest, "big") >> (nbytes * 8 - bits)
+
+
+def _probably_prime(n: int, stream: _Expander, rounds: int = 40) -> bool:
+    """Miller-Rabin with ``rounds`` bases from the stream (error < 4**-40, FIPS 186-5 C.3.1)."""
+    if any(n % p == 0 for p in _SMALL_PRIMES):
+        return n in _SMALL_PRIMES
+    d, r = n - 1, 0
+    while d % 2 == 0:
+        d, r = d // 2, r + 1
+    for _ in range(rounds):
+        a = 2 + stream.integer(n.bit_length()) % (n - 3)
+        x = pow(a, d, n)
+        if x in (1, n - 1):
+            continue
+        for _ in range(r - 1):
+            x = pow(x, 2, n)
+            if x == n - 1:
+                break
+        else:
+            return False
+    return True
+
+
+def _derived_prime(stream: _Expander, bits: int) -> int:
+    """The first probable prime p of the stream with the top two bits set (so p*q has
+    exactly 2 * ``bits`` bits) and gcd(e, p - 1) = 1."""
+    while True:
+        candidate = stream.integer(bits) | (0b11 << (bits - 2)) | 1
+        if (candidate - 1) % _RSA_E != 0 and _probably_prime(candidate, stream):
+            return candidate
+
+
+def _derived_rsa(stream: _Expander) -> rsa.RSAPrivateKey:
+    """A 2048-bit RSA key from the stream (``SigningKey.derive``)."""
+    p = _derived_prime(stream, 1024)
+    q = _derived_prime(stream, 1024)
+    while q == p:  # pragma: no cover - 2**-1000
+        q = _derived_prime(stream, 1024)
+    d = rsa.rsa_recover_private_exponent(_RSA_E, p, q)
+    numbers = rsa.RSAPrivateNumbers(
+        p=p,
+        q=q,
+        d=d,
+        dmp1=rsa.rsa_crt_dmp1(d, p),
+        dmq1=rsa.rsa_crt_dmq1(d, q),
+        iqmp=rsa.rsa_crt_iqmp(p, q),
+        public_numbers=rsa.RSAPublicNumbers(_RSA_E, p * q),
+    )
+    return numbers.private_key()
 
 
 def jwks_document(keys: Iterable[PublicKey]) -> dict[str, list[dict[str, str]]]:

@@ -3,6 +3,7 @@ mid-job, an issuer restart, under 3 minutes, no process left behind)."""
 
 from __future__ import annotations
 
+import datetime
 import json
 import os
 from pathlib import Path
@@ -52,9 +53,21 @@ def test_live_smoke(tmp_path: Path, backend: str) -> None:
     assert result.passed, failed
     summary = json.loads((out / "summary.json").read_text())
     assert summary["mode"] == "live" and summary["jobs"]["completed"] == 20
-    assert summary["wall_seconds"] < 180
+    assert json.loads((out / "run.json").read_text())["wall_seconds"] < 180
     for name in ("events.jsonl", "jobs.csv", "tokens.csv", "report.html"):
         assert (out / name).is_file(), name
+    # jobs.log (issue 13): HTCondor's reader sees every job end, at the run's real times.
+    import htcondor2
+
+    ends = [
+        ev
+        for ev in htcondor2.JobEventLog(str(out / "jobs.log")).events(stop_after=0)
+        if ev.type == htcondor2.JobEventType.JOB_TERMINATED
+    ]
+    assert len(ends) == 20 and all(ev["ReturnValue"] == 0 for ev in ends)
+    # The run's real (wall-clock, UTC) times, not the scenario epoch's.
+    ended = datetime.datetime.fromisoformat(ends[-1]["EventTime"]).replace(tzinfo=datetime.UTC)
+    assert abs(datetime.datetime.now(datetime.UTC) - ended) < datetime.timedelta(minutes=10)
     assert _children() - before == set()
     # No token ever reaches an output or a log: only jti and short hashes (brief).
     tokens = [line for line in (out / "events.jsonl").read_text().splitlines() if "eyJ" in line]
