@@ -184,7 +184,15 @@ class TestOutputs:
         r = _cli("run", str(REFERENCE), "--out", str(out), "--no-plots")
         assert r.returncode == 0, r.stderr
         names = sorted(p.name for p in out.iterdir())
-        assert names == ["events.jsonl", "jobs.csv", "mine.txt", "summary.json", "tokens.csv"]
+        assert names == [
+            "events.jsonl",
+            "jobs.csv",
+            "jobs.log",
+            "mine.txt",
+            "run.json",
+            "summary.json",
+            "tokens.csv",
+        ]
 
     def test_progress_lines_when_not_a_terminal(self, capsys: pytest.CaptureFixture[str]) -> None:
         """The non-terminal progress callback writes one stderr line per interval."""
