@@ -78,8 +78,11 @@ from ..protocol import (
     RevocationRequest,
     TokenRequest,
     TokenResponse,
+    UserinfoRequest,
+    UserinfoResponse,
 )
 from ..tokens import (
+    Algorithm,
     KeyRing,
     Profile,
     Scope,
@@ -89,6 +92,7 @@ from ..tokens import (
     encode,
     format_scopes,
     narrow,
+    parse_scope,
     parse_scopes,
     short_hash,
     verifier_for,
@@ -193,6 +197,9 @@ class _RefreshGrant:
     #: when it was replaced by a newer one (rotation); usable until then + grace
     rotated_at: float | None = None
     revoked: bool = False
+    #: the OAuth scopes (``openid``, ``offline_access``) granted at the login: a refresh may
+    #: ask for them again, never for more
+    oauth: frozenset[str] = frozenset()
 
 
 #: The refresh-token table is never pruned below this many entries.
@@ -218,7 +225,7 @@ class _DeviceState(enum.Enum):
 class _DeviceGrant:
     client: str
     user_code: str
-    #: the requested capability scopes (OAuth scopes taken out); None: whatever the user may have
+    #: the requested scope as sent (OAuth scopes included); None: whatever the user may have
     scope: str | None
     audience: Audience | None
     expires: float
@@ -324,7 +331,8 @@ class Issuer:
             )
         policy = self.users[user]
         text = scopes if isinstance(scopes, str) else " ".join(scopes)
-        requested = parse_scopes(_capability_scopes(text)[0] or "")
+        capabilities, oauth = _capability_scopes(text)
+        requested = parse_scopes(capabilities or "")
         granted = narrow(requested, policy.scopes)
         if not granted:
             raise ScopeError(f"user {user!r} may have none of {format_scopes(requested)!r}")
@@ -334,6 +342,7 @@ class Issuer:
             scopes=granted,
             audience=audience,
             expires=self.now() + self.refresh_token_lifetime,
+            oauth=oauth,
         )
 
     def revoke_user(self, user: str) -> int:
@@ -460,6 +469,10 @@ class Issuer:
             "scopes_supported": sorted(scopes),
             "response_types_supported": ["token"],
             "subject_types_supported": ["public"],
+            "userinfo_endpoint": f"{self.url}/userinfo",
+            # ID tokens are signed like access tokens, with whichever key signs then.
+            "id_token_signing_alg_values_supported": sorted(a.value for a in Algorithm),
+            "claims_supported": ["aud", "exp", "iat", "iss", "nonce", "sub", "wlcg.groups"],
             "token_endpoint_auth_methods_supported": auth_methods,
             "revocation_endpoint_auth_methods_supported": list(auth_methods),
         }
@@ -488,6 +501,8 @@ class Issuer:
         if isinstance(message, DeviceApproval):
             # The user's browser at the verification page: not a client, not rate limited.
             return self._approve(message)
+        if isinstance(message, UserinfoRequest):
+            return self._userinfo(message)
         if not isinstance(message, TokenRequest | DeviceAuthorizationRequest | RevocationRequest):
             raise TypeError(f"issuer {self.name}: unexpected message {type(message).__name__}")
         if self._rate_limited():
@@ -534,6 +549,8 @@ class Issuer:
             endpoint, grant = "device_authorization", GRANT_DEVICE_CODE
         elif isinstance(req, DeviceApproval):
             endpoint, grant = "device", GRANT_DEVICE_CODE
+        elif isinstance(req, UserinfoRequest):
+            endpoint, grant = "userinfo", None
         else:
             endpoint, grant = "revoke", None
         self.recorder.record(
@@ -576,11 +593,14 @@ class Issuer:
     ) -> tuple[Scope, ...] | OAuthError:
         """The scopes to grant: ``scope`` narrowed to ``allowed`` (B15), or ``invalid_scope``.
 
-        Without capability scopes in ``scope`` (absent, or only ``offline_access``/``openid``)
-        the answer is everything ``allowed`` (RFC 6749 §6: "treated as equal to the scope
-        originally granted").
+        Without ``scope`` (absent or blank) the answer is everything ``allowed`` (RFC 6749 §6:
+        "treated as equal to the scope originally granted"). A ``scope`` of OAuth scopes only
+        (``openid``, ``offline_access``) gets exactly that, no capability (as INDIGO IAM: the
+        issuer grants what is asked, never more): the answer is then ``()``.
         """
-        capabilities = _capability_scopes(scope)[0]
+        capabilities, oauth = _capability_scopes(scope)
+        if capabilities is None and oauth:
+            return ()
         if capabilities is None:
             granted = tuple(allowed)
         else:
@@ -650,7 +670,11 @@ class Issuer:
         audience = self._audience(req, req.audience, client, grant.audience)
         if isinstance(audience, OAuthError):
             return audience
-        access = self._mint(grant.user, client, scopes, audience, GRANT_REFRESH)
+        # The OAuth scopes of the login, or those of them asked for again (never more).
+        oauth = grant.oauth if req.scope is None else _capability_scopes(req.scope)[1]
+        access = self._mint(
+            grant.user, client, scopes, audience, GRANT_REFRESH, oauth=oauth & grant.oauth
+        )
         # Rotation (E4, I7): one successor per token, with the grant's whole scope (RFC 6749
         # §6: "identical"), not the down-scoped request, and the login's expiry.
         if grant.rotated_at is None:
@@ -664,6 +688,7 @@ class Issuer:
                 expires=grant.expires,
                 family=grant.family,
                 token=successor,
+                oauth=grant.oauth,
             )
         return attrs.evolve(access, refresh_token=successor)
 
@@ -741,7 +766,9 @@ class Issuer:
             # The keys are given, so the verdict is a Rejection (never NeedKeys); its text
             # names the reason, never the token.
             return self._error(req, "invalid_grant", f"subject token: {subject}")
-        scopes = self._narrowed(req, req.scope, subject.scopes)
+        # The subject's own OAuth scopes are its login's, not a capability to pass on.
+        capabilities = tuple(s for s in subject.scopes if str(s) not in OAUTH_SCOPES)
+        scopes = self._narrowed(req, req.scope, capabilities)
         if isinstance(scopes, OAuthError):
             return scopes
         aud = subject.claims["aud"]
@@ -751,6 +778,9 @@ class Issuer:
             return audience
         offline = "offline_access" in _capability_scopes(req.scope)[1]
         refresh_token = None
+        # offline_access is granted (and in the scope claim) when asked for: a refresh token
+        # comes with it.
+        oauth = frozenset({"offline_access"}) if offline else frozenset()
         if offline or req.requested_token_type == TOKEN_TYPE_REFRESH:
             refresh_token = self._new_refresh_token(
                 user=subject.subject,
@@ -758,8 +788,11 @@ class Issuer:
                 scopes=scopes,
                 audience=audience,
                 expires=now + self.refresh_token_lifetime,
+                oauth=oauth,
             )
-        access = self._mint(subject.subject, client, scopes, audience, GRANT_TOKEN_EXCHANGE)
+        access = self._mint(
+            subject.subject, client, scopes, audience, GRANT_TOKEN_EXCHANGE, oauth=oauth
+        )
         return attrs.evolve(
             access, refresh_token=refresh_token, issued_token_type=TOKEN_TYPE_ACCESS
         )
@@ -791,7 +824,7 @@ class Issuer:
         self._devices[device_code] = _DeviceGrant(
             client=client.client_id,
             user_code=user_code,
-            scope=capabilities,
+            scope=req.scope,
             audience=audience,
             expires=self.now() + self.device_code_lifetime,
             interval=self.device_poll_interval,
@@ -890,16 +923,46 @@ class Issuer:
         scopes = self._narrowed(req, device.scope, policy.scopes)
         if isinstance(scopes, OAuthError):
             return scopes
+        # The token request may name the audience too (oidc-agent sends ``audience`` here, not
+        # at the device authorization), as INDIGO IAM takes it: checked against the client's
+        # audiences like any request, and bound to the refresh token as well.
+        audience = self._audience(req, req.audience, client, device.audience)
+        if isinstance(audience, OAuthError):
+            return audience
         device.state = _DeviceState.CONSUMED
+        oauth = _capability_scopes(device.scope)[1]
         refresh_token = self._new_refresh_token(
             user=device.user,
             client=client.client_id,
             scopes=scopes,
-            audience=device.audience,
+            audience=audience,
             expires=now + self.refresh_token_lifetime,
+            oauth=oauth,
         )
-        access = self._mint(device.user, client, scopes, device.audience, GRANT_DEVICE_CODE)
+        access = self._mint(device.user, client, scopes, audience, GRANT_DEVICE_CODE, oauth=oauth)
         return attrs.evolve(access, refresh_token=refresh_token)
+
+    # -- userinfo (OpenID Connect Core §5.3) ------------------------------------------------
+
+    def _userinfo(self, req: UserinfoRequest) -> Message:
+        """The user an access token of ours with the ``openid`` scope stands for.
+
+        A token that does not verify (signature, issuer, times; any audience) is
+        ``invalid_token`` (401), one without ``openid`` ``insufficient_scope`` (403), as RFC
+        6750 §3.1 says; the description names the rejection reason, never the token.
+        """
+        now = self.now()
+        verifier = verifier_for(self.url, None, self.keys.published(now), now=now)
+        verified = verifier.check(req.token, now=now)
+        if not isinstance(verified, VerifiedToken):
+            return self._error(req, "invalid_token", f"access token: {verified}", 401)
+        if "openid" not in {str(s) for s in verified.scopes}:
+            return self._error(req, "insufficient_scope", "the token lacks the openid scope", 403)
+        policy = self.users.get(verified.subject)
+        if policy is None:  # a client credentials token, or a user removed from the VO
+            return self._error(req, "invalid_token", "the token is not about a user of the VO", 401)
+        self._record(req, 200, None)
+        return UserinfoResponse(sub=policy.name, groups=policy.groups)
 
     # -- revocation (RFC 7009) -------------------------------------------------------------
 
@@ -943,6 +1006,7 @@ class Issuer:
         expires: float,
         family: int | None = None,
         token: str | None = None,
+        oauth: frozenset[str] = frozenset(),
     ) -> str:
         if family is None:
             self._families += 1
@@ -960,6 +1024,7 @@ class Issuer:
             audience=audience,
             expires=expires,
             family=family,
+            oauth=oauth,
         )
         return token
 
@@ -970,7 +1035,13 @@ class Issuer:
         scopes: Sequence[Scope],
         audience: Audience | None,
         grant: str,
+        *,
+        oauth: frozenset[str] = frozenset(),
+        nonce: str | None = None,
     ) -> TokenResponse:
+        """An access token (and, when ``openid`` is in ``oauth`` and ``user`` is a user of the
+        VO, an ID token); ``oauth``: the OAuth scopes granted, listed in the ``scope`` claim
+        after the capabilities (as INDIGO IAM does)."""
         now = self.now()
         key = self.keys.signing_key(now)
         lifetime = client.access_token_lifetime or self.access_token_lifetime
@@ -980,7 +1051,7 @@ class Issuer:
             issuer=self.url,
             subject=user,
             audience=audience if audience is not None else self.url,
-            scopes=scopes,
+            scopes=(*scopes, *(parse_scope(name) for name in sorted(oauth))),
             issued_at=now,
             lifetime=lifetime,
             jti=new_jti(self.rng),
@@ -1006,12 +1077,37 @@ class Issuer:
             exp=claims["exp"],
             kid=key.kid,
         )
+        id_token = None
+        if "openid" in oauth and policy is not None:
+            id_token = self._id_token(user, client, claims, nonce)
         return TokenResponse(
-            access_token=token, expires_in=float(claims["exp"] - claims["iat"]), scope=scope_text
+            access_token=token,
+            expires_in=float(claims["exp"] - claims["iat"]),
+            scope=scope_text,
+            id_token=id_token,
         )
 
+    def _id_token(
+        self, user: str, client: ClientPolicy, access: Mapping[str, Any], nonce: str | None
+    ) -> str:
+        """OpenID Connect Core §2: an ID token for ``client`` (``aud`` = its id) about
+        ``user``, signed with the key that signed the access token, living as long."""
+        claims: dict[str, Any] = {
+            "iss": self.url,
+            "sub": user,
+            "aud": client.client_id,
+            "iat": access["iat"],
+            "exp": access["exp"],
+            "jti": new_jti(self.rng),
+        }
+        if nonce is not None:
+            claims["nonce"] = nonce  # §3.1.3.7 rule 11: the client checks it
+        return encode(claims, self.keys.signing_key(self.now()))
 
-_Request: TypeAlias = TokenRequest | DeviceAuthorizationRequest | DeviceApproval | RevocationRequest
+
+_Request: TypeAlias = (
+    TokenRequest | DeviceAuthorizationRequest | DeviceApproval | RevocationRequest | UserinfoRequest
+)
 
 
 def _capability_scopes(scope: str | None) -> tuple[str | None, frozenset[str]]:
@@ -1040,6 +1136,7 @@ def _grant_row(g: _RefreshGrant) -> dict[str, Any]:
         "family": g.family,
         "rotated_at": g.rotated_at,
         "revoked": g.revoked,
+        "oauth": sorted(g.oauth),
     }
 
 
@@ -1053,4 +1150,6 @@ def _grant_from_row(g: Mapping[str, Any]) -> _RefreshGrant:
         family=int(g["family"]),
         rotated_at=g["rotated_at"],
         revoked=bool(g["revoked"]),
+        # rows written before the OAuth scopes were kept have none
+        oauth=frozenset(g.get("oauth", ())),
     )

@@ -58,6 +58,8 @@ from ._messages import TransferAccepted as TransferAccepted
 from ._messages import TransferFile as TransferFile
 from ._messages import TransferRefused as TransferRefused
 from ._messages import TransferSubmit as TransferSubmit
+from ._messages import UserinfoRequest as UserinfoRequest
+from ._messages import UserinfoResponse as UserinfoResponse
 
 __all__ = [
     "CLIENT_AUTH_BASIC",
@@ -116,6 +118,8 @@ __all__ = [
     "TransferFile",
     "TransferRefused",
     "TransferSubmit",
+    "UserinfoRequest",
+    "UserinfoResponse",
     "rpcauth",
     "wire",
 ]

@@ -145,6 +145,8 @@ class TokenResponse:
     token_type: str = "Bearer"
     #: RFC 8693 §2.2.1: set on token exchange answers
     issued_token_type: str | None = None
+    #: OpenID Connect Core §3.1.3.3: set when ``openid`` was granted to a user's login
+    id_token: str | None = attrs.field(default=None, repr=False)
 
 
 @attrs.frozen(kw_only=True)
@@ -201,6 +203,21 @@ class RevocationRequest:
     client_secret: str | None = attrs.field(default=None, repr=False)
     client_auth: str = CLIENT_AUTH_NONE
     token_type_hint: str | None = None
+
+
+@attrs.frozen(kw_only=True)
+class UserinfoRequest:
+    """OpenID Connect Core §5.3: the claims about the user an access token stands for."""
+
+    token: str = attrs.field(repr=False)
+
+
+@attrs.frozen(kw_only=True)
+class UserinfoResponse:
+    """OpenID Connect Core §5.3.2: ``sub`` and what the VO says about the user."""
+
+    sub: str
+    groups: tuple[str, ...] = ()
 
 
 @attrs.frozen(kw_only=True)
@@ -525,6 +542,8 @@ Message: TypeAlias = (
     | OAuthError
     | JwksRequest
     | JwksResponse
+    | UserinfoRequest
+    | UserinfoResponse
     | CredentialRequest
     | CredentialResponse
     | StartJob

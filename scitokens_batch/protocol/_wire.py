@@ -70,6 +70,7 @@ from ._messages import (
     TransferAccepted,
     TransferRefused,
     TransferSubmit,
+    UserinfoResponse,
 )
 
 __all__ = [
@@ -90,6 +91,7 @@ __all__ = [
     "parse_form",
     "token_request_form",
     "token_response_body",
+    "userinfo_body",
 ]
 
 
@@ -325,6 +327,8 @@ def token_response_body(resp: TokenResponse) -> dict[str, Any]:
         body["refresh_token"] = resp.refresh_token
     if resp.issued_token_type is not None:
         body["issued_token_type"] = resp.issued_token_type
+    if resp.id_token is not None:
+        body["id_token"] = resp.id_token
     return body
 
 
@@ -359,7 +363,7 @@ def decode_token_response(status: int, body: bytes) -> TokenResponse | OAuthErro
             + (f" {expires_in!r}" if isinstance(expires_in, int | float) else ""),
         )
     refresh, scope = doc.get("refresh_token"), doc.get("scope", "")
-    issued = doc.get("issued_token_type")
+    issued, id_token = doc.get("issued_token_type"), doc.get("id_token")
     return TokenResponse(
         access_token=token,
         expires_in=float(expires_in),
@@ -367,7 +371,17 @@ def decode_token_response(status: int, body: bytes) -> TokenResponse | OAuthErro
         refresh_token=refresh if isinstance(refresh, str) else None,
         token_type=str(doc.get("token_type", "Bearer")),
         issued_token_type=issued if isinstance(issued, str) else None,
+        id_token=id_token if isinstance(id_token, str) else None,
     )
+
+
+def userinfo_body(resp: UserinfoResponse) -> dict[str, Any]:
+    """OpenID Connect Core §5.3.2 (+ ``preferred_username`` and ``wlcg.groups``, as INDIGO IAM
+    answers)."""
+    body: dict[str, Any] = {"sub": resp.sub, "preferred_username": resp.sub}
+    if resp.groups:
+        body["wlcg.groups"] = list(resp.groups)
+    return body
 
 
 def device_authorization_body(resp: DeviceAuthorizationResponse) -> dict[str, Any]:

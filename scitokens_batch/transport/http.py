@@ -44,6 +44,8 @@ from ..protocol import (
     ThirdPartyCopy,
     TokenRequest,
     TokenResponse,
+    UserinfoRequest,
+    UserinfoResponse,
     rpcauth,
 )
 from ..protocol import wire as w
@@ -552,6 +554,29 @@ async def _oauth_answer(send: Send, answer: Message, *, basic: bool) -> None:
         raise TypeError(f"issuer answered {type(answer).__name__}")
 
 
+async def _userinfo(scope: dict[str, Any], handler: Handler, send: Send, method: str) -> None:
+    """OpenID Connect Core §5.3: ``GET``/``POST /userinfo`` with ``Authorization: Bearer``;
+    refusals carry RFC 6750 §3's ``WWW-Authenticate: Bearer`` (the form-body token of §2.2
+    is not taken: oidc-agent and IAM's clients send the header)."""
+    if method not in ("GET", "POST"):
+        await _respond(send, 405, headers={"allow": "GET, POST"})
+        return
+    authorization = _header(scope, "authorization") or ""
+    kind, _, token = authorization.partition(" ")
+    if kind.lower() != "bearer" or not token.strip():
+        # RFC 6750 §3.1: no credentials at all: a bare challenge, no error code.
+        await _respond(send, 401, headers={"www-authenticate": 'Bearer realm="userinfo"'})
+        return
+    answer = await handler(UserinfoRequest(token=token.strip()))
+    if isinstance(answer, UserinfoResponse):
+        await _json(send, 200, w.userinfo_body(answer), _NO_STORE)
+        return
+    if not isinstance(answer, OAuthError):
+        raise TypeError(f"issuer answered UserinfoRequest with {type(answer).__name__}")
+    challenge = f'Bearer realm="userinfo", error="{answer.error}"'
+    await _json(send, answer.status, w.oauth_error_body(answer), {"www-authenticate": challenge})
+
+
 @attrs.define
 class _Buckets:
     """A token bucket per client address (``rate`` a second, a burst of ``rate``), on trio's
@@ -629,6 +654,9 @@ def issuer_app(
                 jwks_document(answer.keys),
                 {"cache-control": f"public, max-age={max_age}"},  # D4
             )
+            return
+        if path == f"{prefix}/userinfo":
+            await _userinfo(scope, handler, send, method)
             return
         if method == "GET" and path == f"{prefix}/device":
             page = (
