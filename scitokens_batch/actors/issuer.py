@@ -49,6 +49,7 @@ import enum
 import hashlib
 import hmac
 import random
+import re
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, TypeAlias
 
@@ -60,6 +61,7 @@ from ..metrics import Recorder
 from ..protocol import (
     CLIENT_AUTH_BASIC,
     CLIENT_AUTH_POST,
+    GRANT_AUTHORIZATION_CODE,
     GRANT_CLIENT_CREDENTIALS,
     GRANT_DEVICE_CODE,
     GRANT_REFRESH,
@@ -68,6 +70,8 @@ from ..protocol import (
     TOKEN_TYPE_JWT,
     TOKEN_TYPE_REFRESH,
     Ack,
+    AuthorizationRequest,
+    AuthorizationResponse,
     DeviceApproval,
     DeviceAuthorizationRequest,
     DeviceAuthorizationResponse,
@@ -102,7 +106,13 @@ from ._common import Clock, Logger, new_jti, new_secret
 __all__ = ["ANY_AUDIENCE", "GRANTS", "OAUTH_SCOPES", "ClientPolicy", "Issuer", "UserPolicy"]
 
 #: Every grant type the token endpoint implements, in the order discovery lists them.
-GRANTS = (GRANT_REFRESH, GRANT_CLIENT_CREDENTIALS, GRANT_TOKEN_EXCHANGE, GRANT_DEVICE_CODE)
+GRANTS = (
+    GRANT_REFRESH,
+    GRANT_CLIENT_CREDENTIALS,
+    GRANT_TOKEN_EXCHANGE,
+    GRANT_DEVICE_CODE,
+    GRANT_AUTHORIZATION_CODE,
+)
 #: OAuth/OIDC scopes that are not capabilities (K1): never parsed as one, never an error.
 OAUTH_SCOPES = frozenset({"offline_access", "openid"})
 
@@ -120,6 +130,17 @@ DEVICE_RETENTION = 60.0
 DEFAULT_GRACE = 300.0
 #: Wrong passwords tried on one user code before the code is denied (guessing is bounded).
 MAX_APPROVAL_FAILURES = 5
+#: RFC 6749 §4.1.2: "A maximum authorization code lifetime of 10 minutes is RECOMMENDED";
+#: a client redeems it at once, so one minute is plenty (INDIGO IAM: 5 minutes).
+AUTHORIZATION_CODE_LIFETIME = 60.0
+#: Consent-page logins: after this many failures for one user within LOGIN_LOCKOUT seconds,
+#: that user's logins there are refused for the rest of the window (bounded guessing, like the
+#: device page's per-code limit; the consent page has no code to count on).
+LOGIN_LOCKOUT = 300.0
+#: RFC 7636 §4.1: ``code_verifier`` is 43 to 128 unreserved characters; §4.2: the S256
+#: challenge is its SHA-256 in base64url without padding (43 characters).
+_VERIFIER = re.compile(r"[A-Za-z0-9._~-]{43,128}")
+_CHALLENGE = re.compile(r"[A-Za-z0-9_-]{43}")
 
 #: An ``aud`` claim value: one audience, or several (C1).
 Audience: TypeAlias = str | tuple[str, ...]
@@ -178,6 +199,9 @@ class ClientPolicy:
     scopes: tuple[Scope, ...] = ()
     audiences: tuple[str, ...] = ()
     access_token_lifetime: float | None = attrs.field(default=None, validator=_positive_or_none)
+    #: RFC 6749 §3.1.2: the redirection URIs registered for the authorization code grant,
+    #: compared as exact strings (RFC 9700 §4.1.3: no pattern, no prefix)
+    redirect_uris: tuple[str, ...] = ()
 
     @property
     def confidential(self) -> bool:
@@ -235,6 +259,23 @@ class _DeviceGrant:
     state: _DeviceState = _DeviceState.PENDING
     #: failed logins at the approval page for this code
     failures: int = 0
+
+
+@attrs.define(kw_only=True)
+class _AuthorizationCode:
+    client: str
+    redirect_uri: str
+    challenge: str
+    user: str
+    #: the requested scope as sent (OAuth scopes included)
+    scope: str | None
+    audience: Audience | None
+    nonce: str | None
+    expires: float
+    #: redeemed (or tried): single use
+    used: bool = False
+    #: the refresh-token family issued with it, revoked if the code is replayed (§4.1.2)
+    family: int | None = None
 
 
 @attrs.define(kw_only=True)
@@ -306,6 +347,13 @@ class Issuer:
     _prune_at: int = attrs.field(default=4096, alias="_prune_at")
     _devices: dict[str, _DeviceGrant] = attrs.field(factory=dict, alias="_devices")
     _user_codes: dict[str, str] = attrs.field(factory=dict, alias="_user_codes")
+    #: authorization codes by digest (a code is a bearer secret too), and their expiries
+    _codes: dict[str, _AuthorizationCode] = attrs.field(factory=dict, alias="_codes")
+    _code_expiry: collections.deque[tuple[float, str]] = attrs.field(
+        factory=collections.deque, alias="_code_expiry"
+    )
+    #: user -> times of recent failed consent-page logins
+    _login_failures: dict[str, list[float]] = attrs.field(factory=dict, alias="_login_failures")
     _window: int = attrs.field(default=-1, alias="_window")
     _window_count: int = attrs.field(default=0, alias="_window_count")
 
@@ -465,9 +513,11 @@ class Issuer:
             "token_endpoint": f"{self.url}/token",
             "device_authorization_endpoint": f"{self.url}/device_authorization",
             "revocation_endpoint": f"{self.url}/revoke",
+            "authorization_endpoint": f"{self.url}/authorize",
+            "code_challenge_methods_supported": ["S256"],
             "grant_types_supported": list(GRANTS),
             "scopes_supported": sorted(scopes),
-            "response_types_supported": ["token"],
+            "response_types_supported": ["code"],
             "subject_types_supported": ["public"],
             "userinfo_endpoint": f"{self.url}/userinfo",
             # ID tokens are signed like access tokens, with whichever key signs then.
@@ -503,6 +553,9 @@ class Issuer:
             return self._approve(message)
         if isinstance(message, UserinfoRequest):
             return self._userinfo(message)
+        if isinstance(message, AuthorizationRequest):
+            # The user's browser at the authorization endpoint, like the device page.
+            return self._authorize(message)
         if not isinstance(message, TokenRequest | DeviceAuthorizationRequest | RevocationRequest):
             raise TypeError(f"issuer {self.name}: unexpected message {type(message).__name__}")
         if self._rate_limited():
@@ -529,6 +582,8 @@ class Issuer:
             return self._client_credentials(message, client)
         if grant == GRANT_TOKEN_EXCHANGE:
             return self._exchange(message, client)
+        if grant == GRANT_AUTHORIZATION_CODE:
+            return self._code_token(message, client)
         return self._device_token(message, client)
 
     def _rate_limited(self) -> bool:
@@ -551,6 +606,8 @@ class Issuer:
             endpoint, grant = "device", GRANT_DEVICE_CODE
         elif isinstance(req, UserinfoRequest):
             endpoint, grant = "userinfo", None
+        elif isinstance(req, AuthorizationRequest):
+            endpoint, grant = "authorize", GRANT_AUTHORIZATION_CODE
         else:
             endpoint, grant = "revoke", None
         self.recorder.record(
@@ -942,6 +999,176 @@ class Issuer:
         access = self._mint(device.user, client, scopes, audience, GRANT_DEVICE_CODE, oauth=oauth)
         return attrs.evolve(access, refresh_token=refresh_token)
 
+    # -- authorization code with PKCE (RFC 6749 §4.1, RFC 7636) -------------------------------
+
+    def _authorize(self, msg: AuthorizationRequest) -> Message:
+        """The authorization endpoint: check the request, then (``msg.user`` set) the user's
+        login and consent at the page, and hand out a code.
+
+        Until the client and its redirect URI are known good nothing is redirected (RFC 6749
+        §4.1.2.1): an unknown client or a redirect URI not registered for it, byte for byte,
+        is an ``OAuthError`` (the page shows it). Every later refusal goes back to the client
+        at the redirect URI with ``error`` and ``state``: a client not registered for the
+        grant (``unauthorized_client``), a ``response_type`` other than ``code``, no PKCE or a
+        method other than S256 (``invalid_request``, RFC 7636 §4.4.1: ``plain`` is refused), a
+        malformed scope, an audience the client may not ask for, or the user's denial
+        (``access_denied``). A failed login is ``access_denied`` (403) on the page, not a
+        redirect: the user may try again, up to MAX_APPROVAL_FAILURES times in LOGIN_LOCKOUT.
+        """
+        client = self.clients.get(msg.client_id)
+        if client is None:
+            return self._error(msg, "invalid_request", f"unknown client {msg.client_id!r}")
+        if msg.redirect_uri is None or msg.redirect_uri not in client.redirect_uris:
+            return self._error(
+                msg,
+                "invalid_request",
+                f"redirect_uri {msg.redirect_uri!r} is not registered for client "
+                f"{client.client_id!r}",
+            )
+        redirect_uri = msg.redirect_uri
+
+        def refuse(error: str, description: str) -> AuthorizationResponse:
+            self._record(msg, 302, error)
+            return AuthorizationResponse(
+                redirect_uri=redirect_uri, error=error, description=description, state=msg.state
+            )
+
+        if GRANT_AUTHORIZATION_CODE not in client.grants:
+            return refuse(
+                "unauthorized_client",
+                f"client {client.client_id!r} is not registered for the authorization code grant",
+            )
+        if msg.response_type != "code":
+            return refuse("unsupported_response_type", "response_type must be code")
+        if msg.code_challenge is None:
+            return refuse("invalid_request", "code_challenge is required (PKCE, RFC 7636)")
+        if msg.code_challenge_method != "S256":
+            return refuse(
+                "invalid_request", "code_challenge_method must be S256 (plain is not supported)"
+            )
+        if not _CHALLENGE.fullmatch(msg.code_challenge):
+            return refuse("invalid_request", "code_challenge is not a base64url SHA-256")
+        capabilities = _capability_scopes(msg.scope)[0]
+        if capabilities is not None:
+            try:
+                parse_scopes(capabilities)
+            except ScopeError as exc:
+                return refuse("invalid_scope", str(exc))
+        audience = self._audience(msg, msg.audience, client, None)
+        if isinstance(audience, OAuthError):
+            return AuthorizationResponse(
+                redirect_uri=redirect_uri,
+                error=audience.error,
+                description=audience.description,
+                state=msg.state,
+            )
+        if msg.user is None:  # the check before the page is shown
+            self._record(msg, 200, None)
+            return AuthorizationResponse(redirect_uri=redirect_uri, state=msg.state)
+        if not self._login(msg.user, msg.password):
+            return self._error(msg, "access_denied", "unknown user or wrong password", 403)
+        if not msg.approve:
+            return refuse("access_denied", "the user denied the request")
+        self._forget_expired_codes()
+        code = new_secret(self.rng, "ac-")
+        expires = self.now() + AUTHORIZATION_CODE_LIFETIME
+        self._codes[_digest(code)] = _AuthorizationCode(
+            client=client.client_id,
+            redirect_uri=redirect_uri,
+            challenge=msg.code_challenge,
+            user=msg.user,
+            scope=msg.scope,
+            audience=audience,
+            nonce=msg.nonce,
+            expires=expires,
+        )
+        self._code_expiry.append((expires, _digest(code)))
+        self._record(msg, 302, None)
+        return AuthorizationResponse(redirect_uri=redirect_uri, code=code, state=msg.state)
+
+    def _login(self, user: str, password: str | None) -> bool:
+        """The consent page's login, with bounded guessing per user."""
+        now = self.now()
+        recent = [t for t in self._login_failures.get(user, []) if now - t < LOGIN_LOCKOUT]
+        ok = (
+            len(recent) < MAX_APPROVAL_FAILURES
+            and user in self.users
+            and self._password_ok(DeviceApproval(user_code="", user=user, password=password))
+        )
+        if not ok:
+            recent.append(now)
+        if recent:
+            self._login_failures[user] = recent[-MAX_APPROVAL_FAILURES:]
+        else:
+            self._login_failures.pop(user, None)
+        if len(self._login_failures) > PRUNE_FLOOR:  # bounded: forget the oldest users
+            self._login_failures.pop(next(iter(self._login_failures)))
+        return ok
+
+    def _forget_expired_codes(self) -> None:
+        now = self.now()
+        while self._code_expiry and now >= self._code_expiry[0][0] + DEVICE_RETENTION:
+            self._codes.pop(self._code_expiry.popleft()[1], None)
+
+    def _code_token(self, req: TokenRequest, client: ClientPolicy) -> Message:
+        """RFC 6749 §4.1.3 with RFC 7636 §4.6: the code, by the client it was issued to, with
+        the same redirect URI and the verifier of its challenge; once only (§4.1.2: a replay
+        also revokes the tokens issued with it)."""
+        if req.code is None:
+            return self._error(req, "invalid_request", "code is missing")
+        self._forget_expired_codes()
+        entry = self._codes.get(_digest(req.code))
+        if entry is None or entry.client != client.client_id:
+            return self._error(req, "invalid_grant", "unknown authorization code")
+        if entry.used:
+            revoked = self._revoke_family(entry.family) if entry.family is not None else 0
+            self.recorder.record(self.name, "code_reuse", client=client.client_id, revoked=revoked)
+            return self._error(
+                req, "invalid_grant", "authorization code already used; its tokens are revoked"
+            )
+        entry.used = True  # any redemption spends it, a failed one too
+        now = self.now()
+        if now >= entry.expires:
+            return self._error(req, "invalid_grant", "the authorization code has expired")
+        if req.redirect_uri != entry.redirect_uri:
+            return self._error(
+                req, "invalid_grant", "redirect_uri differs from the authorization request's"
+            )
+        verifier = req.code_verifier or ""
+        if not _VERIFIER.fullmatch(verifier) or not hmac.compare_digest(
+            _s256(verifier), entry.challenge
+        ):
+            return self._error(req, "invalid_grant", "code_verifier does not match (PKCE)")
+        policy = self.users.get(entry.user)
+        if policy is None:
+            return self._error(req, "access_denied", f"user {entry.user!r} is not in the VO")
+        scopes = self._narrowed(req, entry.scope, policy.scopes)
+        if isinstance(scopes, OAuthError):
+            return scopes
+        audience = self._audience(req, req.audience, client, entry.audience)
+        if isinstance(audience, OAuthError):
+            return audience
+        oauth = _capability_scopes(entry.scope)[1]
+        refresh_token = self._new_refresh_token(
+            user=entry.user,
+            client=client.client_id,
+            scopes=scopes,
+            audience=audience,
+            expires=now + self.refresh_token_lifetime,
+            oauth=oauth,
+        )
+        entry.family = self._families
+        access = self._mint(
+            entry.user,
+            client,
+            scopes,
+            audience,
+            GRANT_AUTHORIZATION_CODE,
+            oauth=oauth,
+            nonce=entry.nonce,
+        )
+        return attrs.evolve(access, refresh_token=refresh_token)
+
     # -- userinfo (OpenID Connect Core §5.3) ------------------------------------------------
 
     def _userinfo(self, req: UserinfoRequest) -> Message:
@@ -1106,7 +1333,12 @@ class Issuer:
 
 
 _Request: TypeAlias = (
-    TokenRequest | DeviceAuthorizationRequest | DeviceApproval | RevocationRequest | UserinfoRequest
+    TokenRequest
+    | DeviceAuthorizationRequest
+    | DeviceApproval
+    | RevocationRequest
+    | UserinfoRequest
+    | AuthorizationRequest
 )
 
 
@@ -1123,6 +1355,12 @@ def _capability_scopes(scope: str | None) -> tuple[str | None, frozenset[str]]:
     capabilities = [word for word in words if word not in OAUTH_SCOPES]
     oauth = frozenset(word for word in words if word in OAUTH_SCOPES)
     return (" ".join(capabilities) if capabilities else None), oauth
+
+
+def _s256(verifier: str) -> str:
+    """RFC 7636 §4.2: ``BASE64URL-ENCODE(SHA256(ASCII(code_verifier)))``."""
+    digest = hashlib.sha256(verifier.encode("ascii")).digest()
+    return base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
 
 
 def _grant_row(g: _RefreshGrant) -> dict[str, Any]:

@@ -21,6 +21,7 @@ from ._jobs import Terminate as Terminate
 from ._messages import CLIENT_AUTH_BASIC as CLIENT_AUTH_BASIC
 from ._messages import CLIENT_AUTH_NONE as CLIENT_AUTH_NONE
 from ._messages import CLIENT_AUTH_POST as CLIENT_AUTH_POST
+from ._messages import GRANT_AUTHORIZATION_CODE as GRANT_AUTHORIZATION_CODE
 from ._messages import GRANT_CLIENT_CREDENTIALS as GRANT_CLIENT_CREDENTIALS
 from ._messages import GRANT_DEVICE_CODE as GRANT_DEVICE_CODE
 from ._messages import GRANT_REFRESH as GRANT_REFRESH
@@ -31,6 +32,8 @@ from ._messages import TOKEN_TYPE_JWT as TOKEN_TYPE_JWT
 from ._messages import TOKEN_TYPE_REFRESH as TOKEN_TYPE_REFRESH
 from ._messages import AccessStep as AccessStep
 from ._messages import Ack as Ack
+from ._messages import AuthorizationRequest as AuthorizationRequest
+from ._messages import AuthorizationResponse as AuthorizationResponse
 from ._messages import ComputeStep as ComputeStep
 from ._messages import CredentialRequest as CredentialRequest
 from ._messages import CredentialResponse as CredentialResponse
@@ -66,6 +69,7 @@ __all__ = [
     "CLIENT_AUTH_NONE",
     "CLIENT_AUTH_POST",
     "EVENT_TYPES",
+    "GRANT_AUTHORIZATION_CODE",
     "GRANT_CLIENT_CREDENTIALS",
     "GRANT_DEVICE_CODE",
     "GRANT_REFRESH",
@@ -77,6 +81,8 @@ __all__ = [
     "TRANSITIONS",
     "AccessStep",
     "Ack",
+    "AuthorizationRequest",
+    "AuthorizationResponse",
     "Backoff",
     "ComputeStep",
     "CredentialRequest",

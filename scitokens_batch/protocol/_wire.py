@@ -49,6 +49,8 @@ from ._messages import (
     CLIENT_AUTH_POST,
     AccessStep,
     Ack,
+    AuthorizationRequest,
+    AuthorizationResponse,
     ComputeStep,
     CredentialRequest,
     CredentialResponse,
@@ -76,8 +78,10 @@ from ._messages import (
 __all__ = [
     "RPC_MESSAGES",
     "WireError",
+    "authorization_redirect",
     "basic_credentials",
     "bearer_challenge",
+    "decode_authorization",
     "decode_device_approval",
     "decode_device_authorization",
     "decode_revocation",
@@ -208,6 +212,9 @@ _TOKEN_FIELDS: Final = (
     "subject_token_type",
     "requested_token_type",
     "device_code",
+    "code",
+    "redirect_uri",
+    "code_verifier",
 )
 
 
@@ -313,6 +320,56 @@ def decode_device_approval(body: bytes) -> DeviceApproval:
         approve=approve == "yes",
         password=form.get("password"),
     )
+
+
+_AUTHORIZATION_FIELDS: Final = (
+    "response_type",
+    "redirect_uri",
+    "scope",
+    "state",
+    "nonce",
+    "code_challenge",
+    "code_challenge_method",
+    "audience",
+)
+
+
+def decode_authorization(params: Mapping[str, str], *, consent: bool) -> AuthorizationRequest:
+    """RFC 6749 §4.1.1 parameters (the query of ``GET /authorize``, or the consent page's
+    form, which carries them again with ``user``, ``password`` and ``approve``).
+
+    Raises:
+        WireError: no ``client_id``; on the consent form, no ``user`` or a bad ``approve``.
+    """
+    client_id = params.get("client_id")
+    if client_id is None:
+        raise WireError("client_id", "expected a client_id, received none")
+    fields: dict[str, Any] = {name: params.get(name) for name in _AUTHORIZATION_FIELDS}
+    if consent:
+        if "user" not in params:
+            raise WireError("user", "expected a value, received none")
+        approve = params.get("approve", "yes")
+        if approve not in ("yes", "no"):
+            raise WireError("approve", f"expected 'yes' or 'no', received {_short(approve)}")
+        fields.update(user=params["user"], password=params.get("password"))
+        fields["approve"] = approve == "yes"
+    return AuthorizationRequest(client_id=client_id, **fields)
+
+
+def authorization_redirect(resp: AuthorizationResponse) -> str:
+    """The ``Location`` of RFC 6749 §4.1.2 (``code``, ``state``) or §4.1.2.1 (``error``,
+    ``error_description``, ``state``): the registered redirect URI plus the query."""
+    query: dict[str, str | None] = (
+        {"code": resp.code}
+        if resp.code is not None
+        else {
+            "error": bound(resp.error or "server_error", ECHO_LIMIT),
+            "error_description": bound(resp.description, DESCRIPTION_LIMIT) or None,
+        }
+    )
+    query["state"] = resp.state
+    separator = "&" if "?" in resp.redirect_uri else "?"
+    return resp.redirect_uri + separator + encode_form(query).decode()
 
 
 def token_response_body(resp: TokenResponse) -> dict[str, Any]:

@@ -320,6 +320,7 @@ class GrantName(enum.Enum):
     CLIENT_CREDENTIALS = "client_credentials"  #: RFC 6749 §4.4 (K3)
     TOKEN_EXCHANGE = "token_exchange"  #: RFC 8693 (K4)
     DEVICE_CODE = "device_code"  #: RFC 8628 (K2)
+    AUTHORIZATION_CODE = "authorization_code"  #: RFC 6749 §4.1 with PKCE S256 (RFC 7636)
 
 
 @attrs.frozen(kw_only=True)
@@ -337,6 +338,7 @@ class ClientSpec:
             ``["*"]``: any audience (an explicit opt-in).
         access_token_lifetime: seconds its access tokens live, whatever the grant (K5, P13);
             absent: the issuer's ``access_token_lifetime``.
+        redirect_uris: the redirection URIs of the authorization code grant, matched exactly.
     """
 
     name: str = attrs.field(metadata=_meta(check=_client_id))
@@ -347,6 +349,7 @@ class ClientSpec:
     scopes: tuple[str, ...] = ()
     audiences: tuple[str, ...] = attrs.field(default=(), metadata=_meta(item_check=_non_empty))
     access_token_lifetime: float | None = attrs.field(default=None, metadata=_NON_ZERO)
+    redirect_uris: tuple[str, ...] = attrs.field(default=(), metadata=_meta(item_check=_non_empty))
 
 
 @attrs.frozen(kw_only=True)

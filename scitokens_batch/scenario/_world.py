@@ -41,6 +41,7 @@ from ..actors._common import new_secret
 from ..errors import ScenarioError, ScopeError
 from ..metrics import Recorder
 from ..protocol import (
+    GRANT_AUTHORIZATION_CODE,
     GRANT_CLIENT_CREDENTIALS,
     GRANT_DEVICE_CODE,
     GRANT_REFRESH,
@@ -117,6 +118,7 @@ _GRANT_URNS: Mapping[GrantName, str] = {
     GrantName.CLIENT_CREDENTIALS: GRANT_CLIENT_CREDENTIALS,
     GrantName.TOKEN_EXCHANGE: GRANT_TOKEN_EXCHANGE,
     GrantName.DEVICE_CODE: GRANT_DEVICE_CODE,
+    GrantName.AUTHORIZATION_CODE: GRANT_AUTHORIZATION_CODE,
 }
 #: The token manager's actor name, which is also its client id at every issuer.
 _TOKEN_MANAGER = "token_manager"
@@ -139,6 +141,7 @@ def _client_policy(client: ClientSpec) -> ClientPolicy:
         scopes=tuple(parse_scope(s) for s in client.scopes),
         audiences=client.audiences,
         access_token_lifetime=client.access_token_lifetime,
+        redirect_uris=client.redirect_uris,
     )
 
 

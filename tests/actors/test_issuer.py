@@ -114,7 +114,7 @@ async def test_grant_not_registered_is_unauthorized_client() -> None:
 async def test_unknown_grant_is_unsupported_grant_type() -> None:
     """RFC 6749 §5.2: a grant type the issuer does not implement is unsupported_grant_type."""
     issuer = make_issuer()
-    answer = await error(issuer, grant_type="authorization_code")
+    answer = await error(issuer, grant_type="password")
     assert (answer.error, answer.status) == ("unsupported_grant_type", 400)
 
 
@@ -677,6 +677,7 @@ def test_discovery_document() -> None:
         GRANT_CLIENT_CREDENTIALS,
         GRANT_TOKEN_EXCHANGE,
         GRANT_DEVICE_CODE,
+        "authorization_code",
     }
     assert doc["scopes_supported"] == [
         "host.auth",
@@ -691,7 +692,7 @@ def test_discovery_document() -> None:
         "client_secret_basic",
         "client_secret_post",
     ]
-    assert doc["response_types_supported"] == ["token"]
+    assert doc["response_types_supported"] == ["code"]
     assert doc["userinfo_endpoint"] == URL + "/userinfo"
     json.dumps(doc)  # a plain JSON document
 
