@@ -13,8 +13,10 @@ import os
 import re
 import shutil
 import signal
+import socket
 import ssl
 import subprocess
+import urllib.parse
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -39,6 +41,18 @@ PASSWORD = "alice-oidc-test-password"  # test value: the scenario's user passwor
 #: Every oidc-agent command is bounded (a device login here takes a few seconds).
 TIMEOUT = 60.0
 
+
+def _free_port() -> int:
+    """A loopback port free now (for oidc-agent's redirect web server)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+#: The redirect URI registered for the code flow (oidc-agent listens there).
+REDIRECT_PORT = _free_port()
+REDIRECT = f"http://localhost:{REDIRECT_PORT}"
+
 SCENARIO = f"""
 [scenario]
 name = "live-oidc-agent"
@@ -58,8 +72,9 @@ scopes = ["read:/data", "write:/results/alice"]
 [[issuers.clients]]
 name = "{CLIENT}"
 secret = "{CLIENT_SECRET}"
-grants = ["device_code", "refresh_token"]
+grants = ["device_code", "refresh_token", "authorization_code"]
 audiences = ["{AUDIENCE}", "https://other.oidc.example"]
+redirect_uris = ["{REDIRECT}"]
 
 [[data_servers]]
 name = "store"
@@ -294,3 +309,95 @@ def test_refused_audience_fails_the_login(issuer: _Run, agent: Agent) -> None:
     assert status != 0, output
     assert "invalid_target" in output or "evil.example" in output
     assert not (agent.home / "oidc-agent" / "vo-bad").exists()
+
+
+def _code_gen(run: _Run, agent: Agent, account: str, *extra: str) -> tuple[int, str]:
+    """``oidc-gen --flow=code`` as a user without a browser runs it (``--no-url-call``): the
+    test is the browser: it opens the URL oidc-gen prints, logs alice in at the consent page,
+    approves, and follows the redirect to oidc-agent's web server on ``REDIRECT``."""
+    cmd = [
+        "stdbuf",
+        "-oL",
+        "-eL",
+        "oidc-gen",
+        f"--iss={run.issuer_urls['vo']}",
+        f"--client-id={CLIENT}",
+        f"--client-secret={CLIENT_SECRET}",
+        "--flow=code",
+        f"--redirect-uri={REDIRECT}",
+        "--no-url-call",
+        f"--cp={run.tls.ca}",
+        "--pw-env",
+        "--confirm-default",
+        "--prompt=none",
+        *extra,
+        account,
+    ]
+    proc = subprocess.Popen(
+        cmd,
+        env=agent.env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    output: list[str] = []
+    authorize = run.issuer_urls["vo"] + "/authorize"
+    try:
+        assert proc.stdout is not None
+        browsed = False
+        for line in proc.stdout:
+            output.append(line)
+            match = re.search(re.escape(authorize) + r"\?\S+", line)
+            if match and not browsed:
+                browsed = True
+                _browse(run, match.group(0))
+        status = proc.wait(TIMEOUT)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(5)
+    return status, "".join(output)
+
+
+def _browse(run: _Run, url: str) -> None:
+    """The user's browser: the consent page, alice's login and approval, the redirect."""
+    with httpx.Client(verify=_tls(run), timeout=30.0) as client:
+        page = client.get(url)
+        assert page.status_code == 200, page.text
+        assert "type=password name=password" in page.text
+        params = dict(urllib.parse.parse_qsl(urllib.parse.urlsplit(url).query))
+        consent = client.post(
+            url.split("?", 1)[0],
+            data={**params, "user": "alice", "password": PASSWORD, "approve": "yes"},
+        )
+        assert consent.status_code == 302, consent.text
+        location = consent.headers["location"]
+        assert location.startswith(REDIRECT)
+        assert "code=" in location and f"state={urllib.parse.quote(params['state'])}" in location
+    # oidc-agent's own web server (plain http on loopback) takes the code and redeems it.
+    with httpx.Client(timeout=30.0) as local:
+        local.get(location)
+
+
+def test_code_flow_with_aud_and_id_token(issuer: _Run, agent: Agent) -> None:
+    """oidc-gen's authorization code flow (PKCE S256) with --aud succeeds (exit 0): the access
+    token has the requested audience and sub alice, and oidc-token --id-token gives an ID
+    token for the client."""
+    status, output = _code_gen(
+        issuer,
+        agent,
+        "vo-code",
+        "--scope=openid offline_access read:/data",
+        f"--aud={AUDIENCE}",
+    )
+    assert status == 0, output
+    got = agent.run("oidc-token", "vo-code")
+    assert got.returncode == 0, got.stderr
+    claims = _claims(got.stdout.strip())
+    assert (claims["aud"], claims["sub"]) == (AUDIENCE, "alice")
+    assert claims["scope"].split() == ["read:/data", "offline_access", "openid"]
+    id_token = agent.run("oidc-token", "--id-token", "vo-code")
+    assert id_token.returncode == 0, id_token.stderr
+    id_claims = _claims(id_token.stdout.strip())
+    assert (id_claims["aud"], id_claims["sub"]) == (CLIENT, "alice")
