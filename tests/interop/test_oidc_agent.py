@@ -10,14 +10,15 @@ approval at the verification page is made by the test (the user), with alice's p
 from __future__ import annotations
 
 import os
+import random
 import re
 import shutil
 import signal
 import socket
 import ssl
 import subprocess
-import urllib.parse
 import time
+import urllib.parse
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -43,10 +44,18 @@ TIMEOUT = 60.0
 
 
 def _free_port() -> int:
-    """A loopback port free now (for oidc-agent's redirect web server)."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
+    """A loopback port free now for oidc-agent's redirect web server, which takes only
+    1024-49151 (the kernel's ephemeral ports are often above)."""
+    rng = random.Random()
+    for _ in range(200):  # bounded
+        port = rng.randrange(20000, 49152)
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free loopback port in 20000-49151 after 200 tries")
 
 
 #: The redirect URI registered for the code flow (oidc-agent listens there).
