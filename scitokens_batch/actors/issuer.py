@@ -115,6 +115,8 @@ GRANTS = (
 )
 #: OAuth/OIDC scopes that are not capabilities (K1): never parsed as one, never an error.
 OAUTH_SCOPES = frozenset({"offline_access", "openid"})
+#: The group request scope (WLCG profile): ``wlcg.groups``, or ``wlcg.groups:/vo/sub``.
+GROUPS_SCOPE = "wlcg.groups"
 
 #: RFC 8628 §6.1: a user code of 8 characters from 20 consonants (no vowels: no words, and no
 #: look-alikes such as 0/O or 1/I) has 20^8 ≈ 2.6e10 values; shown as ``WDJB-MJHT``.
@@ -165,12 +167,15 @@ class UserPolicy:
     Attributes:
         name: the user (``sub`` of their tokens).
         scopes: the most this user may be granted.
-        groups: ``wlcg.groups`` (WLCG profile tokens carry them).
+        groups: the default ``wlcg.groups`` (WLCG profile tokens carry them).
+        optional_groups: groups the user belongs to that a token lists only when asked for
+            by name (``wlcg.groups:/wlcg/test``), as INDIGO IAM's optional groups.
     """
 
     name: str
     scopes: tuple[Scope, ...]
     groups: tuple[str, ...] = ()
+    optional_groups: tuple[str, ...] = ()
 
 
 @attrs.frozen(kw_only=True)
@@ -224,6 +229,9 @@ class _RefreshGrant:
     #: the OAuth scopes (``openid``, ``offline_access``) granted at the login: a refresh may
     #: ask for them again, never for more
     oauth: frozenset[str] = frozenset()
+    #: the ``wlcg.groups`` asked for at the login (the scope words); None: none asked, the
+    #: user's default groups
+    groups: tuple[str, ...] | None = None
 
 
 #: The refresh-token table is never pruned below this many entries.
@@ -391,6 +399,7 @@ class Issuer:
             audience=audience,
             expires=self.now() + self.refresh_token_lifetime,
             oauth=oauth,
+            groups=_group_words(text),
         )
 
     def revoke_user(self, user: str) -> int:
@@ -651,12 +660,12 @@ class Issuer:
         """The scopes to grant: ``scope`` narrowed to ``allowed`` (B15), or ``invalid_scope``.
 
         Without ``scope`` (absent or blank) the answer is everything ``allowed`` (RFC 6749 §6:
-        "treated as equal to the scope originally granted"). A ``scope`` of OAuth scopes only
-        (``openid``, ``offline_access``) gets exactly that, no capability (as INDIGO IAM: the
-        issuer grants what is asked, never more): the answer is then ``()``.
+        "treated as equal to the scope originally granted"). A ``scope`` of OAuth and group
+        scopes only (``openid``, ``offline_access``, ``wlcg.groups``) gets exactly that, no
+        capability (as INDIGO IAM: the issuer grants what is asked, never more): ``()``.
         """
         capabilities, oauth = _capability_scopes(scope)
-        if capabilities is None and oauth:
+        if capabilities is None and (oauth or _group_words(scope)):
             return ()
         if capabilities is None:
             granted = tuple(allowed)
@@ -721,7 +730,9 @@ class Issuer:
                 or current.rotated_at is not None
             ):
                 return self._reused(req, grant.family)
-        scopes = self._narrowed(req, req.scope, grant.scopes)
+        # A login that asked for no capability (openid, groups) refreshes to none.
+        whole = req.scope is None and not grant.scopes
+        scopes = () if whole else self._narrowed(req, req.scope, grant.scopes)
         if isinstance(scopes, OAuthError):
             return scopes
         audience = self._audience(req, req.audience, client, grant.audience)
@@ -729,8 +740,16 @@ class Issuer:
             return audience
         # The OAuth scopes of the login, or those of them asked for again (never more).
         oauth = grant.oauth if req.scope is None else _capability_scopes(req.scope)[1]
+        # Groups: those asked for now, else the login's (membership is checked at each mint).
+        groups = _group_words(req.scope) or grant.groups
         access = self._mint(
-            grant.user, client, scopes, audience, GRANT_REFRESH, oauth=oauth & grant.oauth
+            grant.user,
+            client,
+            scopes,
+            audience,
+            GRANT_REFRESH,
+            oauth=oauth & grant.oauth,
+            groups=groups,
         )
         # Rotation (E4, I7): one successor per token, with the grant's whole scope (RFC 6749
         # §6: "identical"), not the down-scoped request, and the login's expiry.
@@ -746,6 +765,7 @@ class Issuer:
                 family=grant.family,
                 token=successor,
                 oauth=grant.oauth,
+                groups=grant.groups,
             )
         return attrs.evolve(access, refresh_token=successor)
 
@@ -995,8 +1015,17 @@ class Issuer:
             audience=audience,
             expires=now + self.refresh_token_lifetime,
             oauth=oauth,
+            groups=_group_words(device.scope),
         )
-        access = self._mint(device.user, client, scopes, audience, GRANT_DEVICE_CODE, oauth=oauth)
+        access = self._mint(
+            device.user,
+            client,
+            scopes,
+            audience,
+            GRANT_DEVICE_CODE,
+            oauth=oauth,
+            groups=_group_words(device.scope),
+        )
         return attrs.evolve(access, refresh_token=refresh_token)
 
     # -- authorization code with PKCE (RFC 6749 §4.1, RFC 7636) -------------------------------
@@ -1156,6 +1185,7 @@ class Issuer:
             audience=audience,
             expires=now + self.refresh_token_lifetime,
             oauth=oauth,
+            groups=_group_words(entry.scope),
         )
         entry.family = self._families
         access = self._mint(
@@ -1166,6 +1196,7 @@ class Issuer:
             GRANT_AUTHORIZATION_CODE,
             oauth=oauth,
             nonce=entry.nonce,
+            groups=_group_words(entry.scope),
         )
         return attrs.evolve(access, refresh_token=refresh_token)
 
@@ -1234,6 +1265,7 @@ class Issuer:
         family: int | None = None,
         token: str | None = None,
         oauth: frozenset[str] = frozenset(),
+        groups: tuple[str, ...] | None = None,
     ) -> str:
         if family is None:
             self._families += 1
@@ -1252,6 +1284,7 @@ class Issuer:
             expires=expires,
             family=family,
             oauth=oauth,
+            groups=groups,
         )
         return token
 
@@ -1265,6 +1298,7 @@ class Issuer:
         *,
         oauth: frozenset[str] = frozenset(),
         nonce: str | None = None,
+        groups: tuple[str, ...] | None = None,
     ) -> TokenResponse:
         """An access token (and, when ``openid`` is in ``oauth`` and ``user`` is a user of the
         VO, an ID token); ``oauth``: the OAuth scopes granted, listed in the ``scope`` claim
@@ -1283,7 +1317,9 @@ class Issuer:
             lifetime=lifetime,
             jti=new_jti(self.rng),
             nbf_backdate=self.nbf_backdate,
-            groups=policy.groups if (policy and self.profile is Profile.WLCG) else (),
+            groups=(
+                _groups_for(policy, groups) if (policy and self.profile is Profile.WLCG) else ()
+            ),
         )
         token = encode(claims, key)
         scope_text = claims["scope"]
@@ -1352,9 +1388,36 @@ def _capability_scopes(scope: str | None) -> tuple[str | None, frozenset[str]]:
     if scope is None:
         return None, frozenset()
     words = scope.split()
-    capabilities = [word for word in words if word not in OAUTH_SCOPES]
+    capabilities = [w for w in words if w not in OAUTH_SCOPES and not _is_group_scope(w)]
     oauth = frozenset(word for word in words if word in OAUTH_SCOPES)
     return (" ".join(capabilities) if capabilities else None), oauth
+
+
+def _is_group_scope(word: str) -> bool:
+    """``wlcg.groups`` or ``wlcg.groups:<group>`` (WLCG profile §3.3.2): a request for group
+    membership claims, not a capability."""
+    return word == GROUPS_SCOPE or word.startswith(GROUPS_SCOPE + ":")
+
+
+def _group_words(scope: str | None) -> tuple[str, ...] | None:
+    """The ``wlcg.groups`` words of a requested scope, in order; None when there are none."""
+    words = tuple(w for w in (scope or "").split() if _is_group_scope(w))
+    return words or None
+
+
+def _groups_for(policy: UserPolicy, words: tuple[str, ...] | None) -> tuple[str, ...]:
+    """The ``wlcg.groups`` claim for ``policy``'s user (INDIGO IAM): without a group request
+    the default groups; ``wlcg.groups`` alone the default groups; ``wlcg.groups:/g`` the group
+    ``/g`` if the user belongs to it (default or optional; silently dropped otherwise). In the
+    order asked, each once."""
+    if words is None:
+        return policy.groups
+    member = set(policy.groups) | set(policy.optional_groups)
+    out: list[str] = []
+    for word in words:
+        wanted = policy.groups if word == GROUPS_SCOPE else (word.split(":", 1)[1],)
+        out.extend(g for g in wanted if g in member and g not in out)
+    return tuple(out)
 
 
 def _s256(verifier: str) -> str:
@@ -1375,6 +1438,7 @@ def _grant_row(g: _RefreshGrant) -> dict[str, Any]:
         "rotated_at": g.rotated_at,
         "revoked": g.revoked,
         "oauth": sorted(g.oauth),
+        "groups": list(g.groups) if g.groups is not None else None,
     }
 
 
@@ -1390,4 +1454,5 @@ def _grant_from_row(g: Mapping[str, Any]) -> _RefreshGrant:
         revoked=bool(g["revoked"]),
         # rows written before the OAuth scopes were kept have none
         oauth=frozenset(g.get("oauth", ())),
+        groups=tuple(g["groups"]) if g.get("groups") is not None else None,
     )

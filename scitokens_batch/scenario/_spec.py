@@ -300,7 +300,9 @@ class UserSpec:
 
     Attributes:
         name: the user name (the token's ``sub``).
-        groups: groups such as ``"/ligo"`` (``wlcg.groups``).
+        groups: groups such as ``"/ligo"`` (``wlcg.groups``): the default groups.
+        optional_groups: groups the user belongs to that tokens list only when asked for by
+            name (``wlcg.groups:/ligo/test``), as INDIGO IAM's optional groups.
         scopes: the most this user may be granted, as scope strings (each checked with
             :func:`scitokens_batch.tokens._scopes.parse_scope` at load time).
         password: what the user enters on the issuer's device approval page (live mode);
@@ -311,6 +313,7 @@ class UserSpec:
     groups: tuple[str, ...] = attrs.field(default=(), metadata=_meta(item_check=_group))
     scopes: tuple[str, ...] = ()
     password: str | None = attrs.field(default=None, repr=False, metadata=_meta(check=_non_empty))
+    optional_groups: tuple[str, ...] = attrs.field(default=(), metadata=_meta(item_check=_group))
 
 
 class GrantName(enum.Enum):

@@ -501,7 +501,10 @@ class World:
             key = SigningKey.generate(isp.algorithm, kid=f"{isp.name}-1")
             users = {
                 u.name: UserPolicy(
-                    name=u.name, scopes=tuple(parse_scope(s) for s in u.scopes), groups=u.groups
+                    name=u.name,
+                    scopes=tuple(parse_scope(s) for s in u.scopes),
+                    groups=u.groups,
+                    optional_groups=u.optional_groups,
                 )
                 for u in isp.users
             }

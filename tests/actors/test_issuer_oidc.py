@@ -4,10 +4,11 @@ request's ``audience``, exact scope grants, ID tokens and userinfo."""
 from __future__ import annotations
 
 import jwt
+import pytest
 import trio
 import trio.testing
 
-from scitokens_batch.actors import Issuer
+from scitokens_batch.actors import Issuer, UserPolicy
 from scitokens_batch.protocol import (
     CLIENT_AUTH_BASIC,
     GRANT_DEVICE_CODE,
@@ -19,7 +20,7 @@ from scitokens_batch.protocol import (
     UserinfoRequest,
     UserinfoResponse,
 )
-from scitokens_batch.tokens import peek
+from scitokens_batch.tokens import Profile, parse_scope, peek
 
 from .issuer_helpers import SECRETS, T0, URL, error, make_issuer, signing_key, token
 
@@ -161,3 +162,53 @@ async def test_oauth_scopes_survive_a_restart(autojump_clock: trio.testing.MockC
     refreshed = await token(again, grant_type=GRANT_REFRESH, refresh_token=tokens.refresh_token)
     assert refreshed.scope == "read:/data offline_access openid"
     assert refreshed.id_token is not None
+
+
+def _wlcg_issuer() -> Issuer:
+    """A WLCG-profile issuer whose alice is in /wlcg by default and may ask for /wlcg/test."""
+    users = {
+        "alice": UserPolicy(
+            name="alice",
+            scopes=(parse_scope("storage.read:/"),),
+            groups=("/wlcg",),
+            optional_groups=("/wlcg/test",),
+        )
+    }
+    return make_issuer(profile=Profile.WLCG, users=users)
+
+
+@pytest.mark.parametrize(
+    ("scope", "groups"),
+    [
+        ("storage.read:/ offline_access", ["/wlcg"]),  # no group request: the defaults
+        ("storage.read:/ wlcg.groups", ["/wlcg"]),
+        ("storage.read:/ wlcg.groups:/wlcg/test", ["/wlcg/test"]),
+        ("wlcg.groups:/wlcg/test wlcg.groups", ["/wlcg/test", "/wlcg"]),
+        ("storage.read:/ wlcg.groups:/cms", None),  # not a member: dropped
+    ],
+)
+async def test_optional_groups(
+    autojump_clock: trio.testing.MockClock, scope: str, groups: list[str] | None
+) -> None:
+    """INDIGO IAM's optional groups: the wlcg.groups claim lists only the groups asked for
+    (default groups for wlcg.groups alone, or without any group request), never one the user
+    is not in; a refresh keeps the login's groups."""
+    issuer = _wlcg_issuer()
+    code = await _approved(issuer, scope)
+    tokens = await token(issuer, grant_type=GRANT_DEVICE_CODE, device_code=code)
+    claims = peek(tokens.access_token)[1]
+    assert claims.get("wlcg.groups") == groups
+    refreshed = await token(issuer, grant_type=GRANT_REFRESH, refresh_token=tokens.refresh_token)
+    assert peek(refreshed.access_token)[1].get("wlcg.groups") == groups
+
+
+async def test_group_request_alone_gets_no_capability(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """A request of wlcg.groups only gets no storage scope (exactly what is asked)."""
+    issuer = _wlcg_issuer()
+    code = await _approved(issuer, "wlcg.groups:/wlcg/test")
+    tokens = await token(issuer, grant_type=GRANT_DEVICE_CODE, device_code=code)
+    claims = peek(tokens.access_token)[1]
+    assert claims["wlcg.groups"] == ["/wlcg/test"]
+    assert "storage.read" not in claims.get("scope", "")
