@@ -50,6 +50,7 @@ import hashlib
 import hmac
 import random
 import re
+import urllib.parse
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, TypeAlias
 
@@ -72,6 +73,8 @@ from ..protocol import (
     Ack,
     AuthorizationRequest,
     AuthorizationResponse,
+    ClientRegistrationRequest,
+    ClientRegistrationResponse,
     DeviceApproval,
     DeviceAuthorizationRequest,
     DeviceAuthorizationResponse,
@@ -103,7 +106,15 @@ from ..tokens import (
 )
 from ._common import Clock, Logger, new_jti, new_secret
 
-__all__ = ["ANY_AUDIENCE", "GRANTS", "OAUTH_SCOPES", "ClientPolicy", "Issuer", "UserPolicy"]
+__all__ = [
+    "ANY_AUDIENCE",
+    "GRANTS",
+    "OAUTH_SCOPES",
+    "ClientPolicy",
+    "Issuer",
+    "RegistrationPolicy",
+    "UserPolicy",
+]
 
 #: Every grant type the token endpoint implements, in the order discovery lists them.
 GRANTS = (
@@ -207,11 +218,43 @@ class ClientPolicy:
     #: RFC 6749 §3.1.2: the redirection URIs registered for the authorization code grant,
     #: compared as exact strings (RFC 9700 §4.1.3: no pattern, no prefix)
     redirect_uris: tuple[str, ...] = ()
+    #: the most any token of this client may hold, whatever the user may have (a dynamically
+    #: registered client: the issuer's ``RegistrationPolicy.scopes``); None: no bound
+    scope_bound: tuple[Scope, ...] | None = None
+    #: a registered client's secret as its SHA-256 (hex): the durable table holds no secret
+    secret_sha256: str | None = attrs.field(default=None, repr=False)
 
     @property
     def confidential(self) -> bool:
         """It has a secret it must present (RFC 6749 §2.1)."""
-        return self.secret is not None
+        return self.secret is not None or self.secret_sha256 is not None
+
+    def bound(self, allowed: Sequence[Scope]) -> tuple[Scope, ...]:
+        """``allowed`` within ``scope_bound``: each scope of one covered by the other, kept."""
+        if self.scope_bound is None:
+            return tuple(allowed)
+        inner = list(narrow(allowed, self.scope_bound))
+        inner += [s for s in narrow(self.scope_bound, allowed) if s not in inner]
+        return tuple(inner)
+
+
+@attrs.frozen(kw_only=True)
+class RegistrationPolicy:
+    """Dynamic client registration (RFC 7591) at an issuer that enables it.
+
+    Attributes:
+        grants: the grants a registered client may have; what it asks beyond is dropped.
+        scopes: the most any token of a registered client may hold (the user's policy still
+            applies); a client asking to register other scopes gets these at most.
+        max_clients: registered clients kept at most; beyond: 503 (the table is bounded).
+    """
+
+    grants: frozenset[str] = attrs.field(
+        default=frozenset({GRANT_AUTHORIZATION_CODE, GRANT_DEVICE_CODE, GRANT_REFRESH}),
+        validator=_known_grants,
+    )
+    scopes: tuple[Scope, ...] = ()
+    max_clients: int = 1000
 
 
 @attrs.define(kw_only=True)
@@ -335,6 +378,8 @@ class Issuer:
     device_poll_interval: float = 5.0
     passwords: Mapping[str, str] = attrs.field(factory=dict, repr=False)
     require_password: bool = False
+    #: dynamic client registration (RFC 7591); None: off (no endpoint)
+    registration: RegistrationPolicy | None = None
     now: Clock
     rng: random.Random
     recorder: Recorder
@@ -362,6 +407,9 @@ class Issuer:
     )
     #: user -> times of recent failed consent-page logins
     _login_failures: dict[str, list[float]] = attrs.field(factory=dict, alias="_login_failures")
+    #: dynamically registered clients (RFC 7591), and those not yet persisted
+    _registered: dict[str, ClientPolicy] = attrs.field(factory=dict, alias="_registered")
+    _dirty_clients: set[str] = attrs.field(factory=set, alias="_dirty_clients")
     _window: int = attrs.field(default=-1, alias="_window")
     _window_count: int = attrs.field(default=0, alias="_window_count")
 
@@ -456,6 +504,9 @@ class Issuer:
         counter is the row ``"families"``."""
         changes: dict[str, dict[str, Any] | None] = {d: self._row(d) for d in self._dirty}
         self._dirty.clear()
+        for client_id in self._dirty_clients:
+            changes[_CLIENT_ROW + client_id] = _client_row(self._registered[client_id])
+        self._dirty_clients.clear()
         if changes:
             changes["families"] = {"families": self._families}
         return changes
@@ -465,6 +516,9 @@ class Issuer:
         for digest, row in rows.items():
             if digest == "families":
                 self._families = max(self._families, int(row["families"]))
+            elif digest.startswith(_CLIENT_ROW):
+                client = _client_from_row(row)
+                self._registered[client.client_id] = client
             elif row.get("spent"):
                 self._spent[digest] = (int(row["family"]), float(row["expires"]))
             else:
@@ -479,6 +533,7 @@ class Issuer:
         """
         if self.persist is None:
             self._dirty.clear()
+            self._dirty_clients.clear()
             return
         async with self._persist_lock:
             changes = self.take_changes()
@@ -487,7 +542,12 @@ class Issuer:
                     await self.persist(changes)
                 except BaseException:
                     # Not durable: the next flush writes these rows again (current values).
-                    self._dirty.update(k for k in changes if k != "families")
+                    self._dirty.update(
+                        k for k in changes if k != "families" and not k.startswith(_CLIENT_ROW)
+                    )
+                    self._dirty_clients.update(
+                        k.removeprefix(_CLIENT_ROW) for k in changes if k.startswith(_CLIENT_ROW)
+                    )
                     raise
 
     def snapshot(self) -> dict[str, Any]:
@@ -523,6 +583,11 @@ class Issuer:
             "device_authorization_endpoint": f"{self.url}/device_authorization",
             "revocation_endpoint": f"{self.url}/revoke",
             "authorization_endpoint": f"{self.url}/authorize",
+            **(
+                {"registration_endpoint": f"{self.url}/register"}
+                if self.registration is not None
+                else {}
+            ),
             "code_challenge_methods_supported": ["S256"],
             "grant_types_supported": list(GRANTS),
             "scopes_supported": sorted(scopes),
@@ -565,6 +630,10 @@ class Issuer:
         if isinstance(message, AuthorizationRequest):
             # The user's browser at the authorization endpoint, like the device page.
             return self._authorize(message)
+        if isinstance(message, ClientRegistrationRequest):
+            if self._rate_limited():
+                return self._error(message, "temporarily_unavailable", "rate limit exceeded", 503)
+            return self._register(message)
         if not isinstance(message, TokenRequest | DeviceAuthorizationRequest | RevocationRequest):
             raise TypeError(f"issuer {self.name}: unexpected message {type(message).__name__}")
         if self._rate_limited():
@@ -617,6 +686,8 @@ class Issuer:
             endpoint, grant = "userinfo", None
         elif isinstance(req, AuthorizationRequest):
             endpoint, grant = "authorize", GRANT_AUTHORIZATION_CODE
+        elif isinstance(req, ClientRegistrationRequest):
+            endpoint, grant = "register", None
         else:
             endpoint, grant = "revoke", None
         self.recorder.record(
@@ -636,10 +707,16 @@ class Issuer:
         A public client needs no secret (one it sends anyway is ignored); how a confidential
         one sent its secret (``client_auth``: Basic or form) does not matter here.
         """
-        client = self.clients.get(req.client_id)
+        client = self.clients.get(req.client_id) or self._registered.get(req.client_id)
         if client is None:
             return self._error(req, "invalid_client", f"unknown client {req.client_id!r}", 401)
-        if client.secret is not None:
+        if client.secret_sha256 is not None:
+            given = hashlib.sha256((req.client_secret or "").encode()).hexdigest()
+            if req.client_secret is None or not hmac.compare_digest(given, client.secret_sha256):
+                return self._error(
+                    req, "invalid_client", f"client {client.client_id!r}: wrong secret", 401
+                )
+        elif client.secret is not None:
             if req.client_secret is None:
                 return self._error(
                     req,
@@ -997,7 +1074,7 @@ class Issuer:
         policy = self.users.get(device.user)
         if policy is None:  # removed from the VO since the approval
             return self._error(req, "access_denied", f"user {device.user!r} is not in the VO")
-        scopes = self._narrowed(req, device.scope, policy.scopes)
+        scopes = self._narrowed(req, device.scope, client.bound(policy.scopes))
         if isinstance(scopes, OAuthError):
             return scopes
         # The token request may name the audience too (oidc-agent sends ``audience`` here, not
@@ -1044,7 +1121,7 @@ class Issuer:
         (``access_denied``). A failed login is ``access_denied`` (403) on the page, not a
         redirect: the user may try again, up to MAX_APPROVAL_FAILURES times in LOGIN_LOCKOUT.
         """
-        client = self.clients.get(msg.client_id)
+        client = self.clients.get(msg.client_id) or self._registered.get(msg.client_id)
         if client is None:
             return self._error(msg, "invalid_request", f"unknown client {msg.client_id!r}")
         if msg.redirect_uri is None or msg.redirect_uri not in client.redirect_uris:
@@ -1171,7 +1248,7 @@ class Issuer:
         policy = self.users.get(entry.user)
         if policy is None:
             return self._error(req, "access_denied", f"user {entry.user!r} is not in the VO")
-        scopes = self._narrowed(req, entry.scope, policy.scopes)
+        scopes = self._narrowed(req, entry.scope, client.bound(policy.scopes))
         if isinstance(scopes, OAuthError):
             return scopes
         audience = self._audience(req, req.audience, client, entry.audience)
@@ -1199,6 +1276,83 @@ class Issuer:
             groups=_group_words(entry.scope),
         )
         return attrs.evolve(access, refresh_token=refresh_token)
+
+    # -- dynamic client registration (RFC 7591) ---------------------------------------------
+
+    def _register(self, req: ClientRegistrationRequest) -> Message:
+        """RFC 7591 §3: register a client, bounded by the issuer's ``registration`` policy.
+
+        Open registration (no initial access token), as INDIGO IAM allows by default; so what
+        a registered client may get is the policy's: its grants are those it asked for within
+        ``RegistrationPolicy.grants`` (none left: ``invalid_client_metadata``), its tokens hold
+        at most ``RegistrationPolicy.scopes`` whatever the user may have. Redirect URIs must be
+        https, or http on a loopback host (RFC 8252 §7.3, native apps such as oidc-agent),
+        without a fragment (``invalid_redirect_uri``); the code grant needs one. The client is
+        confidential (a secret drawn here, kept as its SHA-256) unless it asks for ``none``.
+        """
+        policy = self.registration
+        if policy is None:
+            return self._error(req, "invalid_request", "registration is not enabled", 404)
+        if len(self._registered) >= policy.max_clients:
+            return self._error(req, "temporarily_unavailable", "registration limit reached", 503)
+        asked = req.grant_types or (GRANT_AUTHORIZATION_CODE,)
+        grants = tuple(g for g in GRANTS if g in asked and g in policy.grants)
+        if not grants:
+            return self._error(
+                req, "invalid_client_metadata", "none of the grant_types may be registered"
+            )
+        for uri in req.redirect_uris:
+            if not _registrable_redirect(uri):
+                return self._error(
+                    req,
+                    "invalid_redirect_uri",
+                    f"redirect_uri {uri!r}: expected https, or http on a loopback host, "
+                    f"without a fragment",
+                )
+        if GRANT_AUTHORIZATION_CODE in grants and not req.redirect_uris:
+            return self._error(
+                req, "invalid_redirect_uri", "the authorization_code grant needs redirect_uris"
+            )
+        method = req.token_endpoint_auth_method or CLIENT_AUTH_BASIC
+        if method not in (CLIENT_AUTH_BASIC, CLIENT_AUTH_POST, "none"):
+            return self._error(
+                req,
+                "invalid_client_metadata",
+                f"token_endpoint_auth_method {method!r} is not supported",
+            )
+        capabilities, oauth = _capability_scopes(req.scope)
+        try:
+            wanted = parse_scopes(capabilities) if capabilities is not None else policy.scopes
+        except ScopeError as exc:
+            return self._error(req, "invalid_client_metadata", f"scope: {exc}")
+        bound = ClientPolicy(
+            client_id="-", grants=frozenset(grants), scope_bound=policy.scopes
+        ).bound(wanted)
+        secret = None if method == "none" else new_secret(self.rng, "cs-")
+        while True:
+            client_id = "dcr-" + new_jti(self.rng)
+            if client_id not in self.clients and client_id not in self._registered:
+                break
+        client = ClientPolicy(
+            client_id=client_id,
+            grants=frozenset(grants),
+            redirect_uris=req.redirect_uris,
+            scope_bound=bound,
+            secret_sha256=hashlib.sha256(secret.encode()).hexdigest() if secret else None,
+        )
+        self._registered[client_id] = client
+        self._dirty_clients.add(client_id)
+        self._record(req, 201, None)
+        return ClientRegistrationResponse(
+            client_id=client_id,
+            client_secret=secret,
+            client_id_issued_at=int(self.now()),
+            redirect_uris=req.redirect_uris,
+            grant_types=grants,
+            scope=format_scopes((*bound, *(parse_scope(o) for o in sorted(oauth)))),
+            token_endpoint_auth_method=method,
+            client_name=req.client_name,
+        )
 
     # -- userinfo (OpenID Connect Core §5.3) ------------------------------------------------
 
@@ -1375,6 +1529,7 @@ _Request: TypeAlias = (
     | RevocationRequest
     | UserinfoRequest
     | AuthorizationRequest
+    | ClientRegistrationRequest
 )
 
 
@@ -1418,6 +1573,45 @@ def _groups_for(policy: UserPolicy, words: tuple[str, ...] | None) -> tuple[str,
         wanted = policy.groups if word == GROUPS_SCOPE else (word.split(":", 1)[1],)
         out.extend(g for g in wanted if g in member and g not in out)
     return tuple(out)
+
+
+#: Row key prefix of a registered client in the durable table (refresh tokens are hex digests).
+_CLIENT_ROW = "client:"
+
+
+def _registrable_redirect(uri: str) -> bool:
+    """https, or http on a loopback host (RFC 8252 §7.3), absolute, no fragment (RFC 6749
+    §3.1.2)."""
+    parts = urllib.parse.urlsplit(uri)
+    if parts.fragment or "#" in uri or not parts.netloc:
+        return False
+    if parts.scheme == "https":
+        return True
+    return parts.scheme == "http" and parts.hostname in ("localhost", "127.0.0.1", "::1")
+
+
+def _client_row(c: ClientPolicy) -> dict[str, Any]:
+    """A registered client as JSON values (its secret as a SHA-256 only)."""
+    return {
+        "client": {
+            "client_id": c.client_id,
+            "grants": sorted(c.grants),
+            "redirect_uris": list(c.redirect_uris),
+            "scope_bound": format_scopes(c.scope_bound or ()),
+            "secret_sha256": c.secret_sha256,
+        }
+    }
+
+
+def _client_from_row(row: Mapping[str, Any]) -> ClientPolicy:
+    c = row["client"]
+    return ClientPolicy(
+        client_id=c["client_id"],
+        grants=frozenset(c["grants"]),
+        redirect_uris=tuple(c["redirect_uris"]),
+        scope_bound=parse_scopes(c["scope_bound"]) if c["scope_bound"] else (),
+        secret_sha256=c["secret_sha256"],
+    )
 
 
 def _s256(verifier: str) -> str:

@@ -34,6 +34,8 @@ from ._messages import AccessStep as AccessStep
 from ._messages import Ack as Ack
 from ._messages import AuthorizationRequest as AuthorizationRequest
 from ._messages import AuthorizationResponse as AuthorizationResponse
+from ._messages import ClientRegistrationRequest as ClientRegistrationRequest
+from ._messages import ClientRegistrationResponse as ClientRegistrationResponse
 from ._messages import ComputeStep as ComputeStep
 from ._messages import CredentialRequest as CredentialRequest
 from ._messages import CredentialResponse as CredentialResponse
@@ -84,6 +86,8 @@ __all__ = [
     "AuthorizationRequest",
     "AuthorizationResponse",
     "Backoff",
+    "ClientRegistrationRequest",
+    "ClientRegistrationResponse",
     "ComputeStep",
     "CredentialRequest",
     "CredentialResponse",

@@ -32,6 +32,8 @@ __all__ = [
     "Ack",
     "AuthorizationRequest",
     "AuthorizationResponse",
+    "ClientRegistrationRequest",
+    "ClientRegistrationResponse",
     "ComputeStep",
     "CredentialRequest",
     "CredentialResponse",
@@ -246,6 +248,37 @@ class AuthorizationResponse:
     error: str | None = None
     description: str = ""
     state: str | None = None
+
+
+@attrs.frozen(kw_only=True)
+class ClientRegistrationRequest:
+    """RFC 7591 §2, §3.1: the metadata a client registers itself with (dynamic registration).
+
+    Attributes:
+        grant_types: GRANT_* values; empty: ``authorization_code`` (§2's default).
+        token_endpoint_auth_method: ``client_secret_basic`` (default), ``client_secret_post``
+            or ``none`` (a public client).
+    """
+
+    redirect_uris: tuple[str, ...] = ()
+    grant_types: tuple[str, ...] = ()
+    scope: str | None = None
+    client_name: str | None = None
+    token_endpoint_auth_method: str | None = None
+
+
+@attrs.frozen(kw_only=True)
+class ClientRegistrationResponse:
+    """RFC 7591 §3.2.1: the registered client, as the issuer bounded it."""
+
+    client_id: str
+    client_secret: str | None = attrs.field(default=None, repr=False)
+    client_id_issued_at: int
+    redirect_uris: tuple[str, ...]
+    grant_types: tuple[str, ...]
+    scope: str
+    token_endpoint_auth_method: str
+    client_name: str | None = None
 
 
 @attrs.frozen(kw_only=True)
@@ -589,6 +622,8 @@ Message: TypeAlias = (
     | UserinfoResponse
     | AuthorizationRequest
     | AuthorizationResponse
+    | ClientRegistrationRequest
+    | ClientRegistrationResponse
     | CredentialRequest
     | CredentialResponse
     | StartJob

@@ -51,6 +51,8 @@ from ._messages import (
     Ack,
     AuthorizationRequest,
     AuthorizationResponse,
+    ClientRegistrationRequest,
+    ClientRegistrationResponse,
     ComputeStep,
     CredentialRequest,
     CredentialResponse,
@@ -84,6 +86,7 @@ __all__ = [
     "decode_authorization",
     "decode_device_approval",
     "decode_device_authorization",
+    "decode_registration",
     "decode_revocation",
     "decode_rpc",
     "decode_token_request",
@@ -93,6 +96,7 @@ __all__ = [
     "oauth_error_body",
     "parse_bearer_challenge",
     "parse_form",
+    "registration_body",
     "token_request_form",
     "token_response_body",
     "userinfo_body",
@@ -354,6 +358,55 @@ def decode_authorization(params: Mapping[str, str], *, consent: bool) -> Authori
         fields.update(user=params["user"], password=params.get("password"))
         fields["approve"] = approve == "yes"
     return AuthorizationRequest(client_id=client_id, **fields)
+
+
+def decode_registration(body: bytes) -> ClientRegistrationRequest:
+    """RFC 7591 §3.1: the client metadata JSON object.
+
+    Raises:
+        WireError: not a JSON object, or a member of the wrong type
+            (``invalid_client_metadata``, §3.2.2).
+    """
+    doc = _json_object(body)
+
+    def strings(name: str) -> tuple[str, ...]:
+        value = doc.get(name, [])
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise WireError(name, "expected an array of strings", error="invalid_client_metadata")
+        return tuple(value)
+
+    def string(name: str) -> str | None:
+        value = doc.get(name)
+        if value is not None and not isinstance(value, str):
+            raise WireError(name, "expected a string", error="invalid_client_metadata")
+        return value
+
+    return ClientRegistrationRequest(
+        redirect_uris=strings("redirect_uris"),
+        grant_types=strings("grant_types"),
+        scope=string("scope"),
+        client_name=string("client_name"),
+        token_endpoint_auth_method=string("token_endpoint_auth_method"),
+    )
+
+
+def registration_body(resp: ClientRegistrationResponse) -> dict[str, Any]:
+    """RFC 7591 §3.2.1."""
+    body: dict[str, Any] = {
+        "client_id": resp.client_id,
+        "client_id_issued_at": resp.client_id_issued_at,
+        "redirect_uris": list(resp.redirect_uris),
+        "grant_types": list(resp.grant_types),
+        "scope": resp.scope,
+        "token_endpoint_auth_method": resp.token_endpoint_auth_method,
+        "response_types": ["code"] if "authorization_code" in resp.grant_types else [],
+    }
+    if resp.client_secret is not None:
+        body["client_secret"] = resp.client_secret
+        body["client_secret_expires_at"] = 0  # §3.2.1: 0 = does not expire
+    if resp.client_name is not None:
+        body["client_name"] = resp.client_name
+    return body
 
 
 def authorization_redirect(resp: AuthorizationResponse) -> str:

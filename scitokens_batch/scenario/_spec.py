@@ -68,6 +68,7 @@ __all__ = [
     "ReadStep",
     "RefreshTokenRestore",
     "RefreshTokenRevoked",
+    "RegistrationSpec",
     "RuleSpec",
     "Scenario",
     "ScenarioMeta",
@@ -356,6 +357,26 @@ class ClientSpec:
 
 
 @attrs.frozen(kw_only=True)
+class RegistrationSpec:
+    """An issuer's ``[issuers.registration]``: dynamic client registration (RFC 7591) on.
+
+    Attributes:
+        grants: the grants a registered client may get (what it asks beyond is dropped).
+        scopes: the most any token of a registered client may hold (each checked with
+            ``parse_scope``); the user's policy applies as well.
+        max_clients: registered clients kept at most.
+    """
+
+    grants: tuple[GrantName, ...] = (
+        GrantName.AUTHORIZATION_CODE,
+        GrantName.DEVICE_CODE,
+        GrantName.REFRESH_TOKEN,
+    )
+    scopes: tuple[str, ...] = ()
+    max_clients: int = attrs.field(default=1000, metadata=_meta(check=_positive_number))
+
+
+@attrs.frozen(kw_only=True)
 class IssuerSpec:
     """An ``[[issuers]]`` entry: a VO token issuer.
 
@@ -399,6 +420,8 @@ class IssuerSpec:
     device_poll_interval: float = attrs.field(default=5.0, metadata=_NON_ZERO)
     users: tuple[UserSpec, ...] = ()
     clients: tuple[ClientSpec, ...] = ()
+    #: dynamic client registration (RFC 7591): off unless this table is present
+    registration: RegistrationSpec | None = None
 
     def user(self, name: str) -> UserSpec | None:
         """Find a user of this issuer.

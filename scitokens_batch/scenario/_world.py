@@ -28,6 +28,7 @@ from ..actors import (
     HostClock,
     Issuer,
     QueueManager,
+    RegistrationPolicy,
     ReplicationRule,
     SandboxFactory,
     SharedLink,
@@ -142,6 +143,18 @@ def _client_policy(client: ClientSpec) -> ClientPolicy:
         audiences=client.audiences,
         access_token_lifetime=client.access_token_lifetime,
         redirect_uris=client.redirect_uris,
+    )
+
+
+def _registration(isp: IssuerSpec) -> RegistrationPolicy | None:
+    """The issuer's dynamic registration policy (RFC 7591), or None: off."""
+    reg = isp.registration
+    if reg is None:
+        return None
+    return RegistrationPolicy(
+        grants=frozenset(_GRANT_URNS[g] for g in reg.grants),
+        scopes=tuple(parse_scope(s) for s in reg.scopes),
+        max_clients=reg.max_clients,
     )
 
 
@@ -532,6 +545,7 @@ class World:
                 known_audiences=_known_audiences(spec, isp.url),
                 device_code_lifetime=isp.device_code_lifetime,
                 device_poll_interval=isp.device_poll_interval,
+                registration=_registration(isp),
                 passwords=passwords,
                 require_password=live is not None,
                 now=true_now,

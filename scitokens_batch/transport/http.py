@@ -33,6 +33,7 @@ import trio
 from ..protocol import (
     Ack,
     AuthorizationResponse,
+    ClientRegistrationResponse,
     DataRequest,
     DataResponse,
     DeviceApproval,
@@ -536,7 +537,9 @@ _NO_STORE: Final = {"cache-control": "no-store", "pragma": "no-cache"}  # RFC 67
 
 
 async def _oauth_answer(send: Send, answer: Message, *, basic: bool) -> None:
-    if isinstance(answer, AuthorizationResponse):
+    if isinstance(answer, ClientRegistrationResponse):
+        await _json(send, 201, w.registration_body(answer), _NO_STORE)  # RFC 7591 §3.2.1
+    elif isinstance(answer, AuthorizationResponse):
         # RFC 6749 §4.1.2: the user agent goes back to the client with the code (or error).
         location = w.authorization_redirect(answer)
         await _respond(send, 302, headers={"location": location, **_NO_STORE})
@@ -717,6 +720,8 @@ def issuer_app(
             f"{prefix}/authorize": lambda body, _auth: w.decode_authorization(
                 w.parse_form(body), consent=True
             ),
+            # RFC 7591 §3.1 (JSON); the issuer answers 404 unless the scenario enables it.
+            f"{prefix}/register": lambda body, _auth: w.decode_registration(body),
         }
         decode = decoders.get(path)
         if decode is None:
