@@ -1286,8 +1286,9 @@ class Issuer:
         a registered client may get is the policy's: its grants are those it asked for within
         ``RegistrationPolicy.grants`` (none left: ``invalid_client_metadata``), its tokens hold
         at most ``RegistrationPolicy.scopes`` whatever the user may have. Redirect URIs must be
-        https, or http on a loopback host (RFC 8252 §7.3, native apps such as oidc-agent),
-        without a fragment (``invalid_redirect_uri``); the code grant needs one. The client is
+        https, http on a loopback host or a reversed-domain private scheme (RFC 8252 §7.1,
+        §7.3: native apps such as oidc-agent), without a fragment (``invalid_redirect_uri``);
+        the code grant needs one. The client is
         confidential (a secret drawn here, kept as its SHA-256) unless it asks for ``none``.
         """
         policy = self.registration
@@ -1580,14 +1581,17 @@ _CLIENT_ROW = "client:"
 
 
 def _registrable_redirect(uri: str) -> bool:
-    """https, or http on a loopback host (RFC 8252 §7.3), absolute, no fragment (RFC 6749
-    §3.1.2)."""
+    """https, http on a loopback host (RFC 8252 §7.3), or a private-use scheme named after a
+    reversed domain (RFC 8252 §7.1, oidc-agent's ``edu.kit.data.oidc-agent:/redirect``);
+    never a fragment (RFC 6749 §3.1.2)."""
     parts = urllib.parse.urlsplit(uri)
-    if parts.fragment or "#" in uri or not parts.netloc:
+    if parts.fragment or "#" in uri:
         return False
-    if parts.scheme == "https":
-        return True
-    return parts.scheme == "http" and parts.hostname in ("localhost", "127.0.0.1", "::1")
+    if parts.scheme in ("https", "http"):
+        if not parts.netloc:
+            return False
+        return parts.scheme == "https" or parts.hostname in ("localhost", "127.0.0.1", "::1")
+    return "." in parts.scheme and not parts.netloc and parts.path.startswith("/")
 
 
 def _client_row(c: ClientPolicy) -> dict[str, Any]:

@@ -105,6 +105,7 @@ async def test_registered_client_is_bounded_by_policy(
         ({"redirect_uris": ("http://evil.example/cb",)}, "invalid_redirect_uri"),
         ({"redirect_uris": ("https://app.example/cb#frag",)}, "invalid_redirect_uri"),
         ({"redirect_uris": ("javascript:alert(1)",)}, "invalid_redirect_uri"),
+        ({"redirect_uris": ("data:/x",)}, "invalid_redirect_uri"),
         ({"redirect_uris": ()}, "invalid_redirect_uri"),  # the code grant needs one
         ({"grant_types": (GRANT_CLIENT_CREDENTIALS,)}, "invalid_client_metadata"),
         ({"token_endpoint_auth_method": "private_key_jwt"}, "invalid_client_metadata"),
@@ -118,6 +119,15 @@ async def test_bad_metadata_is_refused(change: dict[str, Any], error: str) -> No
     answer = await _register(issuer, **change)
     assert isinstance(answer, OAuthError) and (answer.error, answer.status) == (error, 400)
     assert issuer.take_changes() == {}
+
+
+async def test_native_app_redirects_are_accepted() -> None:
+    """RFC 8252 §7.1/§7.3: loopback http and a reversed-domain private scheme (oidc-agent's)
+    may be registered."""
+    reg = await _register(
+        _issuer(), redirect_uris=("http://127.0.0.1:4242/", "edu.kit.data.oidc-agent:/redirect")
+    )
+    assert isinstance(reg, ClientRegistrationResponse)
 
 
 async def test_registration_is_bounded() -> None:

@@ -85,6 +85,9 @@ grants = ["device_code", "refresh_token", "authorization_code"]
 audiences = ["{AUDIENCE}", "https://other.oidc.example"]
 redirect_uris = ["{REDIRECT}"]
 
+[issuers.registration]
+scopes = ["read:/data"]
+
 [[data_servers]]
 name = "store"
 audience = "{AUDIENCE}"
@@ -193,7 +196,9 @@ def _approve(run: _Run, user_code: str) -> None:
     assert reply.status_code == 200, reply.text
 
 
-def _device_gen(run: _Run, agent: Agent, account: str, *extra: str) -> tuple[int, str]:
+def _device_gen(
+    run: _Run, agent: Agent, account: str, *extra: str, register: bool = False
+) -> tuple[int, str]:
     """``oidc-gen --flow=device`` as a new user would run it; the test approves the user code
     it prints. Returns oidc-gen's exit status and its output."""
     cmd = [
@@ -204,8 +209,7 @@ def _device_gen(run: _Run, agent: Agent, account: str, *extra: str) -> tuple[int
         "-eL",
         "oidc-gen",
         f"--iss={run.issuer_urls['vo']}",
-        f"--client-id={CLIENT}",
-        f"--client-secret={CLIENT_SECRET}",
+        *([] if register else [f"--client-id={CLIENT}", f"--client-secret={CLIENT_SECRET}"]),
         "--flow=device",
         f"--cp={run.tls.ca}",
         "--pw-env",
@@ -410,3 +414,22 @@ def test_code_flow_with_aud_and_id_token(issuer: _Run, agent: Agent) -> None:
     assert id_token.returncode == 0, id_token.stderr
     id_claims = _claims(id_token.stdout.strip())
     assert (id_claims["aud"], id_claims["sub"]) == (CLIENT, "alice")
+
+
+def test_dynamic_registration_then_device_flow(issuer: _Run, agent: Agent) -> None:
+    """oidc-gen without a client id registers a client (RFC 7591) and logs in with the
+    device flow (exit 0); the token holds at most the registration policy's scopes although
+    alice may also write."""
+    status, output = _device_gen(
+        issuer,
+        agent,
+        "vo-dcr",
+        "--scope=openid offline_access read:/data write:/results/alice",
+        register=True,
+    )
+    assert status == 0, output
+    got = agent.run("oidc-token", "vo-dcr")
+    assert got.returncode == 0, got.stderr
+    claims = _claims(got.stdout.strip())
+    assert claims["sub"] == "alice"
+    assert claims["scope"].split() == ["read:/data", "offline_access", "openid"]
