@@ -157,6 +157,20 @@ def test_no_open_redirect(run: _Run, redirect: str | None) -> None:
         assert reply.json()["error"] == "invalid_request"
 
 
+def test_consent_page_escapes_what_it_echoes(run: _Run) -> None:
+    """Markup in the request's parameters comes back HTML-escaped in the consent page, which
+    may not be framed or cached."""
+    hostile = '"><script>alert(1)</script>'
+    with _client(run) as client:
+        page = client.get(
+            run.issuer_urls["vo"] + "/authorize", params=_params(state=hostile, nonce=hostile)
+        )
+    assert page.status_code == 200
+    assert "<script>" not in page.text and "&lt;script&gt;" in page.text
+    assert page.headers["x-frame-options"] == "DENY"
+    assert page.headers["cache-control"] == "no-store"
+
+
 @pytest.mark.parametrize(
     "change",
     [
