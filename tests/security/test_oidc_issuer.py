@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import os
+import signal
 import ssl
 import urllib.parse
 from collections.abc import Iterator
@@ -15,6 +17,7 @@ from typing import Any
 
 import httpx
 import pytest
+import trio
 
 from scitokens_batch.actors.issuer import MAX_APPROVAL_FAILURES
 from scitokens_batch.live._deploy import deployment
@@ -324,6 +327,44 @@ def test_registered_client_gets_at_most_the_policy(run: _Run) -> None:
     SEEN.append(doc["client_secret"])
     assert doc["grant_types"] == ["refresh_token", "authorization_code"]
     assert doc["scope"] == "read:/data openid"
+
+
+def test_registered_client_survives_kill9(run: _Run) -> None:
+    """A client registered just before a kill -9 of the issuer still authenticates after the
+    restart (its row was committed before the 201), and a wrong secret is still refused; the
+    database holds no secret."""
+    with _client(run) as client:
+        reg = client.post(
+            run.issuer_urls["vo"] + "/register",
+            json={"grant_types": ["urn:ietf:params:oauth:grant-type:device_code"]},
+        ).json()
+    SEEN.append(reg["client_secret"])
+    pid = run.services["vo"].pid
+    assert pid is not None
+    os.kill(pid, signal.SIGKILL)
+    run.services["vo"].stop(kill=True)
+    run.services["vo"].start(None)
+    trio.run(run.wait_healthy, ["vo"])
+    with _client(run) as client:
+        good = client.post(
+            run.issuer_urls["vo"] + "/device_authorization",
+            data={"scope": "read:/data"},
+            auth=(reg["client_id"], reg["client_secret"]),
+        )
+        SEEN.append(good.json().get("device_code", ""))
+        wrong = client.post(
+            run.issuer_urls["vo"] + "/device_authorization",
+            data={"scope": "read:/data"},
+            auth=(reg["client_id"], "cs-guess"),
+        )
+    assert good.status_code == 200 and "user_code" in good.json()
+    assert wrong.status_code == 401 and wrong.json()["error"] == "invalid_client"
+    files = list((run.workdir / "services" / "vo").glob("grants.db*"))
+    assert files
+    for db in files:
+        data = db.read_bytes()
+        assert reg["client_secret"].encode() not in data
+    assert any(reg["client_id"].encode() in db.read_bytes() for db in files)
 
 
 def test_nothing_secret_in_log_or_events(run: _Run) -> None:
