@@ -15,6 +15,7 @@ from .execute_host import Sandbox as Sandbox
 from .execute_host import SandboxFactory as SandboxFactory
 from .issuer import ClientPolicy as ClientPolicy
 from .issuer import Issuer as Issuer
+from .issuer import RegistrationPolicy as RegistrationPolicy
 from .issuer import UserPolicy as UserPolicy
 from .queue_manager import JobAd as JobAd
 from .queue_manager import QueueManager as QueueManager
@@ -40,6 +41,7 @@ __all__ = [
     "ManagedToken",
     "MemorySandbox",
     "QueueManager",
+    "RegistrationPolicy",
     "ReplicationRule",
     "Sandbox",
     "SandboxFactory",

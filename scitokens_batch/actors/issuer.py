@@ -49,6 +49,8 @@ import enum
 import hashlib
 import hmac
 import random
+import re
+import urllib.parse
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, TypeAlias
 
@@ -60,6 +62,7 @@ from ..metrics import Recorder
 from ..protocol import (
     CLIENT_AUTH_BASIC,
     CLIENT_AUTH_POST,
+    GRANT_AUTHORIZATION_CODE,
     GRANT_CLIENT_CREDENTIALS,
     GRANT_DEVICE_CODE,
     GRANT_REFRESH,
@@ -68,6 +71,10 @@ from ..protocol import (
     TOKEN_TYPE_JWT,
     TOKEN_TYPE_REFRESH,
     Ack,
+    AuthorizationRequest,
+    AuthorizationResponse,
+    ClientRegistrationRequest,
+    ClientRegistrationResponse,
     DeviceApproval,
     DeviceAuthorizationRequest,
     DeviceAuthorizationResponse,
@@ -78,8 +85,11 @@ from ..protocol import (
     RevocationRequest,
     TokenRequest,
     TokenResponse,
+    UserinfoRequest,
+    UserinfoResponse,
 )
 from ..tokens import (
+    Algorithm,
     KeyRing,
     Profile,
     Scope,
@@ -89,18 +99,35 @@ from ..tokens import (
     encode,
     format_scopes,
     narrow,
+    parse_scope,
     parse_scopes,
     short_hash,
     verifier_for,
 )
 from ._common import Clock, Logger, new_jti, new_secret
 
-__all__ = ["ANY_AUDIENCE", "GRANTS", "OAUTH_SCOPES", "ClientPolicy", "Issuer", "UserPolicy"]
+__all__ = [
+    "ANY_AUDIENCE",
+    "GRANTS",
+    "OAUTH_SCOPES",
+    "ClientPolicy",
+    "Issuer",
+    "RegistrationPolicy",
+    "UserPolicy",
+]
 
 #: Every grant type the token endpoint implements, in the order discovery lists them.
-GRANTS = (GRANT_REFRESH, GRANT_CLIENT_CREDENTIALS, GRANT_TOKEN_EXCHANGE, GRANT_DEVICE_CODE)
+GRANTS = (
+    GRANT_REFRESH,
+    GRANT_CLIENT_CREDENTIALS,
+    GRANT_TOKEN_EXCHANGE,
+    GRANT_DEVICE_CODE,
+    GRANT_AUTHORIZATION_CODE,
+)
 #: OAuth/OIDC scopes that are not capabilities (K1): never parsed as one, never an error.
 OAUTH_SCOPES = frozenset({"offline_access", "openid"})
+#: The group request scope (WLCG profile): ``wlcg.groups``, or ``wlcg.groups:/vo/sub``.
+GROUPS_SCOPE = "wlcg.groups"
 
 #: RFC 8628 §6.1: a user code of 8 characters from 20 consonants (no vowels: no words, and no
 #: look-alikes such as 0/O or 1/I) has 20^8 ≈ 2.6e10 values; shown as ``WDJB-MJHT``.
@@ -116,6 +143,17 @@ DEVICE_RETENTION = 60.0
 DEFAULT_GRACE = 300.0
 #: Wrong passwords tried on one user code before the code is denied (guessing is bounded).
 MAX_APPROVAL_FAILURES = 5
+#: RFC 6749 §4.1.2: "A maximum authorization code lifetime of 10 minutes is RECOMMENDED";
+#: a client redeems it at once, so one minute is plenty (INDIGO IAM: 5 minutes).
+AUTHORIZATION_CODE_LIFETIME = 60.0
+#: Consent-page logins: after this many failures for one user within LOGIN_LOCKOUT seconds,
+#: that user's logins there are refused for the rest of the window (bounded guessing, like the
+#: device page's per-code limit; the consent page has no code to count on).
+LOGIN_LOCKOUT = 300.0
+#: RFC 7636 §4.1: ``code_verifier`` is 43 to 128 unreserved characters; §4.2: the S256
+#: challenge is its SHA-256 in base64url without padding (43 characters).
+_VERIFIER = re.compile(r"[A-Za-z0-9._~-]{43,128}")
+_CHALLENGE = re.compile(r"[A-Za-z0-9_-]{43}")
 
 #: An ``aud`` claim value: one audience, or several (C1).
 Audience: TypeAlias = str | tuple[str, ...]
@@ -140,12 +178,15 @@ class UserPolicy:
     Attributes:
         name: the user (``sub`` of their tokens).
         scopes: the most this user may be granted.
-        groups: ``wlcg.groups`` (WLCG profile tokens carry them).
+        groups: the default ``wlcg.groups`` (WLCG profile tokens carry them).
+        optional_groups: groups the user belongs to that a token lists only when asked for
+            by name (``wlcg.groups:/wlcg/test``), as INDIGO IAM's optional groups.
     """
 
     name: str
     scopes: tuple[Scope, ...]
     groups: tuple[str, ...] = ()
+    optional_groups: tuple[str, ...] = ()
 
 
 @attrs.frozen(kw_only=True)
@@ -174,11 +215,46 @@ class ClientPolicy:
     scopes: tuple[Scope, ...] = ()
     audiences: tuple[str, ...] = ()
     access_token_lifetime: float | None = attrs.field(default=None, validator=_positive_or_none)
+    #: RFC 6749 §3.1.2: the redirection URIs registered for the authorization code grant,
+    #: compared as exact strings (RFC 9700 §4.1.3: no pattern, no prefix)
+    redirect_uris: tuple[str, ...] = ()
+    #: the most any token of this client may hold, whatever the user may have (a dynamically
+    #: registered client: the issuer's ``RegistrationPolicy.scopes``); None: no bound
+    scope_bound: tuple[Scope, ...] | None = None
+    #: a registered client's secret as its SHA-256 (hex): the durable table holds no secret
+    secret_sha256: str | None = attrs.field(default=None, repr=False)
 
     @property
     def confidential(self) -> bool:
         """It has a secret it must present (RFC 6749 §2.1)."""
-        return self.secret is not None
+        return self.secret is not None or self.secret_sha256 is not None
+
+    def bound(self, allowed: Sequence[Scope]) -> tuple[Scope, ...]:
+        """``allowed`` within ``scope_bound``: each scope of one covered by the other, kept."""
+        if self.scope_bound is None:
+            return tuple(allowed)
+        inner = list(narrow(allowed, self.scope_bound))
+        inner += [s for s in narrow(self.scope_bound, allowed) if s not in inner]
+        return tuple(inner)
+
+
+@attrs.frozen(kw_only=True)
+class RegistrationPolicy:
+    """Dynamic client registration (RFC 7591) at an issuer that enables it.
+
+    Attributes:
+        grants: the grants a registered client may have; what it asks beyond is dropped.
+        scopes: the most any token of a registered client may hold (the user's policy still
+            applies); a client asking to register other scopes gets these at most.
+        max_clients: registered clients kept at most; beyond: 503 (the table is bounded).
+    """
+
+    grants: frozenset[str] = attrs.field(
+        default=frozenset({GRANT_AUTHORIZATION_CODE, GRANT_DEVICE_CODE, GRANT_REFRESH}),
+        validator=_known_grants,
+    )
+    scopes: tuple[Scope, ...] = ()
+    max_clients: int = 1000
 
 
 @attrs.define(kw_only=True)
@@ -193,6 +269,12 @@ class _RefreshGrant:
     #: when it was replaced by a newer one (rotation); usable until then + grace
     rotated_at: float | None = None
     revoked: bool = False
+    #: the OAuth scopes (``openid``, ``offline_access``) granted at the login: a refresh may
+    #: ask for them again, never for more
+    oauth: frozenset[str] = frozenset()
+    #: the ``wlcg.groups`` asked for at the login (the scope words); None: none asked, the
+    #: user's default groups
+    groups: tuple[str, ...] | None = None
 
 
 #: The refresh-token table is never pruned below this many entries.
@@ -218,7 +300,7 @@ class _DeviceState(enum.Enum):
 class _DeviceGrant:
     client: str
     user_code: str
-    #: the requested capability scopes (OAuth scopes taken out); None: whatever the user may have
+    #: the requested scope as sent (OAuth scopes included); None: whatever the user may have
     scope: str | None
     audience: Audience | None
     expires: float
@@ -228,6 +310,23 @@ class _DeviceGrant:
     state: _DeviceState = _DeviceState.PENDING
     #: failed logins at the approval page for this code
     failures: int = 0
+
+
+@attrs.define(kw_only=True)
+class _AuthorizationCode:
+    client: str
+    redirect_uri: str
+    challenge: str
+    user: str
+    #: the requested scope as sent (OAuth scopes included)
+    scope: str | None
+    audience: Audience | None
+    nonce: str | None
+    expires: float
+    #: redeemed (or tried): single use
+    used: bool = False
+    #: the refresh-token family issued with it, revoked if the code is replayed (§4.1.2)
+    family: int | None = None
 
 
 @attrs.define(kw_only=True)
@@ -279,6 +378,8 @@ class Issuer:
     device_poll_interval: float = 5.0
     passwords: Mapping[str, str] = attrs.field(factory=dict, repr=False)
     require_password: bool = False
+    #: dynamic client registration (RFC 7591); None: off (no endpoint)
+    registration: RegistrationPolicy | None = None
     now: Clock
     rng: random.Random
     recorder: Recorder
@@ -299,6 +400,16 @@ class Issuer:
     _prune_at: int = attrs.field(default=4096, alias="_prune_at")
     _devices: dict[str, _DeviceGrant] = attrs.field(factory=dict, alias="_devices")
     _user_codes: dict[str, str] = attrs.field(factory=dict, alias="_user_codes")
+    #: authorization codes by digest (a code is a bearer secret too), and their expiries
+    _codes: dict[str, _AuthorizationCode] = attrs.field(factory=dict, alias="_codes")
+    _code_expiry: collections.deque[tuple[float, str]] = attrs.field(
+        factory=collections.deque, alias="_code_expiry"
+    )
+    #: user -> times of recent failed consent-page logins
+    _login_failures: dict[str, list[float]] = attrs.field(factory=dict, alias="_login_failures")
+    #: dynamically registered clients (RFC 7591), and those not yet persisted
+    _registered: dict[str, ClientPolicy] = attrs.field(factory=dict, alias="_registered")
+    _dirty_clients: set[str] = attrs.field(factory=set, alias="_dirty_clients")
     _window: int = attrs.field(default=-1, alias="_window")
     _window_count: int = attrs.field(default=0, alias="_window_count")
 
@@ -324,7 +435,8 @@ class Issuer:
             )
         policy = self.users[user]
         text = scopes if isinstance(scopes, str) else " ".join(scopes)
-        requested = parse_scopes(_capability_scopes(text)[0] or "")
+        capabilities, oauth = _capability_scopes(text)
+        requested = parse_scopes(capabilities or "")
         granted = narrow(requested, policy.scopes)
         if not granted:
             raise ScopeError(f"user {user!r} may have none of {format_scopes(requested)!r}")
@@ -334,6 +446,8 @@ class Issuer:
             scopes=granted,
             audience=audience,
             expires=self.now() + self.refresh_token_lifetime,
+            oauth=oauth,
+            groups=_group_words(text),
         )
 
     def revoke_user(self, user: str) -> int:
@@ -390,6 +504,9 @@ class Issuer:
         counter is the row ``"families"``."""
         changes: dict[str, dict[str, Any] | None] = {d: self._row(d) for d in self._dirty}
         self._dirty.clear()
+        for client_id in self._dirty_clients:
+            changes[_CLIENT_ROW + client_id] = _client_row(self._registered[client_id])
+        self._dirty_clients.clear()
         if changes:
             changes["families"] = {"families": self._families}
         return changes
@@ -399,6 +516,9 @@ class Issuer:
         for digest, row in rows.items():
             if digest == "families":
                 self._families = max(self._families, int(row["families"]))
+            elif digest.startswith(_CLIENT_ROW):
+                client = _client_from_row(row)
+                self._registered[client.client_id] = client
             elif row.get("spent"):
                 self._spent[digest] = (int(row["family"]), float(row["expires"]))
             else:
@@ -413,6 +533,7 @@ class Issuer:
         """
         if self.persist is None:
             self._dirty.clear()
+            self._dirty_clients.clear()
             return
         async with self._persist_lock:
             changes = self.take_changes()
@@ -421,7 +542,12 @@ class Issuer:
                     await self.persist(changes)
                 except BaseException:
                     # Not durable: the next flush writes these rows again (current values).
-                    self._dirty.update(k for k in changes if k != "families")
+                    self._dirty.update(
+                        k for k in changes if k != "families" and not k.startswith(_CLIENT_ROW)
+                    )
+                    self._dirty_clients.update(
+                        k.removeprefix(_CLIENT_ROW) for k in changes if k.startswith(_CLIENT_ROW)
+                    )
                     raise
 
     def snapshot(self) -> dict[str, Any]:
@@ -456,10 +582,21 @@ class Issuer:
             "token_endpoint": f"{self.url}/token",
             "device_authorization_endpoint": f"{self.url}/device_authorization",
             "revocation_endpoint": f"{self.url}/revoke",
+            "authorization_endpoint": f"{self.url}/authorize",
+            **(
+                {"registration_endpoint": f"{self.url}/register"}
+                if self.registration is not None
+                else {}
+            ),
+            "code_challenge_methods_supported": ["S256"],
             "grant_types_supported": list(GRANTS),
             "scopes_supported": sorted(scopes),
-            "response_types_supported": ["token"],
+            "response_types_supported": ["code"],
             "subject_types_supported": ["public"],
+            "userinfo_endpoint": f"{self.url}/userinfo",
+            # ID tokens are signed like access tokens, with whichever key signs then.
+            "id_token_signing_alg_values_supported": sorted(a.value for a in Algorithm),
+            "claims_supported": ["aud", "exp", "iat", "iss", "nonce", "sub", "wlcg.groups"],
             "token_endpoint_auth_methods_supported": auth_methods,
             "revocation_endpoint_auth_methods_supported": list(auth_methods),
         }
@@ -488,6 +625,15 @@ class Issuer:
         if isinstance(message, DeviceApproval):
             # The user's browser at the verification page: not a client, not rate limited.
             return self._approve(message)
+        if isinstance(message, UserinfoRequest):
+            return self._userinfo(message)
+        if isinstance(message, AuthorizationRequest):
+            # The user's browser at the authorization endpoint, like the device page.
+            return self._authorize(message)
+        if isinstance(message, ClientRegistrationRequest):
+            if self._rate_limited():
+                return self._error(message, "temporarily_unavailable", "rate limit exceeded", 503)
+            return self._register(message)
         if not isinstance(message, TokenRequest | DeviceAuthorizationRequest | RevocationRequest):
             raise TypeError(f"issuer {self.name}: unexpected message {type(message).__name__}")
         if self._rate_limited():
@@ -514,6 +660,8 @@ class Issuer:
             return self._client_credentials(message, client)
         if grant == GRANT_TOKEN_EXCHANGE:
             return self._exchange(message, client)
+        if grant == GRANT_AUTHORIZATION_CODE:
+            return self._code_token(message, client)
         return self._device_token(message, client)
 
     def _rate_limited(self) -> bool:
@@ -534,6 +682,12 @@ class Issuer:
             endpoint, grant = "device_authorization", GRANT_DEVICE_CODE
         elif isinstance(req, DeviceApproval):
             endpoint, grant = "device", GRANT_DEVICE_CODE
+        elif isinstance(req, UserinfoRequest):
+            endpoint, grant = "userinfo", None
+        elif isinstance(req, AuthorizationRequest):
+            endpoint, grant = "authorize", GRANT_AUTHORIZATION_CODE
+        elif isinstance(req, ClientRegistrationRequest):
+            endpoint, grant = "register", None
         else:
             endpoint, grant = "revoke", None
         self.recorder.record(
@@ -553,10 +707,16 @@ class Issuer:
         A public client needs no secret (one it sends anyway is ignored); how a confidential
         one sent its secret (``client_auth``: Basic or form) does not matter here.
         """
-        client = self.clients.get(req.client_id)
+        client = self.clients.get(req.client_id) or self._registered.get(req.client_id)
         if client is None:
             return self._error(req, "invalid_client", f"unknown client {req.client_id!r}", 401)
-        if client.secret is not None:
+        if client.secret_sha256 is not None:
+            given = hashlib.sha256((req.client_secret or "").encode()).hexdigest()
+            if req.client_secret is None or not hmac.compare_digest(given, client.secret_sha256):
+                return self._error(
+                    req, "invalid_client", f"client {client.client_id!r}: wrong secret", 401
+                )
+        elif client.secret is not None:
             if req.client_secret is None:
                 return self._error(
                     req,
@@ -576,11 +736,14 @@ class Issuer:
     ) -> tuple[Scope, ...] | OAuthError:
         """The scopes to grant: ``scope`` narrowed to ``allowed`` (B15), or ``invalid_scope``.
 
-        Without capability scopes in ``scope`` (absent, or only ``offline_access``/``openid``)
-        the answer is everything ``allowed`` (RFC 6749 §6: "treated as equal to the scope
-        originally granted").
+        Without ``scope`` (absent or blank) the answer is everything ``allowed`` (RFC 6749 §6:
+        "treated as equal to the scope originally granted"). A ``scope`` of OAuth and group
+        scopes only (``openid``, ``offline_access``, ``wlcg.groups``) gets exactly that, no
+        capability (as INDIGO IAM: the issuer grants what is asked, never more): ``()``.
         """
-        capabilities = _capability_scopes(scope)[0]
+        capabilities, oauth = _capability_scopes(scope)
+        if capabilities is None and (oauth or _group_words(scope)):
+            return ()
         if capabilities is None:
             granted = tuple(allowed)
         else:
@@ -644,13 +807,27 @@ class Issuer:
                 or current.rotated_at is not None
             ):
                 return self._reused(req, grant.family)
-        scopes = self._narrowed(req, req.scope, grant.scopes)
+        # A login that asked for no capability (openid, groups) refreshes to none.
+        whole = req.scope is None and not grant.scopes
+        scopes = () if whole else self._narrowed(req, req.scope, grant.scopes)
         if isinstance(scopes, OAuthError):
             return scopes
         audience = self._audience(req, req.audience, client, grant.audience)
         if isinstance(audience, OAuthError):
             return audience
-        access = self._mint(grant.user, client, scopes, audience, GRANT_REFRESH)
+        # The OAuth scopes of the login, or those of them asked for again (never more).
+        oauth = grant.oauth if req.scope is None else _capability_scopes(req.scope)[1]
+        # Groups: those asked for now, else the login's (membership is checked at each mint).
+        groups = _group_words(req.scope) or grant.groups
+        access = self._mint(
+            grant.user,
+            client,
+            scopes,
+            audience,
+            GRANT_REFRESH,
+            oauth=oauth & grant.oauth,
+            groups=groups,
+        )
         # Rotation (E4, I7): one successor per token, with the grant's whole scope (RFC 6749
         # §6: "identical"), not the down-scoped request, and the login's expiry.
         if grant.rotated_at is None:
@@ -664,6 +841,8 @@ class Issuer:
                 expires=grant.expires,
                 family=grant.family,
                 token=successor,
+                oauth=grant.oauth,
+                groups=grant.groups,
             )
         return attrs.evolve(access, refresh_token=successor)
 
@@ -741,7 +920,9 @@ class Issuer:
             # The keys are given, so the verdict is a Rejection (never NeedKeys); its text
             # names the reason, never the token.
             return self._error(req, "invalid_grant", f"subject token: {subject}")
-        scopes = self._narrowed(req, req.scope, subject.scopes)
+        # The subject's own OAuth scopes are its login's, not a capability to pass on.
+        capabilities = tuple(s for s in subject.scopes if str(s) not in OAUTH_SCOPES)
+        scopes = self._narrowed(req, req.scope, capabilities)
         if isinstance(scopes, OAuthError):
             return scopes
         aud = subject.claims["aud"]
@@ -751,6 +932,9 @@ class Issuer:
             return audience
         offline = "offline_access" in _capability_scopes(req.scope)[1]
         refresh_token = None
+        # offline_access is granted (and in the scope claim) when asked for: a refresh token
+        # comes with it.
+        oauth = frozenset({"offline_access"}) if offline else frozenset()
         if offline or req.requested_token_type == TOKEN_TYPE_REFRESH:
             refresh_token = self._new_refresh_token(
                 user=subject.subject,
@@ -758,8 +942,11 @@ class Issuer:
                 scopes=scopes,
                 audience=audience,
                 expires=now + self.refresh_token_lifetime,
+                oauth=oauth,
             )
-        access = self._mint(subject.subject, client, scopes, audience, GRANT_TOKEN_EXCHANGE)
+        access = self._mint(
+            subject.subject, client, scopes, audience, GRANT_TOKEN_EXCHANGE, oauth=oauth
+        )
         return attrs.evolve(
             access, refresh_token=refresh_token, issued_token_type=TOKEN_TYPE_ACCESS
         )
@@ -791,7 +978,7 @@ class Issuer:
         self._devices[device_code] = _DeviceGrant(
             client=client.client_id,
             user_code=user_code,
-            scope=capabilities,
+            scope=req.scope,
             audience=audience,
             expires=self.now() + self.device_code_lifetime,
             interval=self.device_poll_interval,
@@ -887,19 +1074,308 @@ class Issuer:
         policy = self.users.get(device.user)
         if policy is None:  # removed from the VO since the approval
             return self._error(req, "access_denied", f"user {device.user!r} is not in the VO")
-        scopes = self._narrowed(req, device.scope, policy.scopes)
+        scopes = self._narrowed(req, device.scope, client.bound(policy.scopes))
         if isinstance(scopes, OAuthError):
             return scopes
+        # The token request may name the audience too (oidc-agent sends ``audience`` here, not
+        # at the device authorization), as INDIGO IAM takes it: checked against the client's
+        # audiences like any request, and bound to the refresh token as well.
+        audience = self._audience(req, req.audience, client, device.audience)
+        if isinstance(audience, OAuthError):
+            return audience
         device.state = _DeviceState.CONSUMED
+        oauth = _capability_scopes(device.scope)[1]
         refresh_token = self._new_refresh_token(
             user=device.user,
             client=client.client_id,
             scopes=scopes,
-            audience=device.audience,
+            audience=audience,
             expires=now + self.refresh_token_lifetime,
+            oauth=oauth,
+            groups=_group_words(device.scope),
         )
-        access = self._mint(device.user, client, scopes, device.audience, GRANT_DEVICE_CODE)
+        access = self._mint(
+            device.user,
+            client,
+            scopes,
+            audience,
+            GRANT_DEVICE_CODE,
+            oauth=oauth,
+            groups=_group_words(device.scope),
+        )
         return attrs.evolve(access, refresh_token=refresh_token)
+
+    # -- authorization code with PKCE (RFC 6749 §4.1, RFC 7636) -------------------------------
+
+    def _authorize(self, msg: AuthorizationRequest) -> Message:
+        """The authorization endpoint: check the request, then (``msg.user`` set) the user's
+        login and consent at the page, and hand out a code.
+
+        Until the client and its redirect URI are known good nothing is redirected (RFC 6749
+        §4.1.2.1): an unknown client or a redirect URI not registered for it, byte for byte,
+        is an ``OAuthError`` (the page shows it). Every later refusal goes back to the client
+        at the redirect URI with ``error`` and ``state``: a client not registered for the
+        grant (``unauthorized_client``), a ``response_type`` other than ``code``, no PKCE or a
+        method other than S256 (``invalid_request``, RFC 7636 §4.4.1: ``plain`` is refused), a
+        malformed scope, an audience the client may not ask for, or the user's denial
+        (``access_denied``). A failed login is ``access_denied`` (403) on the page, not a
+        redirect: the user may try again, up to MAX_APPROVAL_FAILURES times in LOGIN_LOCKOUT.
+        """
+        client = self.clients.get(msg.client_id) or self._registered.get(msg.client_id)
+        if client is None:
+            return self._error(msg, "invalid_request", f"unknown client {msg.client_id!r}")
+        if msg.redirect_uri is None or msg.redirect_uri not in client.redirect_uris:
+            return self._error(
+                msg,
+                "invalid_request",
+                f"redirect_uri {msg.redirect_uri!r} is not registered for client "
+                f"{client.client_id!r}",
+            )
+        redirect_uri = msg.redirect_uri
+
+        def refuse(error: str, description: str) -> AuthorizationResponse:
+            self._record(msg, 302, error)
+            return AuthorizationResponse(
+                redirect_uri=redirect_uri, error=error, description=description, state=msg.state
+            )
+
+        if GRANT_AUTHORIZATION_CODE not in client.grants:
+            return refuse(
+                "unauthorized_client",
+                f"client {client.client_id!r} is not registered for the authorization code grant",
+            )
+        if msg.response_type != "code":
+            return refuse("unsupported_response_type", "response_type must be code")
+        if msg.code_challenge is None:
+            return refuse("invalid_request", "code_challenge is required (PKCE, RFC 7636)")
+        if msg.code_challenge_method != "S256":
+            return refuse(
+                "invalid_request", "code_challenge_method must be S256 (plain is not supported)"
+            )
+        if not _CHALLENGE.fullmatch(msg.code_challenge):
+            return refuse("invalid_request", "code_challenge is not a base64url SHA-256")
+        capabilities = _capability_scopes(msg.scope)[0]
+        if capabilities is not None:
+            try:
+                parse_scopes(capabilities)
+            except ScopeError as exc:
+                return refuse("invalid_scope", str(exc))
+        audience = self._audience(msg, msg.audience, client, None)
+        if isinstance(audience, OAuthError):
+            return AuthorizationResponse(
+                redirect_uri=redirect_uri,
+                error=audience.error,
+                description=audience.description,
+                state=msg.state,
+            )
+        if msg.user is None:  # the check before the page is shown
+            self._record(msg, 200, None)
+            return AuthorizationResponse(redirect_uri=redirect_uri, state=msg.state)
+        if not self._login(msg.user, msg.password):
+            return self._error(msg, "access_denied", "unknown user or wrong password", 403)
+        if not msg.approve:
+            return refuse("access_denied", "the user denied the request")
+        self._forget_expired_codes()
+        code = new_secret(self.rng, "ac-")
+        expires = self.now() + AUTHORIZATION_CODE_LIFETIME
+        self._codes[_digest(code)] = _AuthorizationCode(
+            client=client.client_id,
+            redirect_uri=redirect_uri,
+            challenge=msg.code_challenge,
+            user=msg.user,
+            scope=msg.scope,
+            audience=audience,
+            nonce=msg.nonce,
+            expires=expires,
+        )
+        self._code_expiry.append((expires, _digest(code)))
+        self._record(msg, 302, None)
+        return AuthorizationResponse(redirect_uri=redirect_uri, code=code, state=msg.state)
+
+    def _login(self, user: str, password: str | None) -> bool:
+        """The consent page's login, with bounded guessing per user."""
+        now = self.now()
+        recent = [t for t in self._login_failures.get(user, []) if now - t < LOGIN_LOCKOUT]
+        ok = (
+            len(recent) < MAX_APPROVAL_FAILURES
+            and user in self.users
+            and self._password_ok(DeviceApproval(user_code="", user=user, password=password))
+        )
+        if not ok:
+            recent.append(now)
+        if recent:
+            self._login_failures[user] = recent[-MAX_APPROVAL_FAILURES:]
+        else:
+            self._login_failures.pop(user, None)
+        if len(self._login_failures) > PRUNE_FLOOR:  # bounded: forget the oldest users
+            self._login_failures.pop(next(iter(self._login_failures)))
+        return ok
+
+    def _forget_expired_codes(self) -> None:
+        now = self.now()
+        while self._code_expiry and now >= self._code_expiry[0][0] + DEVICE_RETENTION:
+            self._codes.pop(self._code_expiry.popleft()[1], None)
+
+    def _code_token(self, req: TokenRequest, client: ClientPolicy) -> Message:
+        """RFC 6749 §4.1.3 with RFC 7636 §4.6: the code, by the client it was issued to, with
+        the same redirect URI and the verifier of its challenge; once only (§4.1.2: a replay
+        also revokes the tokens issued with it)."""
+        if req.code is None:
+            return self._error(req, "invalid_request", "code is missing")
+        self._forget_expired_codes()
+        entry = self._codes.get(_digest(req.code))
+        if entry is None or entry.client != client.client_id:
+            return self._error(req, "invalid_grant", "unknown authorization code")
+        if entry.used:
+            revoked = self._revoke_family(entry.family) if entry.family is not None else 0
+            self.recorder.record(self.name, "code_reuse", client=client.client_id, revoked=revoked)
+            return self._error(
+                req, "invalid_grant", "authorization code already used; its tokens are revoked"
+            )
+        entry.used = True  # any redemption spends it, a failed one too
+        now = self.now()
+        if now >= entry.expires:
+            return self._error(req, "invalid_grant", "the authorization code has expired")
+        if req.redirect_uri != entry.redirect_uri:
+            return self._error(
+                req, "invalid_grant", "redirect_uri differs from the authorization request's"
+            )
+        verifier = req.code_verifier or ""
+        if not _VERIFIER.fullmatch(verifier) or not hmac.compare_digest(
+            _s256(verifier), entry.challenge
+        ):
+            return self._error(req, "invalid_grant", "code_verifier does not match (PKCE)")
+        policy = self.users.get(entry.user)
+        if policy is None:
+            return self._error(req, "access_denied", f"user {entry.user!r} is not in the VO")
+        scopes = self._narrowed(req, entry.scope, client.bound(policy.scopes))
+        if isinstance(scopes, OAuthError):
+            return scopes
+        audience = self._audience(req, req.audience, client, entry.audience)
+        if isinstance(audience, OAuthError):
+            return audience
+        oauth = _capability_scopes(entry.scope)[1]
+        refresh_token = self._new_refresh_token(
+            user=entry.user,
+            client=client.client_id,
+            scopes=scopes,
+            audience=audience,
+            expires=now + self.refresh_token_lifetime,
+            oauth=oauth,
+            groups=_group_words(entry.scope),
+        )
+        entry.family = self._families
+        access = self._mint(
+            entry.user,
+            client,
+            scopes,
+            audience,
+            GRANT_AUTHORIZATION_CODE,
+            oauth=oauth,
+            nonce=entry.nonce,
+            groups=_group_words(entry.scope),
+        )
+        return attrs.evolve(access, refresh_token=refresh_token)
+
+    # -- dynamic client registration (RFC 7591) ---------------------------------------------
+
+    def _register(self, req: ClientRegistrationRequest) -> Message:
+        """RFC 7591 §3: register a client, bounded by the issuer's ``registration`` policy.
+
+        Open registration (no initial access token), as INDIGO IAM allows by default; so what
+        a registered client may get is the policy's: its grants are those it asked for within
+        ``RegistrationPolicy.grants`` (none left: ``invalid_client_metadata``), its tokens hold
+        at most ``RegistrationPolicy.scopes`` whatever the user may have. Redirect URIs must be
+        https, http on a loopback host or a reversed-domain private scheme (RFC 8252 §7.1,
+        §7.3: native apps such as oidc-agent), without a fragment (``invalid_redirect_uri``);
+        the code grant needs one. The client is
+        confidential (a secret drawn here, kept as its SHA-256) unless it asks for ``none``.
+        """
+        policy = self.registration
+        if policy is None:
+            return self._error(req, "invalid_request", "registration is not enabled", 404)
+        if len(self._registered) >= policy.max_clients:
+            return self._error(req, "temporarily_unavailable", "registration limit reached", 503)
+        asked = req.grant_types or (GRANT_AUTHORIZATION_CODE,)
+        grants = tuple(g for g in GRANTS if g in asked and g in policy.grants)
+        if not grants:
+            return self._error(
+                req, "invalid_client_metadata", "none of the grant_types may be registered"
+            )
+        for uri in req.redirect_uris:
+            if not _registrable_redirect(uri):
+                return self._error(
+                    req,
+                    "invalid_redirect_uri",
+                    f"redirect_uri {uri!r}: expected https, or http on a loopback host, "
+                    f"without a fragment",
+                )
+        if GRANT_AUTHORIZATION_CODE in grants and not req.redirect_uris:
+            return self._error(
+                req, "invalid_redirect_uri", "the authorization_code grant needs redirect_uris"
+            )
+        method = req.token_endpoint_auth_method or CLIENT_AUTH_BASIC
+        if method not in (CLIENT_AUTH_BASIC, CLIENT_AUTH_POST, "none"):
+            return self._error(
+                req,
+                "invalid_client_metadata",
+                f"token_endpoint_auth_method {method!r} is not supported",
+            )
+        capabilities, oauth = _capability_scopes(req.scope)
+        try:
+            wanted = parse_scopes(capabilities) if capabilities is not None else policy.scopes
+        except ScopeError as exc:
+            return self._error(req, "invalid_client_metadata", f"scope: {exc}")
+        bound = ClientPolicy(
+            client_id="-", grants=frozenset(grants), scope_bound=policy.scopes
+        ).bound(wanted)
+        secret = None if method == "none" else new_secret(self.rng, "cs-")
+        while True:
+            client_id = "dcr-" + new_jti(self.rng)
+            if client_id not in self.clients and client_id not in self._registered:
+                break
+        client = ClientPolicy(
+            client_id=client_id,
+            grants=frozenset(grants),
+            redirect_uris=req.redirect_uris,
+            scope_bound=bound,
+            secret_sha256=hashlib.sha256(secret.encode()).hexdigest() if secret else None,
+        )
+        self._registered[client_id] = client
+        self._dirty_clients.add(client_id)
+        self._record(req, 201, None)
+        return ClientRegistrationResponse(
+            client_id=client_id,
+            client_secret=secret,
+            client_id_issued_at=int(self.now()),
+            redirect_uris=req.redirect_uris,
+            grant_types=grants,
+            scope=format_scopes((*bound, *(parse_scope(o) for o in sorted(oauth)))),
+            token_endpoint_auth_method=method,
+            client_name=req.client_name,
+        )
+
+    # -- userinfo (OpenID Connect Core §5.3) ------------------------------------------------
+
+    def _userinfo(self, req: UserinfoRequest) -> Message:
+        """The user an access token of ours with the ``openid`` scope stands for.
+
+        A token that does not verify (signature, issuer, times; any audience) is
+        ``invalid_token`` (401), one without ``openid`` ``insufficient_scope`` (403), as RFC
+        6750 §3.1 says; the description names the rejection reason, never the token.
+        """
+        now = self.now()
+        verifier = verifier_for(self.url, None, self.keys.published(now), now=now)
+        verified = verifier.check(req.token, now=now)
+        if not isinstance(verified, VerifiedToken):
+            return self._error(req, "invalid_token", f"access token: {verified}", 401)
+        if "openid" not in {str(s) for s in verified.scopes}:
+            return self._error(req, "insufficient_scope", "the token lacks the openid scope", 403)
+        policy = self.users.get(verified.subject)
+        if policy is None:  # a client credentials token, or a user removed from the VO
+            return self._error(req, "invalid_token", "the token is not about a user of the VO", 401)
+        self._record(req, 200, None)
+        return UserinfoResponse(sub=policy.name, groups=policy.groups)
 
     # -- revocation (RFC 7009) -------------------------------------------------------------
 
@@ -943,6 +1419,8 @@ class Issuer:
         expires: float,
         family: int | None = None,
         token: str | None = None,
+        oauth: frozenset[str] = frozenset(),
+        groups: tuple[str, ...] | None = None,
     ) -> str:
         if family is None:
             self._families += 1
@@ -960,6 +1438,8 @@ class Issuer:
             audience=audience,
             expires=expires,
             family=family,
+            oauth=oauth,
+            groups=groups,
         )
         return token
 
@@ -970,7 +1450,14 @@ class Issuer:
         scopes: Sequence[Scope],
         audience: Audience | None,
         grant: str,
+        *,
+        oauth: frozenset[str] = frozenset(),
+        nonce: str | None = None,
+        groups: tuple[str, ...] | None = None,
     ) -> TokenResponse:
+        """An access token (and, when ``openid`` is in ``oauth`` and ``user`` is a user of the
+        VO, an ID token); ``oauth``: the OAuth scopes granted, listed in the ``scope`` claim
+        after the capabilities (as INDIGO IAM does)."""
         now = self.now()
         key = self.keys.signing_key(now)
         lifetime = client.access_token_lifetime or self.access_token_lifetime
@@ -980,12 +1467,14 @@ class Issuer:
             issuer=self.url,
             subject=user,
             audience=audience if audience is not None else self.url,
-            scopes=scopes,
+            scopes=(*scopes, *(parse_scope(name) for name in sorted(oauth))),
             issued_at=now,
             lifetime=lifetime,
             jti=new_jti(self.rng),
             nbf_backdate=self.nbf_backdate,
-            groups=policy.groups if (policy and self.profile is Profile.WLCG) else (),
+            groups=(
+                _groups_for(policy, groups) if (policy and self.profile is Profile.WLCG) else ()
+            ),
         )
         token = encode(claims, key)
         scope_text = claims["scope"]
@@ -1006,12 +1495,43 @@ class Issuer:
             exp=claims["exp"],
             kid=key.kid,
         )
+        id_token = None
+        if "openid" in oauth and policy is not None:
+            id_token = self._id_token(user, client, claims, nonce)
         return TokenResponse(
-            access_token=token, expires_in=float(claims["exp"] - claims["iat"]), scope=scope_text
+            access_token=token,
+            expires_in=float(claims["exp"] - claims["iat"]),
+            scope=scope_text,
+            id_token=id_token,
         )
 
+    def _id_token(
+        self, user: str, client: ClientPolicy, access: Mapping[str, Any], nonce: str | None
+    ) -> str:
+        """OpenID Connect Core §2: an ID token for ``client`` (``aud`` = its id) about
+        ``user``, signed with the key that signed the access token, living as long."""
+        claims: dict[str, Any] = {
+            "iss": self.url,
+            "sub": user,
+            "aud": client.client_id,
+            "iat": access["iat"],
+            "exp": access["exp"],
+            "jti": new_jti(self.rng),
+        }
+        if nonce is not None:
+            claims["nonce"] = nonce  # §3.1.3.7 rule 11: the client checks it
+        return encode(claims, self.keys.signing_key(self.now()))
 
-_Request: TypeAlias = TokenRequest | DeviceAuthorizationRequest | DeviceApproval | RevocationRequest
+
+_Request: TypeAlias = (
+    TokenRequest
+    | DeviceAuthorizationRequest
+    | DeviceApproval
+    | RevocationRequest
+    | UserinfoRequest
+    | AuthorizationRequest
+    | ClientRegistrationRequest
+)
 
 
 def _capability_scopes(scope: str | None) -> tuple[str | None, frozenset[str]]:
@@ -1024,9 +1544,84 @@ def _capability_scopes(scope: str | None) -> tuple[str | None, frozenset[str]]:
     if scope is None:
         return None, frozenset()
     words = scope.split()
-    capabilities = [word for word in words if word not in OAUTH_SCOPES]
+    capabilities = [w for w in words if w not in OAUTH_SCOPES and not _is_group_scope(w)]
     oauth = frozenset(word for word in words if word in OAUTH_SCOPES)
     return (" ".join(capabilities) if capabilities else None), oauth
+
+
+def _is_group_scope(word: str) -> bool:
+    """``wlcg.groups`` or ``wlcg.groups:<group>`` (WLCG profile §3.3.2): a request for group
+    membership claims, not a capability."""
+    return word == GROUPS_SCOPE or word.startswith(GROUPS_SCOPE + ":")
+
+
+def _group_words(scope: str | None) -> tuple[str, ...] | None:
+    """The ``wlcg.groups`` words of a requested scope, in order; None when there are none."""
+    words = tuple(w for w in (scope or "").split() if _is_group_scope(w))
+    return words or None
+
+
+def _groups_for(policy: UserPolicy, words: tuple[str, ...] | None) -> tuple[str, ...]:
+    """The ``wlcg.groups`` claim for ``policy``'s user (INDIGO IAM): without a group request
+    the default groups; ``wlcg.groups`` alone the default groups; ``wlcg.groups:/g`` the group
+    ``/g`` if the user belongs to it (default or optional; silently dropped otherwise). In the
+    order asked, each once."""
+    if words is None:
+        return policy.groups
+    member = set(policy.groups) | set(policy.optional_groups)
+    out: list[str] = []
+    for word in words:
+        wanted = policy.groups if word == GROUPS_SCOPE else (word.split(":", 1)[1],)
+        out.extend(g for g in wanted if g in member and g not in out)
+    return tuple(out)
+
+
+#: Row key prefix of a registered client in the durable table (refresh tokens are hex digests).
+_CLIENT_ROW = "client:"
+
+
+def _registrable_redirect(uri: str) -> bool:
+    """https, http on a loopback host (RFC 8252 §7.3), or a private-use scheme named after a
+    reversed domain (RFC 8252 §7.1, oidc-agent's ``edu.kit.data.oidc-agent:/redirect``);
+    never a fragment (RFC 6749 §3.1.2)."""
+    parts = urllib.parse.urlsplit(uri)
+    if parts.fragment or "#" in uri:
+        return False
+    if parts.scheme in ("https", "http"):
+        if not parts.netloc:
+            return False
+        return parts.scheme == "https" or parts.hostname in ("localhost", "127.0.0.1", "::1")
+    return "." in parts.scheme and not parts.netloc and parts.path.startswith("/")
+
+
+def _client_row(c: ClientPolicy) -> dict[str, Any]:
+    """A registered client as JSON values (its secret as a SHA-256 only)."""
+    return {
+        "client": {
+            "client_id": c.client_id,
+            "grants": sorted(c.grants),
+            "redirect_uris": list(c.redirect_uris),
+            "scope_bound": format_scopes(c.scope_bound or ()),
+            "secret_sha256": c.secret_sha256,
+        }
+    }
+
+
+def _client_from_row(row: Mapping[str, Any]) -> ClientPolicy:
+    c = row["client"]
+    return ClientPolicy(
+        client_id=c["client_id"],
+        grants=frozenset(c["grants"]),
+        redirect_uris=tuple(c["redirect_uris"]),
+        scope_bound=parse_scopes(c["scope_bound"]) if c["scope_bound"] else (),
+        secret_sha256=c["secret_sha256"],
+    )
+
+
+def _s256(verifier: str) -> str:
+    """RFC 7636 §4.2: ``BASE64URL-ENCODE(SHA256(ASCII(code_verifier)))``."""
+    digest = hashlib.sha256(verifier.encode("ascii")).digest()
+    return base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
 
 
 def _grant_row(g: _RefreshGrant) -> dict[str, Any]:
@@ -1040,6 +1635,8 @@ def _grant_row(g: _RefreshGrant) -> dict[str, Any]:
         "family": g.family,
         "rotated_at": g.rotated_at,
         "revoked": g.revoked,
+        "oauth": sorted(g.oauth),
+        "groups": list(g.groups) if g.groups is not None else None,
     }
 
 
@@ -1053,4 +1650,7 @@ def _grant_from_row(g: Mapping[str, Any]) -> _RefreshGrant:
         family=int(g["family"]),
         rotated_at=g["rotated_at"],
         revoked=bool(g["revoked"]),
+        # rows written before the OAuth scopes were kept have none
+        oauth=frozenset(g.get("oauth", ())),
+        groups=tuple(g["groups"]) if g.get("groups") is not None else None,
     )

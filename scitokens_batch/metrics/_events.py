@@ -19,9 +19,12 @@ kind                       actor            fields
 ``mint``                   issuer           jti, token_sha, sub, client, grant, scope, aud, iat,
                                             exp, kid
 ``request``                issuer           endpoint ("token"/"jwks"/"device_authorization"/
-                                            "device"/"revoke"), status, grant, error
+                                            "device"/"revoke"/"authorize"/"userinfo"/
+                                            "register"), status, grant, error
 ``refresh_reuse``          issuer           client, revoked (RFC 9700: a rotated refresh token
                                             used again; its family of ``revoked`` tokens revoked)
+``code_reuse``             issuer           client, revoked (RFC 6749 §4.1.2: an authorization
+                                            code used again; the tokens issued with it revoked)
 ``refresh``                token_manager    user, service, jti, exp, initial
                            transfer         token (the jti of the token submitted to it), jti, exp,
                            service          initial (false)

@@ -21,6 +21,7 @@ from ._jobs import Terminate as Terminate
 from ._messages import CLIENT_AUTH_BASIC as CLIENT_AUTH_BASIC
 from ._messages import CLIENT_AUTH_NONE as CLIENT_AUTH_NONE
 from ._messages import CLIENT_AUTH_POST as CLIENT_AUTH_POST
+from ._messages import GRANT_AUTHORIZATION_CODE as GRANT_AUTHORIZATION_CODE
 from ._messages import GRANT_CLIENT_CREDENTIALS as GRANT_CLIENT_CREDENTIALS
 from ._messages import GRANT_DEVICE_CODE as GRANT_DEVICE_CODE
 from ._messages import GRANT_REFRESH as GRANT_REFRESH
@@ -31,6 +32,10 @@ from ._messages import TOKEN_TYPE_JWT as TOKEN_TYPE_JWT
 from ._messages import TOKEN_TYPE_REFRESH as TOKEN_TYPE_REFRESH
 from ._messages import AccessStep as AccessStep
 from ._messages import Ack as Ack
+from ._messages import AuthorizationRequest as AuthorizationRequest
+from ._messages import AuthorizationResponse as AuthorizationResponse
+from ._messages import ClientRegistrationRequest as ClientRegistrationRequest
+from ._messages import ClientRegistrationResponse as ClientRegistrationResponse
 from ._messages import ComputeStep as ComputeStep
 from ._messages import CredentialRequest as CredentialRequest
 from ._messages import CredentialResponse as CredentialResponse
@@ -58,12 +63,15 @@ from ._messages import TransferAccepted as TransferAccepted
 from ._messages import TransferFile as TransferFile
 from ._messages import TransferRefused as TransferRefused
 from ._messages import TransferSubmit as TransferSubmit
+from ._messages import UserinfoRequest as UserinfoRequest
+from ._messages import UserinfoResponse as UserinfoResponse
 
 __all__ = [
     "CLIENT_AUTH_BASIC",
     "CLIENT_AUTH_NONE",
     "CLIENT_AUTH_POST",
     "EVENT_TYPES",
+    "GRANT_AUTHORIZATION_CODE",
     "GRANT_CLIENT_CREDENTIALS",
     "GRANT_DEVICE_CODE",
     "GRANT_REFRESH",
@@ -75,7 +83,11 @@ __all__ = [
     "TRANSITIONS",
     "AccessStep",
     "Ack",
+    "AuthorizationRequest",
+    "AuthorizationResponse",
     "Backoff",
+    "ClientRegistrationRequest",
+    "ClientRegistrationResponse",
     "ComputeStep",
     "CredentialRequest",
     "CredentialResponse",
@@ -116,6 +128,8 @@ __all__ = [
     "TransferFile",
     "TransferRefused",
     "TransferSubmit",
+    "UserinfoRequest",
+    "UserinfoResponse",
     "rpcauth",
     "wire",
 ]

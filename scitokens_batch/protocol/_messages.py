@@ -19,6 +19,7 @@ __all__ = [
     "CLIENT_AUTH_BASIC",
     "CLIENT_AUTH_NONE",
     "CLIENT_AUTH_POST",
+    "GRANT_AUTHORIZATION_CODE",
     "GRANT_CLIENT_CREDENTIALS",
     "GRANT_DEVICE_CODE",
     "GRANT_REFRESH",
@@ -29,6 +30,10 @@ __all__ = [
     "TOKEN_TYPE_REFRESH",
     "AccessStep",
     "Ack",
+    "AuthorizationRequest",
+    "AuthorizationResponse",
+    "ClientRegistrationRequest",
+    "ClientRegistrationResponse",
     "ComputeStep",
     "CredentialRequest",
     "CredentialResponse",
@@ -64,6 +69,8 @@ GRANT_CLIENT_CREDENTIALS = "client_credentials"
 GRANT_TOKEN_EXCHANGE = "urn:ietf:params:oauth:grant-type:token-exchange"
 #: RFC 8628 §3.4
 GRANT_DEVICE_CODE = "urn:ietf:params:oauth:grant-type:device_code"
+#: RFC 6749 §4.1 with PKCE (RFC 7636, S256 only)
+GRANT_AUTHORIZATION_CODE = "authorization_code"
 #: RFC 8693 §3: token type identifiers
 TOKEN_TYPE_ACCESS = "urn:ietf:params:oauth:token-type:access_token"
 TOKEN_TYPE_REFRESH = "urn:ietf:params:oauth:token-type:refresh_token"
@@ -132,6 +139,10 @@ class TokenRequest:
     subject_token_type: str | None = None
     requested_token_type: str | None = None
     device_code: str | None = attrs.field(default=None, repr=False)
+    #: RFC 6749 §4.1.3 / RFC 7636 §4.5: the authorization code grant
+    code: str | None = attrs.field(default=None, repr=False)
+    redirect_uri: str | None = None
+    code_verifier: str | None = attrs.field(default=None, repr=False)
 
 
 @attrs.frozen(kw_only=True)
@@ -145,6 +156,8 @@ class TokenResponse:
     token_type: str = "Bearer"
     #: RFC 8693 §2.2.1: set on token exchange answers
     issued_token_type: str | None = None
+    #: OpenID Connect Core §3.1.3.3: set when ``openid`` was granted to a user's login
+    id_token: str | None = attrs.field(default=None, repr=False)
 
 
 @attrs.frozen(kw_only=True)
@@ -201,6 +214,86 @@ class RevocationRequest:
     client_secret: str | None = attrs.field(default=None, repr=False)
     client_auth: str = CLIENT_AUTH_NONE
     token_type_hint: str | None = None
+
+
+@attrs.frozen(kw_only=True)
+class AuthorizationRequest:
+    """RFC 6749 §4.1.1 with PKCE (RFC 7636 §4.3) and OIDC's ``nonce``, at the authorization
+    endpoint; with ``user`` it is the consent page's answer (the user logged in with
+    ``password`` and approved or denied), without it only a check of the request (the page is
+    shown when it passes)."""
+
+    client_id: str
+    response_type: str | None = None
+    redirect_uri: str | None = None
+    scope: str | None = None
+    state: str | None = None
+    nonce: str | None = None
+    code_challenge: str | None = None
+    code_challenge_method: str | None = None
+    audience: str | None = None
+    user: str | None = None
+    password: str | None = attrs.field(default=None, repr=False)
+    approve: bool = True
+
+
+@attrs.frozen(kw_only=True)
+class AuthorizationResponse:
+    """Where the user agent goes next (RFC 6749 §4.1.2, §4.1.2.1): ``redirect_uri`` with the
+    ``code`` or the ``error``, and the client's ``state``; ``code`` is None for an error or for
+    a check that passed (``error`` None too: show the consent page)."""
+
+    redirect_uri: str
+    code: str | None = attrs.field(default=None, repr=False)
+    error: str | None = None
+    description: str = ""
+    state: str | None = None
+
+
+@attrs.frozen(kw_only=True)
+class ClientRegistrationRequest:
+    """RFC 7591 §2, §3.1: the metadata a client registers itself with (dynamic registration).
+
+    Attributes:
+        grant_types: GRANT_* values; empty: ``authorization_code`` (§2's default).
+        token_endpoint_auth_method: ``client_secret_basic`` (default), ``client_secret_post``
+            or ``none`` (a public client).
+    """
+
+    redirect_uris: tuple[str, ...] = ()
+    grant_types: tuple[str, ...] = ()
+    scope: str | None = None
+    client_name: str | None = None
+    token_endpoint_auth_method: str | None = None
+
+
+@attrs.frozen(kw_only=True)
+class ClientRegistrationResponse:
+    """RFC 7591 §3.2.1: the registered client, as the issuer bounded it."""
+
+    client_id: str
+    client_secret: str | None = attrs.field(default=None, repr=False)
+    client_id_issued_at: int
+    redirect_uris: tuple[str, ...]
+    grant_types: tuple[str, ...]
+    scope: str
+    token_endpoint_auth_method: str
+    client_name: str | None = None
+
+
+@attrs.frozen(kw_only=True)
+class UserinfoRequest:
+    """OpenID Connect Core §5.3: the claims about the user an access token stands for."""
+
+    token: str = attrs.field(repr=False)
+
+
+@attrs.frozen(kw_only=True)
+class UserinfoResponse:
+    """OpenID Connect Core §5.3.2: ``sub`` and what the VO says about the user."""
+
+    sub: str
+    groups: tuple[str, ...] = ()
 
 
 @attrs.frozen(kw_only=True)
@@ -525,6 +618,12 @@ Message: TypeAlias = (
     | OAuthError
     | JwksRequest
     | JwksResponse
+    | UserinfoRequest
+    | UserinfoResponse
+    | AuthorizationRequest
+    | AuthorizationResponse
+    | ClientRegistrationRequest
+    | ClientRegistrationResponse
     | CredentialRequest
     | CredentialResponse
     | StartJob

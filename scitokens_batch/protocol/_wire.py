@@ -49,6 +49,10 @@ from ._messages import (
     CLIENT_AUTH_POST,
     AccessStep,
     Ack,
+    AuthorizationRequest,
+    AuthorizationResponse,
+    ClientRegistrationRequest,
+    ClientRegistrationResponse,
     ComputeStep,
     CredentialRequest,
     CredentialResponse,
@@ -70,15 +74,19 @@ from ._messages import (
     TransferAccepted,
     TransferRefused,
     TransferSubmit,
+    UserinfoResponse,
 )
 
 __all__ = [
     "RPC_MESSAGES",
     "WireError",
+    "authorization_redirect",
     "basic_credentials",
     "bearer_challenge",
+    "decode_authorization",
     "decode_device_approval",
     "decode_device_authorization",
+    "decode_registration",
     "decode_revocation",
     "decode_rpc",
     "decode_token_request",
@@ -88,8 +96,10 @@ __all__ = [
     "oauth_error_body",
     "parse_bearer_challenge",
     "parse_form",
+    "registration_body",
     "token_request_form",
     "token_response_body",
+    "userinfo_body",
 ]
 
 
@@ -206,6 +216,9 @@ _TOKEN_FIELDS: Final = (
     "subject_token_type",
     "requested_token_type",
     "device_code",
+    "code",
+    "redirect_uri",
+    "code_verifier",
 )
 
 
@@ -313,6 +326,105 @@ def decode_device_approval(body: bytes) -> DeviceApproval:
     )
 
 
+_AUTHORIZATION_FIELDS: Final = (
+    "response_type",
+    "redirect_uri",
+    "scope",
+    "state",
+    "nonce",
+    "code_challenge",
+    "code_challenge_method",
+    "audience",
+)
+
+
+def decode_authorization(params: Mapping[str, str], *, consent: bool) -> AuthorizationRequest:
+    """RFC 6749 §4.1.1 parameters (the query of ``GET /authorize``, or the consent page's
+    form, which carries them again with ``user``, ``password`` and ``approve``).
+
+    Raises:
+        WireError: no ``client_id``; on the consent form, no ``user`` or a bad ``approve``.
+    """
+    client_id = params.get("client_id")
+    if client_id is None:
+        raise WireError("client_id", "expected a client_id, received none")
+    fields: dict[str, Any] = {name: params.get(name) for name in _AUTHORIZATION_FIELDS}
+    if consent:
+        if "user" not in params:
+            raise WireError("user", "expected a value, received none")
+        approve = params.get("approve", "yes")
+        if approve not in ("yes", "no"):
+            raise WireError("approve", f"expected 'yes' or 'no', received {_short(approve)}")
+        fields.update(user=params["user"], password=params.get("password"))
+        fields["approve"] = approve == "yes"
+    return AuthorizationRequest(client_id=client_id, **fields)
+
+
+def decode_registration(body: bytes) -> ClientRegistrationRequest:
+    """RFC 7591 §3.1: the client metadata JSON object.
+
+    Raises:
+        WireError: not a JSON object, or a member of the wrong type
+            (``invalid_client_metadata``, §3.2.2).
+    """
+    doc = _json_object(body)
+
+    def strings(name: str) -> tuple[str, ...]:
+        value = doc.get(name, [])
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise WireError(name, "expected an array of strings", error="invalid_client_metadata")
+        return tuple(value)
+
+    def string(name: str) -> str | None:
+        value = doc.get(name)
+        if value is not None and not isinstance(value, str):
+            raise WireError(name, "expected a string", error="invalid_client_metadata")
+        return value
+
+    return ClientRegistrationRequest(
+        redirect_uris=strings("redirect_uris"),
+        grant_types=strings("grant_types"),
+        scope=string("scope"),
+        client_name=string("client_name"),
+        token_endpoint_auth_method=string("token_endpoint_auth_method"),
+    )
+
+
+def registration_body(resp: ClientRegistrationResponse) -> dict[str, Any]:
+    """RFC 7591 §3.2.1."""
+    body: dict[str, Any] = {
+        "client_id": resp.client_id,
+        "client_id_issued_at": resp.client_id_issued_at,
+        "redirect_uris": list(resp.redirect_uris),
+        "grant_types": list(resp.grant_types),
+        "scope": resp.scope,
+        "token_endpoint_auth_method": resp.token_endpoint_auth_method,
+        "response_types": ["code"] if "authorization_code" in resp.grant_types else [],
+    }
+    if resp.client_secret is not None:
+        body["client_secret"] = resp.client_secret
+        body["client_secret_expires_at"] = 0  # §3.2.1: 0 = does not expire
+    if resp.client_name is not None:
+        body["client_name"] = resp.client_name
+    return body
+
+
+def authorization_redirect(resp: AuthorizationResponse) -> str:
+    """The ``Location`` of RFC 6749 §4.1.2 (``code``, ``state``) or §4.1.2.1 (``error``,
+    ``error_description``, ``state``): the registered redirect URI plus the query."""
+    query: dict[str, str | None] = (
+        {"code": resp.code}
+        if resp.code is not None
+        else {
+            "error": bound(resp.error or "server_error", ECHO_LIMIT),
+            "error_description": bound(resp.description, DESCRIPTION_LIMIT) or None,
+        }
+    )
+    query["state"] = resp.state
+    separator = "&" if "?" in resp.redirect_uri else "?"
+    return resp.redirect_uri + separator + encode_form(query).decode()
+
+
 def token_response_body(resp: TokenResponse) -> dict[str, Any]:
     """RFC 6749 §5.1 (+ RFC 8693 §2.2.1 ``issued_token_type``)."""
     body: dict[str, Any] = {
@@ -325,6 +437,8 @@ def token_response_body(resp: TokenResponse) -> dict[str, Any]:
         body["refresh_token"] = resp.refresh_token
     if resp.issued_token_type is not None:
         body["issued_token_type"] = resp.issued_token_type
+    if resp.id_token is not None:
+        body["id_token"] = resp.id_token
     return body
 
 
@@ -359,7 +473,7 @@ def decode_token_response(status: int, body: bytes) -> TokenResponse | OAuthErro
             + (f" {expires_in!r}" if isinstance(expires_in, int | float) else ""),
         )
     refresh, scope = doc.get("refresh_token"), doc.get("scope", "")
-    issued = doc.get("issued_token_type")
+    issued, id_token = doc.get("issued_token_type"), doc.get("id_token")
     return TokenResponse(
         access_token=token,
         expires_in=float(expires_in),
@@ -367,7 +481,17 @@ def decode_token_response(status: int, body: bytes) -> TokenResponse | OAuthErro
         refresh_token=refresh if isinstance(refresh, str) else None,
         token_type=str(doc.get("token_type", "Bearer")),
         issued_token_type=issued if isinstance(issued, str) else None,
+        id_token=id_token if isinstance(id_token, str) else None,
     )
+
+
+def userinfo_body(resp: UserinfoResponse) -> dict[str, Any]:
+    """OpenID Connect Core §5.3.2 (+ ``preferred_username`` and ``wlcg.groups``, as INDIGO IAM
+    answers)."""
+    body: dict[str, Any] = {"sub": resp.sub, "preferred_username": resp.sub}
+    if resp.groups:
+        body["wlcg.groups"] = list(resp.groups)
+    return body
 
 
 def device_authorization_body(resp: DeviceAuthorizationResponse) -> dict[str, Any]:

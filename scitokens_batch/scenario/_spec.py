@@ -70,6 +70,7 @@ __all__ = [
     "ReadStep",
     "RefreshTokenRestore",
     "RefreshTokenRevoked",
+    "RegistrationSpec",
     "RuleSpec",
     "Scenario",
     "ScenarioMeta",
@@ -316,7 +317,9 @@ class UserSpec:
 
     Attributes:
         name: the user name (the token's ``sub``).
-        groups: groups such as ``"/ligo"`` (``wlcg.groups``).
+        groups: groups such as ``"/ligo"`` (``wlcg.groups``): the default groups.
+        optional_groups: groups the user belongs to that tokens list only when asked for by
+            name (``wlcg.groups:/ligo/test``), as INDIGO IAM's optional groups.
         scopes: the most this user may be granted, as scope strings (each checked with
             :func:`scitokens_batch.tokens._scopes.parse_scope` at load time).
         password: what the user enters on the issuer's device approval page (live mode);
@@ -327,6 +330,7 @@ class UserSpec:
     groups: tuple[str, ...] = attrs.field(default=(), metadata=_meta(item_check=_group))
     scopes: tuple[str, ...] = ()
     password: str | None = attrs.field(default=None, repr=False, metadata=_meta(check=_non_empty))
+    optional_groups: tuple[str, ...] = attrs.field(default=(), metadata=_meta(item_check=_group))
 
 
 class GrantName(enum.Enum):
@@ -336,6 +340,7 @@ class GrantName(enum.Enum):
     CLIENT_CREDENTIALS = "client_credentials"  #: RFC 6749 §4.4 (K3)
     TOKEN_EXCHANGE = "token_exchange"  #: RFC 8693 (K4)
     DEVICE_CODE = "device_code"  #: RFC 8628 (K2)
+    AUTHORIZATION_CODE = "authorization_code"  #: RFC 6749 §4.1 with PKCE S256 (RFC 7636)
 
 
 @attrs.frozen(kw_only=True)
@@ -353,6 +358,7 @@ class ClientSpec:
             ``["*"]``: any audience (an explicit opt-in).
         access_token_lifetime: seconds its access tokens live, whatever the grant (K5, P13);
             absent: the issuer's ``access_token_lifetime``.
+        redirect_uris: the redirection URIs of the authorization code grant, matched exactly.
     """
 
     name: str = attrs.field(metadata=_meta(check=_client_id))
@@ -363,6 +369,27 @@ class ClientSpec:
     scopes: tuple[str, ...] = ()
     audiences: tuple[str, ...] = attrs.field(default=(), metadata=_meta(item_check=_non_empty))
     access_token_lifetime: float | None = attrs.field(default=None, metadata=_LIFETIME)
+    redirect_uris: tuple[str, ...] = attrs.field(default=(), metadata=_meta(item_check=_non_empty))
+
+
+@attrs.frozen(kw_only=True)
+class RegistrationSpec:
+    """An issuer's ``[issuers.registration]``: dynamic client registration (RFC 7591) on.
+
+    Attributes:
+        grants: the grants a registered client may get (what it asks beyond is dropped).
+        scopes: the most any token of a registered client may hold (each checked with
+            ``parse_scope``); the user's policy applies as well.
+        max_clients: registered clients kept at most.
+    """
+
+    grants: tuple[GrantName, ...] = (
+        GrantName.AUTHORIZATION_CODE,
+        GrantName.DEVICE_CODE,
+        GrantName.REFRESH_TOKEN,
+    )
+    scopes: tuple[str, ...] = ()
+    max_clients: int = attrs.field(default=1000, metadata=_meta(check=_positive_number))
 
 
 @attrs.frozen(kw_only=True)
@@ -409,6 +436,8 @@ class IssuerSpec:
     device_poll_interval: float = attrs.field(default=5.0, metadata=_NON_ZERO)
     users: tuple[UserSpec, ...] = ()
     clients: tuple[ClientSpec, ...] = ()
+    #: dynamic client registration (RFC 7591): off unless this table is present
+    registration: RegistrationSpec | None = None
 
     def user(self, name: str) -> UserSpec | None:
         """Find a user of this issuer.

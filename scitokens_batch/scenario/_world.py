@@ -29,6 +29,7 @@ from ..actors import (
     Issuer,
     JobAd,
     QueueManager,
+    RegistrationPolicy,
     ReplicationRule,
     SandboxFactory,
     SharedLink,
@@ -43,6 +44,7 @@ from ..actors._common import new_secret
 from ..errors import ScenarioError, ScopeError
 from ..metrics import Recorder
 from ..protocol import (
+    GRANT_AUTHORIZATION_CODE,
     GRANT_CLIENT_CREDENTIALS,
     GRANT_DEVICE_CODE,
     GRANT_REFRESH,
@@ -121,6 +123,7 @@ _GRANT_URNS: Mapping[GrantName, str] = {
     GrantName.CLIENT_CREDENTIALS: GRANT_CLIENT_CREDENTIALS,
     GrantName.TOKEN_EXCHANGE: GRANT_TOKEN_EXCHANGE,
     GrantName.DEVICE_CODE: GRANT_DEVICE_CODE,
+    GrantName.AUTHORIZATION_CODE: GRANT_AUTHORIZATION_CODE,
 }
 #: The token manager's actor name, which is also its client id at every issuer.
 _TOKEN_MANAGER = "token_manager"
@@ -143,6 +146,19 @@ def _client_policy(client: ClientSpec) -> ClientPolicy:
         scopes=tuple(parse_scope(s) for s in client.scopes),
         audiences=client.audiences,
         access_token_lifetime=client.access_token_lifetime,
+        redirect_uris=client.redirect_uris,
+    )
+
+
+def _registration(isp: IssuerSpec) -> RegistrationPolicy | None:
+    """The issuer's dynamic registration policy (RFC 7591), or None: off."""
+    reg = isp.registration
+    if reg is None:
+        return None
+    return RegistrationPolicy(
+        grants=frozenset(_GRANT_URNS[g] for g in reg.grants),
+        scopes=tuple(parse_scope(s) for s in reg.scopes),
+        max_clients=reg.max_clients,
     )
 
 
@@ -544,7 +560,10 @@ class World:
             )
             users = {
                 u.name: UserPolicy(
-                    name=u.name, scopes=tuple(parse_scope(s) for s in u.scopes), groups=u.groups
+                    name=u.name,
+                    scopes=tuple(parse_scope(s) for s in u.scopes),
+                    groups=u.groups,
+                    optional_groups=u.optional_groups,
                 )
                 for u in isp.users
             }
@@ -572,6 +591,7 @@ class World:
                 known_audiences=_known_audiences(spec, isp.url),
                 device_code_lifetime=isp.device_code_lifetime,
                 device_poll_interval=isp.device_poll_interval,
+                registration=_registration(isp),
                 passwords=passwords,
                 require_password=live is not None,
                 now=true_now,

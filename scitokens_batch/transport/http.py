@@ -16,6 +16,7 @@ messages for the actor's ``handle``; every app also answers ``GET`` :data:`HEALT
 
 from __future__ import annotations
 
+import html
 import json
 import logging
 import math
@@ -31,6 +32,8 @@ import trio
 
 from ..protocol import (
     Ack,
+    AuthorizationResponse,
+    ClientRegistrationResponse,
     DataRequest,
     DataResponse,
     DeviceApproval,
@@ -44,6 +47,8 @@ from ..protocol import (
     ThirdPartyCopy,
     TokenRequest,
     TokenResponse,
+    UserinfoRequest,
+    UserinfoResponse,
     rpcauth,
 )
 from ..protocol import wire as w
@@ -533,7 +538,13 @@ _NO_STORE: Final = {"cache-control": "no-store", "pragma": "no-cache"}  # RFC 67
 
 
 async def _oauth_answer(send: Send, answer: Message, *, basic: bool) -> None:
-    if isinstance(answer, TokenResponse):
+    if isinstance(answer, ClientRegistrationResponse):
+        await _json(send, 201, w.registration_body(answer), _NO_STORE)  # RFC 7591 §3.2.1
+    elif isinstance(answer, AuthorizationResponse):
+        # RFC 6749 §4.1.2: the user agent goes back to the client with the code (or error).
+        location = w.authorization_redirect(answer)
+        await _respond(send, 302, headers={"location": location, **_NO_STORE})
+    elif isinstance(answer, TokenResponse):
         await _json(send, 200, w.token_response_body(answer), _NO_STORE)
     elif isinstance(answer, DeviceAuthorizationResponse):
         await _json(send, 200, w.device_authorization_body(answer), _NO_STORE)
@@ -551,6 +562,61 @@ async def _oauth_answer(send: Send, answer: Message, *, basic: bool) -> None:
         await _json(send, answer.status, w.oauth_error_body(answer), headers)
     else:
         raise TypeError(f"issuer answered {type(answer).__name__}")
+
+
+async def _authorize_page(scope: dict[str, Any], handler: Handler, send: Send) -> None:
+    """``GET /authorize`` (RFC 6749 §4.1.1): the issuer checks the request; a good one gets
+    the consent page (the user logs in with their password and approves, as on the device
+    page), whose form posts the same parameters back with ``user``, ``password``, ``approve``.
+    """
+    raw = scope.get("query_string", b"")
+    if len(raw) > MAX_FORM:
+        raise _TooLarge
+    try:
+        request = w.decode_authorization(w.parse_form(raw), consent=False)
+    except w.WireError as exc:
+        await _oauth_answer(send, OAuthError(error=exc.error, description=str(exc)), basic=False)
+        return
+    answer = await handler(request)
+    if not isinstance(answer, AuthorizationResponse) or answer.error is not None:
+        await _oauth_answer(send, answer, basic=False)
+        return
+    hidden = "".join(
+        f'<input type=hidden name={name} value="{html.escape(value)}">'
+        for name, value in w.parse_form(raw).items()
+    )
+    page = (
+        "<!doctype html><title>Authorize</title><form method=post>"
+        f"<p>{html.escape(request.client_id)} asks for {html.escape(request.scope or '')}</p>"
+        f"{hidden}User <input name=user> Password <input type=password name=password>"
+        "<button name=approve value=yes>Approve</button>"
+        "<button name=approve value=no>Deny</button></form>"
+    )
+    headers = {"content-type": "text/html", "x-frame-options": "DENY", **_NO_STORE}
+    await _respond(send, 200, page.encode(), headers)
+
+
+async def _userinfo(scope: dict[str, Any], handler: Handler, send: Send, method: str) -> None:
+    """OpenID Connect Core §5.3: ``GET``/``POST /userinfo`` with ``Authorization: Bearer``;
+    refusals carry RFC 6750 §3's ``WWW-Authenticate: Bearer`` (the form-body token of §2.2
+    is not taken: oidc-agent and IAM's clients send the header)."""
+    if method not in ("GET", "POST"):
+        await _respond(send, 405, headers={"allow": "GET, POST"})
+        return
+    authorization = _header(scope, "authorization") or ""
+    kind, _, token = authorization.partition(" ")
+    if kind.lower() != "bearer" or not token.strip():
+        # RFC 6750 §3.1: no credentials at all: a bare challenge, no error code.
+        await _respond(send, 401, headers={"www-authenticate": 'Bearer realm="userinfo"'})
+        return
+    answer = await handler(UserinfoRequest(token=token.strip()))
+    if isinstance(answer, UserinfoResponse):
+        await _json(send, 200, w.userinfo_body(answer), _NO_STORE)
+        return
+    if not isinstance(answer, OAuthError):
+        raise TypeError(f"issuer answered UserinfoRequest with {type(answer).__name__}")
+    challenge = f'Bearer realm="userinfo", error="{answer.error}"'
+    await _json(send, answer.status, w.oauth_error_body(answer), {"www-authenticate": challenge})
 
 
 @attrs.define
@@ -631,6 +697,12 @@ def issuer_app(
                 {"cache-control": f"public, max-age={max_age}"},  # D4
             )
             return
+        if path == f"{prefix}/userinfo":
+            await _userinfo(scope, handler, send, method)
+            return
+        if path == f"{prefix}/authorize" and method == "GET":
+            await _authorize_page(scope, handler, send)
+            return
         if method == "GET" and path == f"{prefix}/device":
             page = (
                 "<!doctype html><title>Device login</title><form method=post>"
@@ -646,6 +718,11 @@ def issuer_app(
             f"{prefix}/device_authorization": w.decode_device_authorization,
             f"{prefix}/revoke": w.decode_revocation,
             f"{prefix}/device": lambda body, _auth: w.decode_device_approval(body),
+            f"{prefix}/authorize": lambda body, _auth: w.decode_authorization(
+                w.parse_form(body), consent=True
+            ),
+            # RFC 7591 §3.1 (JSON); the issuer answers 404 unless the scenario enables it.
+            f"{prefix}/register": lambda body, _auth: w.decode_registration(body),
         }
         decode = decoders.get(path)
         if decode is None:

@@ -114,7 +114,7 @@ async def test_grant_not_registered_is_unauthorized_client() -> None:
 async def test_unknown_grant_is_unsupported_grant_type() -> None:
     """RFC 6749 §5.2: a grant type the issuer does not implement is unsupported_grant_type."""
     issuer = make_issuer()
-    answer = await error(issuer, grant_type="authorization_code")
+    answer = await error(issuer, grant_type="password")
     assert (answer.error, answer.status) == ("unsupported_grant_type", 400)
 
 
@@ -320,8 +320,8 @@ async def test_refresh_down_scopes(autojump_clock: trio.testing.MockClock) -> No
 
 
 async def test_oauth_scopes_are_not_capabilities() -> None:
-    """K1: offline_access and openid in a request are OAuth scopes: taken out, never an error;
-    alone they ask for the whole grant."""
+    """K1: offline_access and openid in a request are OAuth scopes: never an error, listed in
+    the scope when granted; alone they get exactly themselves, no capability (as INDIGO IAM)."""
     issuer = make_issuer()
     rt = issuer.enroll(
         "alice", client="token_manager", scopes="openid read:/data offline_access", audience=AUD
@@ -329,14 +329,17 @@ async def test_oauth_scopes_are_not_capabilities() -> None:
     some = await token(
         issuer, grant_type=GRANT_REFRESH, refresh_token=rt, scope="offline_access read:/data/x"
     )
-    assert some.scope == "read:/data/x"
-    everything = await token(
+    assert some.scope == "read:/data/x offline_access"
+    only_oauth = await token(
         issuer,
         grant_type=GRANT_REFRESH,
         refresh_token=some.refresh_token,
         scope="openid offline_access",
     )
-    assert everything.scope == "read:/data"
+    assert only_oauth.scope == "offline_access openid"
+    assert only_oauth.id_token is not None
+    whole = await token(issuer, grant_type=GRANT_REFRESH, refresh_token=only_oauth.refresh_token)
+    assert whole.scope == "read:/data offline_access openid"
 
 
 async def test_bad_scope_grammar_is_invalid_scope() -> None:
@@ -575,13 +578,17 @@ async def test_exchange_with_offline_access_gives_a_refresh_token(
         audience="https://storage.example",
     )
     assert exchanged.refresh_token is not None
-    assert (exchanged.scope, exchanged.issued_token_type) == ("read:/data", TOKEN_TYPE_ACCESS)
+    assert (exchanged.scope, exchanged.issued_token_type) == (
+        "read:/data offline_access",
+        TOKEN_TYPE_ACCESS,
+    )
     await trio.sleep(3000)  # long after the subject token expired
     refreshed = await token(
         issuer, "fts", grant_type=GRANT_REFRESH, refresh_token=exchanged.refresh_token
     )
     claims = peek(refreshed.access_token)[1]
-    assert (claims["sub"], claims["aud"], claims["scope"]) == ("alice", AUD, "read:/data")
+    assert (claims["sub"], claims["aud"]) == ("alice", AUD)
+    assert claims["scope"] == "read:/data offline_access"
     assert refreshed.expires_in == FTS_LIFETIME
     foreign = await error(issuer, grant_type=GRANT_REFRESH, refresh_token=refreshed.refresh_token)
     assert foreign.error == "invalid_grant"
@@ -670,6 +677,7 @@ def test_discovery_document() -> None:
         GRANT_CLIENT_CREDENTIALS,
         GRANT_TOKEN_EXCHANGE,
         GRANT_DEVICE_CODE,
+        "authorization_code",
     }
     assert doc["scopes_supported"] == [
         "host.auth",
@@ -684,7 +692,8 @@ def test_discovery_document() -> None:
         "client_secret_basic",
         "client_secret_post",
     ]
-    assert doc["response_types_supported"] == ["token"]
+    assert doc["response_types_supported"] == ["code"]
+    assert doc["userinfo_endpoint"] == URL + "/userinfo"
     json.dumps(doc)  # a plain JSON document
 
 

@@ -97,11 +97,12 @@ async def test_device_flow_pending_slow_down_approved(
     await trio.sleep(15)
     tokens = await token(issuer, grant_type=GRANT_DEVICE_CODE, device_code=code)
     claims = peek(tokens.access_token)[1]
-    assert (claims["sub"], claims["aud"], claims["scope"]) == ("alice", AUD, "read:/data")
+    assert (claims["sub"], claims["aud"]) == ("alice", AUD)
+    assert claims["scope"] == "read:/data offline_access"  # granted as asked (IAM)
     assert tokens.refresh_token is not None
     assert await _poll_error(issuer, code) == "invalid_grant"
     refreshed = await token(issuer, grant_type=GRANT_REFRESH, refresh_token=tokens.refresh_token)
-    assert refreshed.scope == "read:/data"
+    assert refreshed.scope == "read:/data offline_access"  # the whole grant (RFC 6749 §6)
     stolen = await error(
         issuer, "fts", grant_type=GRANT_REFRESH, refresh_token=tokens.refresh_token
     )

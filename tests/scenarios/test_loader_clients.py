@@ -107,6 +107,7 @@ def test_clients() -> None:
         "client_credentials",
         "token_exchange",
         "device_code",
+        "authorization_code",
     ]
 
 
@@ -132,7 +133,7 @@ def test_clients() -> None:
             FTS.replace('"refresh_token"]', '"refresh"]'),
             "issuers[0].clients[0].grants[1]",
             "expected one of 'refresh_token', 'client_credentials', 'token_exchange', "
-            "'device_code', received 'refresh'",
+            "'device_code', 'authorization_code', received 'refresh'",
         ),
         (
             "",
