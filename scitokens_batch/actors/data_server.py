@@ -227,6 +227,10 @@ class DataServer:
         headroom = round(verdict.exp - self.true_now(), 6)
         cached = self.verifier.cache_hits != hits
         if op is Operation.READ or op is Operation.STAT:
+            if not exists and op is Operation.STAT and self._is_dir(path):
+                # HEAD/PROPFIND of a directory (WebDAV): found, nothing to move.
+                self._record_use(message, op, verdict, headroom, 200, cached)
+                return DataResponse(status=200, size=0)
             if not exists:
                 # M3: authorized, not found. Counted as a granted access (the token was good).
                 self._record_use(message, op, verdict, headroom, 404, cached)
@@ -242,6 +246,14 @@ class DataServer:
             status = 201 if op is Operation.CREATE else 200
         self._record_use(message, op, verdict, headroom, status, cached)
         return DataResponse(status=status, size=size)
+
+    def _is_dir(self, path: str) -> bool:
+        """A directory is at ``path``: the store says so (live), or a file is below it."""
+        is_dir = getattr(self.files, "is_dir", None)
+        if callable(is_dir):
+            return bool(is_dir(path))
+        prefix = path.rstrip("/") + "/"
+        return any(name.startswith(prefix) for name in self.files)
 
     async def _authorize_with_keys(
         self, need: NeedKeys, token: str | None, op: Operation, path: str

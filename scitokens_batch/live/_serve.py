@@ -421,6 +421,7 @@ def _pick(
             tpc_sources=sources,
             may_overwrite=server.may_overwrite,
             refuse_overwrite=server.refuse_overwrite,
+            now=wall_now,
         )
         return server, app, nothing
     if role == "execute-host":
