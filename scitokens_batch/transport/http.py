@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import base64
 import collections
+import contextlib
 import email.utils
 import hashlib
 import json
@@ -1244,7 +1245,7 @@ def data_app(
         if write.transfer is not None:
             headers[TRANSFER_HEADER] = write.transfer
         try:
-            async with pull.stream("GET", source, headers=headers) as reply:
+            async with _source_stream(pull, source, headers) as reply:
                 if not reply.is_success:
                     detail = bytes(await reply.aread())[:_DETAIL_BYTES]
                     out = {SIDE_HEADER: "source"}
@@ -1333,8 +1334,16 @@ def data_app(
                 yield chunk
 
         async def work() -> str | None:
+            content: bytes | AsyncIterator[bytes] = pushed()
+            if size <= SMALL_BODY:
+                # In one piece, as our client's PUTs: XrdHttp 5.5.3 stalls or resets on some
+                # bodies that arrive as a stream of chunks.
+                content = b"".join([chunk async for chunk in pushed()])
+                # httpx adds Content-Length for bytes itself; a second copy of the header
+                # makes XrdHttp drop the connection.
+                del headers["content-length"]
             try:
-                reply = await pull.request("PUT", destination, content=pushed(), headers=headers)
+                reply = await pull.request("PUT", destination, content=content, headers=headers)
             except httpx.TransportError as exc:
                 return f"502 destination: {type(exc).__name__}"
             if reply.is_success:
@@ -1345,6 +1354,25 @@ def data_app(
         await _tpc_stream(send, moved, work, marker_seconds, now)
 
     return _app(name, route)
+
+
+@contextlib.asynccontextmanager
+async def _source_stream(
+    client: httpx.AsyncClient, url: str, headers: Mapping[str, str]
+) -> AsyncIterator[httpx.Response]:
+    """A third-party copy's GET of its source, sent again once if a kept-alive connection
+    turns out to be unusable before any answer (``RemoteProtocolError``): XRootD 5.5.3 leaves
+    its connection in a state the next request fails on after it answered a PUT (a push).
+    A GET has no effect at the source, so sending it again is safe."""
+    request = client.build_request("GET", url, headers=headers)
+    try:
+        reply = await client.send(request, stream=True)
+    except httpx.RemoteProtocolError:
+        reply = await client.send(client.build_request("GET", url, headers=headers), stream=True)
+    try:
+        yield reply
+    finally:
+        await reply.aclose()
 
 
 async def _body_chunks(receive: Receive) -> AsyncIterator[bytes]:

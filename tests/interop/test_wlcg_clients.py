@@ -25,7 +25,9 @@ from pathlib import Path
 import attrs
 import pytest
 
-from tests.security.storage_live import Storage, start_storage
+from scitokens_batch.live import xrootd_missing
+from scitokens_batch.live._deploy import deployment
+from tests.security.storage_live import AUDIENCE, SCENARIO, Storage, start_storage
 
 from .conftest import peer_missing
 
@@ -298,3 +300,110 @@ def test_gfal_push_refused_by_destination(site: Site, gfal: None) -> None:
     assert "403" in proc.stderr
     assert not on_disk(site, "/up/refused", "other").exists()
     assert site.read not in proc.stderr + proc.stdout
+
+
+# -- ours <-> XRootD ---------------------------------------------------------------------------
+
+#: The deployment above plus Debian's XRootD (``backend = "xrootd"``, HTTP-TPC handler on).
+XROOTD_BLOCK = f"""
+[[data_servers]]
+name = "xrd"
+audience = "{AUDIENCE}"
+backend = "xrootd"
+
+[data_servers.issuers]
+vo = "/"
+
+[[data_servers.files]]
+path = "/data"
+count = 1
+size = "1kB"
+"""
+
+
+@pytest.fixture(scope="module")
+def xsite(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
+    """The live issuer, our two data servers and XRootD, with the payload on ``other`` and XRootD."""
+    why = xrootd_missing()
+    if why is not None:
+        peer_missing(f"XRootD: {why}")
+    if shutil.which("openssl") is None:
+        peer_missing("openssl not found (apt-get install openssl)")
+    names = ("vo", "store", "other", "xrd")
+    with deployment(SCENARIO + XROOTD_BLOCK, names, prefix="stb-wlcg-clients-") as run:
+        storage = Storage(run)
+        capath = tmp_path_factory.mktemp("xcapath")
+        shutil.copy(run.tls.ca, capath / "ca.pem")
+        subprocess.run(["openssl", "rehash", str(capath)], check=True, timeout=CLIENT_TIMEOUT)
+        (storage.tree("other") / "data" / "payload").write_bytes(PAYLOAD)
+        xpayload = xrootd_tree(storage) / "data" / "payload"
+        xpayload.write_bytes(PAYLOAD)
+        xpayload.chmod(0o644)
+        yield Site(
+            storage=storage,
+            capath=capath,
+            rw=storage.token("modifier", "storage.modify:/up storage.read:/"),
+            read=storage.token("reader", "storage.read:/"),
+        )
+
+
+def xrootd_tree(storage: Storage) -> Path:
+    """XRootD's namespace on disk (its ``oss.localroot``)."""
+    return storage.run.workdir / "services" / "xrd" / "ns"
+
+
+def test_xrootd_gfal_ls_and_sum(xsite: Site, gfal: None) -> None:
+    """gfal-ls and gfal-sum ADLER32 against XRootD (checksums configured with xrootd.chksum)."""
+    out = ok(gf(xsite, "gfal-ls", "-l", url(xsite, "/data", "xrd"), token=xsite.read))
+    assert "payload" in out
+    summed = ok(
+        gf(xsite, "gfal-sum", url(xsite, "/data/payload", "xrd"), "ADLER32", token=xsite.read)
+    )
+    assert summed.split()[-1] == f"{zlib.adler32(PAYLOAD):08x}"
+
+
+@pytest.mark.parametrize(
+    ("mode", "source", "dest"),
+    [
+        ("pull", "other", "xrd"),  # XRootD's libXrdHttpTPC pulls from ours
+        ("push", "other", "xrd"),  # ours PUTs to XRootD
+        ("pull", "xrd", "store"),  # ours pulls from XRootD
+    ],
+)
+def test_xrootd_gfal_copy_third_party(
+    xsite: Site, gfal: None, mode: str, source: str, dest: str
+) -> None:
+    """gfal-copy -p -K ADLER32 between ours and XRootD in the modes that work: the bytes arrive."""
+    target = f"/up/x-{mode}-{source}-{dest}"
+    proc = gf(
+        xsite,
+        "gfal-copy",
+        "-p",
+        "--copy-mode",
+        mode,
+        "-K",
+        "ADLER32",
+        url(xsite, "/data/payload", source),
+        url(xsite, target, dest),
+        token=xsite.rw,
+    )
+    ok(proc)
+    root = xrootd_tree(xsite.storage) if dest == "xrd" else xsite.storage.tree(dest)
+    assert root.joinpath(*target.strip("/").split("/")).read_bytes() == PAYLOAD
+
+
+def test_xrootd_push_to_ours_fails(xsite: Site, gfal: None) -> None:
+    """Measured gap: XRootD 5.5.3 pushing to our server (its libcurl PUT) fails with "Failure when
+    receiving data from the peer"; gfal reports the failure and nothing is left at our end."""
+    target = "/up/x-push-xrd-store"
+    proc = gf(
+        xsite,
+        "gfal-copy",
+        "--copy-mode",
+        "push",
+        url(xsite, "/data/payload", "xrd"),
+        url(xsite, target, "store"),
+        token=xsite.rw,
+    )
+    assert proc.returncode != 0
+    assert not on_disk(xsite, target).exists()
