@@ -90,6 +90,8 @@ class DataServer:
         shared link and update the namespace; or a :class:`ThirdPartyCopy` (see
         :meth:`third_party_copy`)."""
         if isinstance(message, ThirdPartyCopy):
+            if message.destination is not None:
+                return await self.third_party_push(message)
             return await self.third_party_copy(message)
         if not isinstance(message, DataRequest):
             raise TypeError(f"data server {self.name}: unexpected message {type(message).__name__}")
@@ -205,6 +207,67 @@ class DataServer:
             return attrs.evolve(answer, side="destination")
         self.files[message.destination_path] = answer.size
         return answer
+
+    async def third_party_push(self, message: ThirdPartyCopy) -> DataResponse:
+        """Push one file from here to ``message.destination`` (HTTP-TPC push mode).
+
+        Returns:
+            The destination's answer to the write once the bytes are through; or the refusal
+            of either end, with ``side`` set: the source's (here: its token may not read, the
+            file is not there), or the destination's (its token may not write there, 502 when
+            it cannot be reached).
+
+        Raises:
+            Unreachable: this server was restarted while the bytes were going out.
+        """
+        destination = message.destination
+        assert destination is not None
+        read = DataRequest(
+            op=Operation.READ,
+            path=message.source_path,
+            size=message.size,
+            token=message.source_token,
+            transfer=message.transfer,
+        )
+        answer = await self.admit(read)
+        if not answer.ok:
+            return attrs.evolve(answer, side="source")
+        write = DataRequest(
+            op=Operation.CREATE,
+            path=message.destination_path,
+            size=answer.size,
+            token=message.destination_token,
+            transfer=message.transfer,
+        )
+        pushed: list[Message] = []
+        reset = False
+        async with trio.open_nursery() as nursery:
+
+            async def upload() -> None:
+                try:
+                    got: Message = await self.transport.request(self.name, destination, write)
+                except Unreachable as exc:
+                    got = DataResponse(
+                        status=502, detail=f"destination {exc.dest} unreachable ({exc.why})"
+                    )
+                pushed.append(got)
+                if not (isinstance(got, DataResponse) and got.ok):
+                    nursery.cancel_scope.cancel()  # refused: stop sending
+
+            nursery.start_soon(upload)
+            try:
+                await self.link.transfer(answer.size)
+            except LinkReset:
+                reset = True
+                nursery.cancel_scope.cancel()
+        if reset:
+            raise Unreachable(f"transfer {message.transfer}", self.name, "down")
+        (got,) = pushed
+        if not isinstance(got, DataResponse):
+            raise TypeError(
+                f"data server {message.destination}: unexpected answer {type(got).__name__}"
+            )
+        return got if got.ok else attrs.evolve(got, side="destination")
 
     async def admit(self, message: DataRequest) -> DataResponse:
         """Decide one access and record it: the status, and the bytes it may move.

@@ -509,6 +509,13 @@ class FileSetSpec:
         return tuple(f"{prefix}/{i}" for i in range(self.count))
 
 
+class TpcMode(enum.Enum):
+    """How the transfer service asks for a third-party copy (WLCG HTTP-TPC)."""
+
+    PULL = "pull"  #: COPY to the destination with ``Source`` (the destination fetches)
+    PUSH = "push"  #: COPY to the source with ``Destination`` (the source uploads)
+
+
 class DataBackend(enum.Enum):
     """What serves a data server in a live run."""
 
@@ -588,6 +595,7 @@ class TransferServiceSpec:
         retry_backoff: first retry delay (token requests, failed copies); doubles each time.
         retry_backoff_max: the cap of that doubling.
         max_retries: a failed copy is retried this many times before the file fails.
+        tpc_mode: ``"pull"`` (default) or ``"push"``: which end of each copy it asks.
     """
 
     name: str = attrs.field(default="fts", metadata=_NAME)
@@ -599,6 +607,7 @@ class TransferServiceSpec:
     retry_backoff: float = attrs.field(default=30.0, metadata=_NON_ZERO)
     retry_backoff_max: float = attrs.field(default=600.0, metadata=_NON_ZERO)
     max_retries: int = attrs.field(default=3, metadata=_meta(check=_non_negative_int))
+    tpc_mode: TpcMode = TpcMode.PULL
 
 
 @attrs.frozen(kw_only=True)

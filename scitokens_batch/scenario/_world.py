@@ -387,6 +387,7 @@ def _transfer_service(
         refresh_margin=ts.refresh_margin,
         backoff=Backoff(first=ts.retry_backoff, maximum=ts.retry_backoff_max),
         max_retries=ts.max_retries,
+        push=ts.tpc_mode.value == "push",
         transport=transport,
         now=true_now,
         rng=derive_rng(seed, "transfer_service", ts.name),

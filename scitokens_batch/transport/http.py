@@ -300,7 +300,10 @@ class HttpTransport:
         return JwksResponse(keys=keys, max_age=_max_age(keys_reply.headers.get("cache-control")))
 
     async def _copy(self, src: str, peer: Peer, msg: ThirdPartyCopy) -> DataResponse:
-        """HTTP-TPC pull: ``COPY`` to the destination with the source's URL in ``Source``."""
+        """HTTP-TPC pull: ``COPY`` to the destination with the source's URL in ``Source``;
+        push (``msg.destination`` set): ``COPY`` to the source with ``Destination``."""
+        if msg.destination is not None:
+            return await self._push(src, peer, msg, msg.destination)
         source = self.peers.get(msg.source)
         if source is None:
             raise Unreachable(src, msg.source, "unknown")
@@ -332,6 +335,34 @@ class HttpTransport:
         answer = _data_response(reply.status_code, reply.headers, reply.content, msg.size)
         side = reply.headers.get(SIDE_HEADER)
         return attrs.evolve(answer, side=side) if side is not None else answer
+
+    async def _push(self, src: str, peer: Peer, msg: ThirdPartyCopy, dest: str) -> DataResponse:
+        destination = self.peers.get(dest)
+        if destination is None:
+            raise Unreachable(src, dest, "unknown")
+        if not (destination.url.startswith("https://") and peer.url.startswith("https://")):
+            return DataResponse(
+                status=400,
+                detail=f"third-party copy between {peer.url} and {destination.url}: https only",
+                side="destination",
+            )
+        headers = {
+            "Destination": destination.url + urllib.parse.quote(msg.destination_path),
+            TRANSFER_HEADER: msg.transfer,
+        }
+        if msg.source_token is not None:
+            headers["Authorization"] = f"Bearer {msg.source_token}"
+        if msg.destination_token is not None:
+            headers["TransferHeaderAuthorization"] = f"Bearer {msg.destination_token}"
+        url = peer.url + urllib.parse.quote(msg.source_path)
+        reply = await self.client.request(
+            "COPY", url, headers=headers, timeout=httpx.Timeout(self.timeout, read=None)
+        )
+        if reply.status_code == 202:
+            return tpc_outcome(reply.text, msg.size)
+        answer = _data_response(reply.status_code, reply.headers, reply.content, msg.size)
+        side = reply.headers.get(SIDE_HEADER) or "source"
+        return attrs.evolve(answer, side=side)
 
     async def _data(
         self, peer: Peer, req: DataRequest, *, client: httpx.AsyncClient | None = None
