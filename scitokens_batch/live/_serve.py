@@ -123,6 +123,15 @@ def peers_of(
     return peers
 
 
+def _xrootd_peers(peers: dict[str, Peer], xrootd: set[str]) -> dict[str, Peer]:
+    """Mark the XRootD data servers: their HTTP-TPC does not create a copy's parent
+    directories, so the transfer service makes them first (as FTS does through gfal2)."""
+    return {
+        name: attrs.evolve(peer, makes_parents=False) if name in xrootd else peer
+        for name, peer in peers.items()
+    }
+
+
 #: Roles that serve RPC (and so must authenticate their callers).
 RPC_ROLES = ("token-manager", "queue-manager", "execute-host", "transfer-service", "data-manager")
 
@@ -255,7 +264,10 @@ async def serve(config: ServiceConfig) -> None:
     data = {d.name for d in spec.data_servers}
     pool_keys, secrets = _auth(config)
     transport = HttpTransport(
-        peers_of(config, issuers, data),
+        _xrootd_peers(
+            peers_of(config, issuers, data),
+            {d.name for d in spec.data_servers if d.backend is DataBackend.XROOTD},
+        ),
         ca_file=str(config.tls.ca) if config.tls else None,
         rpc_tokens=secrets.rpc_tokens,
     )

@@ -142,11 +142,14 @@ class Peer:
         url: base URL: for an issuer its ``iss`` (``https://127.0.0.1:8443/vo``); for a data
             server or an RPC actor ``https://host:port``.
         kind: ``"issuer"``, ``"data"`` or ``"rpc"``.
+        makes_parents: a data server whose third-party copies create the destination's
+            parent directories (ours); False (XRootD 5.5.3): the client makes them first.
     """
 
     name: str
     url: str
     kind: str = attrs.field(validator=attrs.validators.in_(("issuer", "data", "rpc")))
+    makes_parents: bool = True
 
 
 #: Failures of a request on a connection the server had already closed.
@@ -325,6 +328,8 @@ class HttpTransport:
         if msg.source_token is not None:
             headers["TransferHeaderAuthorization"] = f"Bearer {msg.source_token}"
         url = peer.url + urllib.parse.quote(msg.destination_path)
+        if not peer.makes_parents:
+            await self._make_parents(peer, msg.destination_path, msg.destination_token)
         # A copy takes as long as the bytes do: no read timeout beyond the copy's own.
         reply = await self.client.request(
             "COPY", url, headers=headers, timeout=httpx.Timeout(self.timeout, read=None)
@@ -335,6 +340,17 @@ class HttpTransport:
         answer = _data_response(reply.status_code, reply.headers, reply.content, msg.size)
         side = reply.headers.get(SIDE_HEADER)
         return attrs.evolve(answer, side=side) if side is not None else answer
+
+    async def _make_parents(self, peer: Peer, path: str, token: str | None) -> None:
+        """MKCOL each ancestor of ``path``, top down, answers ignored (FTS through gfal2 does
+        the same): one that exists or may not be made leaves the copy to say what is wrong."""
+        headers = {} if token is None else {"Authorization": f"Bearer {token}"}
+        parts = [p for p in path.split("/") if p][:-1]
+        for depth in range(1, len(parts) + 1):
+            parent = "/" + "/".join(parts[:depth])
+            await self.client.request(
+                "MKCOL", peer.url + urllib.parse.quote(parent), headers=headers
+            )
 
     async def _push(self, src: str, peer: Peer, msg: ThirdPartyCopy, dest: str) -> DataResponse:
         destination = self.peers.get(dest)
