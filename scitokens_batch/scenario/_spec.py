@@ -509,6 +509,26 @@ class FileSetSpec:
         return tuple(f"{prefix}/{i}" for i in range(self.count))
 
 
+@attrs.frozen(kw_only=True)
+class StorageAreaSpec:
+    """A ``[[data_servers.areas]]`` entry: a storage area with group ACLs (StoRM, dCache).
+
+    A token whose storage scopes do not allow an access is still admitted when one of its
+    ``wlcg.groups`` may do it in the area with the longest path matching the server path
+    (whole components: ``/protected`` covers ``/protected/x``, not ``/protectedx``).
+
+    Attributes:
+        path: the area's root, as the server sees it (base paths included).
+        read: groups that may read and stat (list) below it.
+        write: groups that may create, overwrite, delete and make directories below it (and
+            read).
+    """
+
+    path: str = attrs.field(metadata=_meta(check=_absolute_path))
+    read: tuple[str, ...] = attrs.field(default=(), metadata=_meta(item_check=_group))
+    write: tuple[str, ...] = attrs.field(default=(), metadata=_meta(item_check=_group))
+
+
 class TpcMode(enum.Enum):
     """How the transfer service asks for a third-party copy (WLCG HTTP-TPC)."""
 
@@ -551,6 +571,8 @@ class DataServerSpec:
         tpc_sources: live mode, ours: the origins a third-party copy (COPY) may pull from
             (``"https://host:port"``, ``"https://*.domain:port"``); None: the scenario's own
             data servers. Only https sources are ever fetched.
+        areas: storage areas granting by ``wlcg.groups`` (:class:`StorageAreaSpec`), in
+            both modes; ours only (XRootD: see docs/live.md).
     """
 
     name: str = attrs.field(metadata=_NAME)
@@ -573,6 +595,7 @@ class DataServerSpec:
     tpc_sources: tuple[str, ...] | None = attrs.field(
         default=None, metadata=_meta(item_check=_tpc_source)
     )
+    areas: tuple[StorageAreaSpec, ...] = ()
 
 
 # --------------------------------------------------------------------------------------------

@@ -25,6 +25,7 @@ from ..actors import (
     DataServer,
     Endpoint,
     ExecuteHost,
+    GroupArea,
     HostClock,
     Issuer,
     QueueManager,
@@ -599,6 +600,7 @@ class World:
                     else live.files(ds.name)
                 ),
                 link=SharedLink(ds.bandwidth),
+                areas=tuple(GroupArea(a.path, a.read, a.write) for a in ds.areas),
                 transport=transport,
                 clock=clocks[ds.name],
                 true_now=true_now,
