@@ -407,3 +407,29 @@ def test_xrootd_push_to_ours_fails(xsite: Site, gfal: None) -> None:
     )
     assert proc.returncode != 0
     assert not on_disk(xsite, target).exists()
+
+
+def test_xrootd_davix_namespace(xsite: Site, davix: None, tmp_path: Path) -> None:
+    """davix ls/mkdir/put/get/rm against XRootD, for the table: listing, bytes round-trip, removal."""
+    names = ok(dv(xsite, "davix-ls", url(xsite, "/data/", "xrd"), token=xsite.read)).split()
+    assert "payload" in names
+    src = tmp_path / "up.bin"
+    src.write_bytes(PAYLOAD)
+    ok(dv(xsite, "davix-mkdir", url(xsite, "/up/dx", "xrd"), token=xsite.rw))
+    ok(dv(xsite, "davix-put", str(src), url(xsite, "/up/dx/f", "xrd"), token=xsite.rw))
+    disk = xrootd_tree(xsite.storage) / "up" / "dx" / "f"
+    assert disk.read_bytes() == PAYLOAD
+    down = tmp_path / "down.bin"
+    ok(dv(xsite, "davix-get", url(xsite, "/up/dx/f", "xrd"), str(down), token=xsite.rw))
+    assert down.read_bytes() == PAYLOAD
+    ok(dv(xsite, "davix-rm", url(xsite, "/up/dx/f", "xrd"), token=xsite.rw))
+    ok(dv(xsite, "davix-rm", url(xsite, "/up/dx", "xrd"), token=xsite.rw))
+    assert not disk.parent.exists()
+
+
+def test_xrootd_gfal_stat(xsite: Site, gfal: None) -> None:
+    """gfal-stat of a directory and a file on XRootD, for the table."""
+    d = ok(gf(xsite, "gfal-stat", url(xsite, "/data", "xrd"), token=xsite.read))
+    assert "directory" in d
+    f = ok(gf(xsite, "gfal-stat", url(xsite, "/data/payload", "xrd"), token=xsite.read))
+    assert f"Size: {len(PAYLOAD)}" in f
