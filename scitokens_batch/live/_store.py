@@ -306,6 +306,11 @@ class FileTree(MutableMapping[str, int]):
             self._used = total
         return self._used
 
+    def check_space(self, incoming: int) -> None:
+        """Raise :class:`InsufficientStorage` if ``incoming`` more bytes do not fit now (a
+        third-party copy asks before it answers 202)."""
+        self._check_space(incoming)
+
     def _check_space(self, incoming: int) -> None:
         """Raise :class:`InsufficientStorage` if ``incoming`` more bytes do not fit."""
         if self.quota is not None and self.used() + self._reserved + incoming > self.quota:

@@ -938,6 +938,10 @@ class DataStore(Protocol):
         it is not empty)."""
         ...
 
+    def check_space(self, incoming: int) -> None:
+        """Raise :class:`InsufficientStorage` when ``incoming`` more bytes do not fit."""
+        ...
+
 
 _OPS: Final = {
     "GET": Operation.READ,
@@ -1304,6 +1308,9 @@ def data_app(
                     await _respond(send, 409, headers={SIDE_HEADER: "destination"})
                     return
                 announced = reply.headers.get("content-length", "")
+                if announced.isdigit():
+                    # Refused as a plain 507 while it still can be, before the 202.
+                    store.check_space(int(announced))
                 moved = [0]
 
                 async def pulled() -> AsyncIterator[bytes]:

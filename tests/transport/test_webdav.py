@@ -8,6 +8,7 @@ import base64
 import email.utils
 import hashlib
 import os
+import re
 import xml.etree.ElementTree as ET
 import zlib
 from collections.abc import AsyncIterator
@@ -17,7 +18,9 @@ from typing import Any
 
 import httpx
 import pytest
+import trio
 
+from scitokens_batch.live._store import FileTree
 from scitokens_batch.tokens import SigningKey
 from scitokens_batch.transport import http
 from scitokens_batch.transport.http import DataStore, data_app, tpc_outcome
@@ -319,3 +322,73 @@ def test_tpc_outcome_without_outcome_line_is_502() -> None:
     """A COPY body cut before its outcome line is a 502 (state unknown), a foreign failure 500."""
     assert tpc_outcome("Perf Marker\nEnd\n", 1).status == 502
     assert tpc_outcome("failure: rejected GET: 403 Forbidden\n", 1).status == 500
+
+
+async def test_copy_over_quota_is_507_before_202(
+    store: Store, other: Store, es256_key: SigningKey
+) -> None:
+    """A pull COPY whose source announces more than the destination's quota is a plain 507 (no 202), nothing staged or stored."""
+    other.tree.quota = 1000
+    async with client_of(_app(store), SRC) as pull:
+        dest = _app(other, pull=pull, tpc_sources=(SRC,))
+        async with client_of(dest) as client:
+            reply = await client.request(
+                "COPY",
+                "/vo/in/big",
+                headers={
+                    **bearer(token(es256_key, "storage.create:/in")),
+                    "Source": f"{SRC}/vo/data/big",
+                    "TransferHeaderAuthorization": f"Bearer {token(es256_key, 'storage.read:/')}",
+                },
+            )
+    assert reply.status_code == 507
+    assert reply.headers["x-scitokens-batch-side"] == "destination"
+    assert not (other.tree.root / "vo/in/big").exists()
+    assert list(other.tree.staging.iterdir()) == []
+
+
+class SlowTree(FileTree):
+    """A store that takes 50 ms per chunk written (a slow disk), so a copy lasts."""
+
+    async def write(self, path: str, chunks: AsyncIterator[bytes], **kw: Any) -> bool:
+        async def slow() -> AsyncIterator[bytes]:
+            async for chunk in chunks:
+                await trio.sleep(0.05)
+                yield chunk
+
+        return await super().write(path, slow(), **kw)
+
+
+async def test_markers_repeat_while_the_copy_runs(
+    store: Store, tmp_path: Path, es256_key: SigningKey
+) -> None:
+    """While a copy runs, a marker goes out every marker_seconds with a growing byte count, then the outcome."""
+    slow = data_server(tmp_path / "slow", es256_key)
+    slow.tree = SlowTree(tmp_path / "slow")
+    slow.server.files = slow.tree
+    slow.tree.clean_staging()
+    async with client_of(_app(store), SRC) as pull:
+        dest = data_app(
+            "slow",
+            slow.server.admit,
+            slow.tree,
+            realm="slow",
+            pull=pull,
+            tpc_sources=(SRC,),
+            marker_seconds=0.02,
+        )
+        async with client_of(dest) as client:
+            reply = await client.request(
+                "COPY",
+                "/vo/in/big",
+                headers={
+                    **bearer(token(es256_key, "storage.create:/in")),
+                    "Source": f"{SRC}/vo/data/big",
+                    "TransferHeaderAuthorization": f"Bearer {token(es256_key, 'storage.read:/')}",
+                },
+            )
+    moved = [int(x) for x in re.findall(r"Stripe Bytes Transferred: (\d+)", reply.text)]
+    assert len(moved) >= 3
+    assert moved == sorted(moved) and moved[0] < moved[-1] <= BIG
+    assert reply.text.splitlines()[-1] == "success: Created"
+    assert (slow.tree.root / "vo/in/big").stat().st_size == BIG
