@@ -315,6 +315,11 @@ async def serve(config: ServiceConfig) -> None:
     hc.keep_alive_timeout = 15.0
     hc.ssl_handshake_timeout = 10.0
     hc.h11_max_incomplete_size = 16 * 1024
+    if config.role == "data-server":
+        # HTTP/1.1 only, as XRootD and dCache serve WebDAV: XRootD 5.5.3's HTTP-TPC push
+        # (libcurl, which picks h2 when offered) fails against hypercorn's HTTP/2 with
+        # "Failure when receiving data from the peer", and no storage client needs h2.
+        hc.alpn_protocols = ["http/1.1"]
     hc.backlog = 1024
 
     shutdown = trio.Event()
