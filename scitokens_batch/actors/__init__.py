@@ -8,6 +8,7 @@ from .data_manager import DataManager as DataManager
 from .data_manager import Endpoint as Endpoint
 from .data_manager import ReplicationRule as ReplicationRule
 from .data_server import DataServer as DataServer
+from .data_server import GroupArea as GroupArea
 from .data_server import namespace as namespace
 from .execute_host import ExecuteHost as ExecuteHost
 from .execute_host import MemorySandbox as MemorySandbox
@@ -35,6 +36,7 @@ __all__ = [
     "Endpoint",
     "ExecuteHost",
     "FileState",
+    "GroupArea",
     "HostClock",
     "Issuer",
     "JobAd",

@@ -53,6 +53,44 @@ from ._jwks import fetch_jwks
 __all__ = ["DataServer"]
 
 
+@attrs.frozen
+class GroupArea:
+    """A storage area granting by ``wlcg.groups`` (StoRM's and dCache's group ACLs).
+
+    Attributes:
+        path: the area's root (server path).
+        read: groups that may read and stat below it.
+        write: groups that may also create, overwrite, delete and make directories.
+    """
+
+    path: str
+    read: tuple[str, ...] = ()
+    write: tuple[str, ...] = ()
+
+    def covers(self, path: str) -> bool:
+        """``path`` is the area's root or below it (whole path components)."""
+        root = self.path.rstrip("/")
+        return root == "" or path == root or path.startswith(root + "/")
+
+    def allows(self, groups: Iterable[str], op: Operation) -> bool:
+        """One of ``groups`` may do ``op`` here (exact group names, as the ACLs list them)."""
+        held = set(groups)
+        if op is Operation.READ or op is Operation.STAT:
+            return not held.isdisjoint(self.read) or not held.isdisjoint(self.write)
+        if op in (Operation.CREATE, Operation.MODIFY, Operation.MKDIR):
+            return not held.isdisjoint(self.write)
+        return False
+
+
+def area_for(areas: Iterable[GroupArea], path: str) -> GroupArea | None:
+    """The area with the longest root covering ``path``; None when none does."""
+    best: GroupArea | None = None
+    for area in areas:
+        if area.covers(path) and (best is None or len(area.path) > len(best.path)):
+            best = area
+    return best
+
+
 @attrs.define(kw_only=True)
 class DataServer:
     """One storage element.
@@ -66,6 +104,8 @@ class DataServer:
         link: the shared bandwidth.
         clock: this server's clock (true time + skew).
         true_now: the true clock, only for the headroom figure in the events.
+        areas: storage areas granting by ``wlcg.groups`` where the token's storage scopes do
+            not (the longest matching area decides; a storage scope still grants by itself).
     """
 
     name: str
@@ -79,6 +119,7 @@ class DataServer:
     rng: random.Random
     recorder: Recorder
     log: Logger
+    areas: tuple[GroupArea, ...] = ()
     _fetching: dict[str, trio.Event] = attrs.field(factory=dict, alias="_fetching")
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
@@ -90,6 +131,8 @@ class DataServer:
         shared link and update the namespace; or a :class:`ThirdPartyCopy` (see
         :meth:`third_party_copy`)."""
         if isinstance(message, ThirdPartyCopy):
+            if message.destination is not None:
+                return await self.third_party_push(message)
             return await self.third_party_copy(message)
         if not isinstance(message, DataRequest):
             raise TypeError(f"data server {self.name}: unexpected message {type(message).__name__}")
@@ -130,7 +173,11 @@ class DataServer:
         verdict = self.verifier.authorize(
             message.token, now=self.clock(), op=Operation.MODIFY, path=message.path
         )
-        return isinstance(verdict, VerifiedToken)
+        if isinstance(verdict, VerifiedToken):
+            return True
+        return bool(self.areas) and (
+            self._by_groups(message.token, Operation.MODIFY, message.path) is not None
+        )
 
     def refuse_overwrite(self, message: DataRequest) -> DataResponse:
         """A create-only upload found a file in place at commit time: 403, recorded."""
@@ -206,6 +253,67 @@ class DataServer:
         self.files[message.destination_path] = answer.size
         return answer
 
+    async def third_party_push(self, message: ThirdPartyCopy) -> DataResponse:
+        """Push one file from here to ``message.destination`` (HTTP-TPC push mode).
+
+        Returns:
+            The destination's answer to the write once the bytes are through; or the refusal
+            of either end, with ``side`` set: the source's (here: its token may not read, the
+            file is not there), or the destination's (its token may not write there, 502 when
+            it cannot be reached).
+
+        Raises:
+            Unreachable: this server was restarted while the bytes were going out.
+        """
+        destination = message.destination
+        assert destination is not None
+        read = DataRequest(
+            op=Operation.READ,
+            path=message.source_path,
+            size=message.size,
+            token=message.source_token,
+            transfer=message.transfer,
+        )
+        answer = await self.admit(read)
+        if not answer.ok:
+            return attrs.evolve(answer, side="source")
+        write = DataRequest(
+            op=Operation.CREATE,
+            path=message.destination_path,
+            size=answer.size,
+            token=message.destination_token,
+            transfer=message.transfer,
+        )
+        pushed: list[Message] = []
+        reset = False
+        async with trio.open_nursery() as nursery:
+
+            async def upload() -> None:
+                try:
+                    got: Message = await self.transport.request(self.name, destination, write)
+                except Unreachable as exc:
+                    got = DataResponse(
+                        status=502, detail=f"destination {exc.dest} unreachable ({exc.why})"
+                    )
+                pushed.append(got)
+                if not (isinstance(got, DataResponse) and got.ok):
+                    nursery.cancel_scope.cancel()  # refused: stop sending
+
+            nursery.start_soon(upload)
+            try:
+                await self.link.transfer(answer.size)
+            except LinkReset:
+                reset = True
+                nursery.cancel_scope.cancel()
+        if reset:
+            raise Unreachable(f"transfer {message.transfer}", self.name, "down")
+        (got,) = pushed
+        if not isinstance(got, DataResponse):
+            raise TypeError(
+                f"data server {message.destination}: unexpected answer {type(got).__name__}"
+            )
+        return got if got.ok else attrs.evolve(got, side="destination")
+
     async def admit(self, message: DataRequest) -> DataResponse:
         """Decide one access and record it: the status, and the bytes it may move.
 
@@ -221,12 +329,22 @@ class DataServer:
         verdict = self.verifier.authorize(message.token, now=self.clock(), op=op, path=path)
         if isinstance(verdict, NeedKeys):  # the only path that waits: fetch, then decide
             verdict = await self._authorize_with_keys(verdict, message.token, op, path)
+        if (
+            isinstance(verdict, Rejection)
+            and verdict.reason is Reason.INSUFFICIENT_SCOPE
+            and self.areas
+        ):
+            verdict = self._by_groups(message.token, op, path) or verdict
         if isinstance(verdict, Rejection):
             self._record_reject(message, op, verdict)
             return DataResponse(status=verdict.status, reason=verdict.reason, detail=verdict.detail)
         headroom = round(verdict.exp - self.true_now(), 6)
         cached = self.verifier.cache_hits != hits
         if op is Operation.READ or op is Operation.STAT:
+            if not exists and op is Operation.STAT and self._is_dir(path):
+                # HEAD/PROPFIND of a directory (WebDAV): found, nothing to move.
+                self._record_use(message, op, verdict, headroom, 200, cached)
+                return DataResponse(status=200, size=0)
             if not exists:
                 # M3: authorized, not found. Counted as a granted access (the token was good).
                 self._record_use(message, op, verdict, headroom, 404, cached)
@@ -242,6 +360,28 @@ class DataServer:
             status = 201 if op is Operation.CREATE else 200
         self._record_use(message, op, verdict, headroom, status, cached)
         return DataResponse(status=status, size=size)
+
+    def _by_groups(self, token: str | None, op: Operation, path: str) -> VerifiedToken | None:
+        """The token, when its scopes fell short but its ``wlcg.groups`` may do ``op`` in the
+        area deciding ``path`` (a valid token: the scope check ran after it)."""
+        area = area_for(self.areas, path)
+        if area is None:
+            return None
+        checked = self.verifier.check(token, now=self.clock())
+        if not isinstance(checked, VerifiedToken):
+            return None
+        groups = checked.claims.get("wlcg.groups")
+        if not isinstance(groups, list) or not all(isinstance(g, str) for g in groups):
+            return None
+        return checked if area.allows(groups, op) else None
+
+    def _is_dir(self, path: str) -> bool:
+        """A directory is at ``path``: the store says so (live), or a file is below it."""
+        is_dir = getattr(self.files, "is_dir", None)
+        if callable(is_dir):
+            return bool(is_dir(path))
+        prefix = path.rstrip("/") + "/"
+        return any(name.startswith(prefix) for name in self.files)
 
     async def _authorize_with_keys(
         self, need: NeedKeys, token: str | None, op: Operation, path: str

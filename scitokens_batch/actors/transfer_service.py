@@ -212,6 +212,8 @@ class TransferService:
             copy with a token valid for less (L7; 300 s).
         backoff: delays between retries of token requests and of failed copies.
         max_retries: a failed copy is retried this many times before the file fails.
+        push: ask the *source* for each copy (HTTP-TPC push, ``Destination``) instead of the
+            destination (pull, ``Source``).
         transport, now, rng, recorder, log: injected.
     """
 
@@ -225,6 +227,7 @@ class TransferService:
     refresh_margin: float = 300.0
     backoff: Backoff
     max_retries: int = 3
+    push: bool = False
     transport: Transport
     now: Clock
     rng: random.Random
@@ -608,9 +611,12 @@ class TransferService:
             source_token=f.source.access_token if f.source else None,
             destination_token=f.destination.access_token if f.destination else None,
             transfer=f"{f.job}/{f.index}",
+            destination=spec.destination if self.push else None,
         )
+        # Pull: the destination fetches; push: the source uploads (WLCG HTTP-TPC).
+        target = spec.source if self.push else spec.destination
         try:
-            answer = await self.transport.request(self.name, spec.destination, request)
+            answer = await self.transport.request(self.name, target, request)
         except Unreachable as exc:
             error = f"destination {exc.dest} unreachable ({exc.why})"
         else:

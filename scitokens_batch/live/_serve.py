@@ -123,6 +123,15 @@ def peers_of(
     return peers
 
 
+def _xrootd_peers(peers: dict[str, Peer], xrootd: set[str]) -> dict[str, Peer]:
+    """Mark the XRootD data servers: their HTTP-TPC does not create a copy's parent
+    directories, so the transfer service makes them first (as FTS does through gfal2)."""
+    return {
+        name: attrs.evolve(peer, makes_parents=False) if name in xrootd else peer
+        for name, peer in peers.items()
+    }
+
+
 #: Roles that serve RPC (and so must authenticate their callers).
 RPC_ROLES = ("token-manager", "queue-manager", "execute-host", "transfer-service", "data-manager")
 
@@ -255,7 +264,10 @@ async def serve(config: ServiceConfig) -> None:
     data = {d.name for d in spec.data_servers}
     pool_keys, secrets = _auth(config)
     transport = HttpTransport(
-        peers_of(config, issuers, data),
+        _xrootd_peers(
+            peers_of(config, issuers, data),
+            {d.name for d in spec.data_servers if d.backend is DataBackend.XROOTD},
+        ),
         ca_file=str(config.tls.ca) if config.tls else None,
         rpc_tokens=secrets.rpc_tokens,
     )
@@ -303,6 +315,11 @@ async def serve(config: ServiceConfig) -> None:
     hc.keep_alive_timeout = 15.0
     hc.ssl_handshake_timeout = 10.0
     hc.h11_max_incomplete_size = 16 * 1024
+    if config.role == "data-server":
+        # HTTP/1.1 only, as XRootD and dCache serve WebDAV: XRootD 5.5.3's HTTP-TPC push
+        # (libcurl, which picks h2 when offered) fails against hypercorn's HTTP/2 with
+        # "Failure when receiving data from the peer", and no storage client needs h2.
+        hc.alpn_protocols = ["http/1.1"]
     hc.backlog = 1024
 
     shutdown = trio.Event()
@@ -421,6 +438,7 @@ def _pick(
             tpc_sources=sources,
             may_overwrite=server.may_overwrite,
             refuse_overwrite=server.refuse_overwrite,
+            now=wall_now,
         )
         return server, app, nothing
     if role == "execute-host":

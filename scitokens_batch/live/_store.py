@@ -202,6 +202,72 @@ class FileTree(MutableMapping[str, int]):
         st = self._lstat(path)
         return st is not None and stat.S_ISDIR(st.st_mode)
 
+    def stat(self, path: str) -> os.stat_result | None:
+        """``lstat`` of a regular file or directory at ``path`` (the root for ``/``); None
+        for nothing there or a symbolic link (never followed, never described)."""
+        if not self._parts(path):
+            return os.stat(self.root)
+        st = self._lstat(path)
+        if st is None or not (stat.S_ISREG(st.st_mode) or stat.S_ISDIR(st.st_mode)):
+            return None
+        return st
+
+    def listdir(self, path: str, limit: int) -> list[tuple[str, os.stat_result]]:
+        """The regular files and directories in the directory ``path`` with their ``lstat``,
+        by name, at most ``limit`` of them (symbolic links are left out, as everywhere).
+
+        Raises:
+            Escapes: a component of ``path`` is a symbolic link.
+            NotADirectoryError, FileNotFoundError: ``path`` is not a directory.
+        """
+        if self._parts(path):
+            parent, name = self._parent(path)
+            try:
+                fd = os.open(name, _DIR_FLAGS, dir_fd=parent)
+            finally:
+                os.close(parent)
+        else:
+            fd = os.open(self.root, _DIR_FLAGS)
+        found: list[tuple[str, os.stat_result]] = []
+        try:
+            for name in sorted(os.listdir(fd)):
+                if len(found) >= limit:
+                    break
+                with contextlib.suppress(OSError):
+                    st = os.stat(name, dir_fd=fd, follow_symlinks=False)
+                    if stat.S_ISREG(st.st_mode) or stat.S_ISDIR(st.st_mode):
+                        found.append((name, st))
+        finally:
+            os.close(fd)
+        return found
+
+    def rmdir(self, path: str) -> bool:
+        """Remove the empty directory at ``path``; False when there is no directory there.
+
+        Raises:
+            Escapes: ``path`` or one of its components is a symbolic link.
+            OSError: ``ENOTEMPTY`` for a directory that holds anything, ``EBUSY`` for the root.
+        """
+        if not self._parts(path):
+            raise OSError(errno.EBUSY, "the root of the data tree is not removed")
+        try:
+            fd, name = self._parent(path)
+        except (FileNotFoundError, NotADirectoryError, ValueError):
+            return False
+        try:
+            try:
+                st = os.stat(name, dir_fd=fd, follow_symlinks=False)
+            except FileNotFoundError:
+                return False
+            if stat.S_ISLNK(st.st_mode):
+                raise Escapes(f"server path {path!r} is a symbolic link")
+            if not stat.S_ISDIR(st.st_mode):
+                return False
+            os.rmdir(name, dir_fd=fd)  # ENOTEMPTY when anything is inside
+        finally:
+            os.close(fd)
+        return True
+
     def _open_read(self, path: str) -> int:
         fd, name = self._parent(path)
         try:
@@ -239,6 +305,11 @@ class FileTree(MutableMapping[str, int]):
                         total += os.lstat(os.path.join(directory, name)).st_blocks * 512
             self._used = total
         return self._used
+
+    def check_space(self, incoming: int) -> None:
+        """Raise :class:`InsufficientStorage` if ``incoming`` more bytes do not fit now (a
+        third-party copy asks before it answers 202)."""
+        self._check_space(incoming)
 
     def _check_space(self, incoming: int) -> None:
         """Raise :class:`InsufficientStorage` if ``incoming`` more bytes do not fit."""

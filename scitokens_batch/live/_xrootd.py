@@ -488,7 +488,13 @@ def _xrootd_config(
         lines += [
             f"xrd.tls {tls / 'server.pem'} {tls / 'server.key'}",
             f"xrd.tlsca certfile {tls / 'ca.pem'}",
+            # HTTP-TPC (COPY, pull and push) as WLCG sites run it: the handler's libcurl
+            # trusts the same CA file as the server (xrd.tlsca).
+            "http.exthandler xrdtpc libXrdHttpTPC.so",
+            "tpc.trace all",
         ]
+    # Checksums for Want-Digest (gfal-sum, gfal-copy -K): computed by the server on request.
+    lines.append("xrootd.chksum adler32 md5")
     return "\n".join(lines) + "\n"
 
 

@@ -586,6 +586,10 @@ class ThirdPartyCopy:
     writing ``destination_path``, pulls the file from ``source`` presenting ``source_token``,
     and answers with a :class:`DataResponse` whose ``side`` names the end that refused.
 
+    In push mode (``destination`` set) it is sent to the *source* data server instead
+    (``COPY`` with a ``Destination`` header), which checks ``source_token`` for reading and
+    writes the file to ``destination`` presenting ``destination_token``.
+
     Attributes:
         source: the source data server's actor name.
         source_path: the file's path on the source server.
@@ -594,6 +598,7 @@ class ThirdPartyCopy:
         source_token: the bearer token for the read at the source (None: none).
         destination_token: the bearer token for the write at the destination (None: none).
         transfer: ``<transfer job>/<file index>``: which file of which job, for the events.
+        destination: push mode: the destination data server's actor name (None: pull).
     """
 
     source: str
@@ -603,6 +608,7 @@ class ThirdPartyCopy:
     source_token: str | None = attrs.field(default=None, repr=False)
     destination_token: str | None = attrs.field(default=None, repr=False)
     transfer: str
+    destination: str | None = None
 
 
 Message: TypeAlias = (

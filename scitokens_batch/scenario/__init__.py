@@ -58,6 +58,7 @@ from scitokens_batch.scenario._spec import TokenManagerCrash as TokenManagerCras
 from scitokens_batch.scenario._spec import TokenManagerSpec as TokenManagerSpec
 from scitokens_batch.scenario._spec import TokenRequestSpec as TokenRequestSpec
 from scitokens_batch.scenario._spec import TokenUse as TokenUse
+from scitokens_batch.scenario._spec import TpcMode as TpcMode
 from scitokens_batch.scenario._spec import TransferServiceSpec as TransferServiceSpec
 from scitokens_batch.scenario._spec import TransferServiceStateLoss as TransferServiceStateLoss
 from scitokens_batch.scenario._spec import UniformCompute as UniformCompute
@@ -131,6 +132,7 @@ __all__ = [
     "TokenManagerSpec",
     "TokenRequestSpec",
     "TokenUse",
+    "TpcMode",
     "TransferServiceSpec",
     "TransferServiceStateLoss",
     "UniformCompute",

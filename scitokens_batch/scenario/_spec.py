@@ -557,6 +557,33 @@ class FileSetSpec:
         return tuple(f"{prefix}/{i}" for i in range(self.count))
 
 
+@attrs.frozen(kw_only=True)
+class StorageAreaSpec:
+    """A ``[[data_servers.areas]]`` entry: a storage area with group ACLs (StoRM, dCache).
+
+    A token whose storage scopes do not allow an access is still admitted when one of its
+    ``wlcg.groups`` may do it in the area with the longest path matching the server path
+    (whole components: ``/protected`` covers ``/protected/x``, not ``/protectedx``).
+
+    Attributes:
+        path: the area's root, as the server sees it (base paths included).
+        read: groups that may read and stat (list) below it.
+        write: groups that may create, overwrite, delete and make directories below it (and
+            read).
+    """
+
+    path: str = attrs.field(metadata=_meta(check=_absolute_path))
+    read: tuple[str, ...] = attrs.field(default=(), metadata=_meta(item_check=_group))
+    write: tuple[str, ...] = attrs.field(default=(), metadata=_meta(item_check=_group))
+
+
+class TpcMode(enum.Enum):
+    """How the transfer service asks for a third-party copy (WLCG HTTP-TPC)."""
+
+    PULL = "pull"  #: COPY to the destination with ``Source`` (the destination fetches)
+    PUSH = "push"  #: COPY to the source with ``Destination`` (the source uploads)
+
+
 class DataBackend(enum.Enum):
     """What serves a data server in a live run."""
 
@@ -592,6 +619,8 @@ class DataServerSpec:
         tpc_sources: live mode, ours: the origins a third-party copy (COPY) may pull from
             (``"https://host:port"``, ``"https://*.domain:port"``); None: the scenario's own
             data servers. Only https sources are ever fetched.
+        areas: storage areas granting by ``wlcg.groups`` (:class:`StorageAreaSpec`), in
+            both modes; ours only (XRootD: see docs/live.md).
     """
 
     name: str = attrs.field(metadata=_NAME)
@@ -614,6 +643,7 @@ class DataServerSpec:
     tpc_sources: tuple[str, ...] | None = attrs.field(
         default=None, metadata=_meta(item_check=_tpc_source)
     )
+    areas: tuple[StorageAreaSpec, ...] = ()
 
 
 # --------------------------------------------------------------------------------------------
@@ -636,6 +666,7 @@ class TransferServiceSpec:
         retry_backoff: first retry delay (token requests, failed copies); doubles each time.
         retry_backoff_max: the cap of that doubling.
         max_retries: a failed copy is retried this many times before the file fails.
+        tpc_mode: ``"pull"`` (default) or ``"push"``: which end of each copy it asks.
     """
 
     name: str = attrs.field(default="fts", metadata=_NAME)
@@ -647,6 +678,7 @@ class TransferServiceSpec:
     retry_backoff: float = attrs.field(default=30.0, metadata=_NON_ZERO)
     retry_backoff_max: float = attrs.field(default=600.0, metadata=_NON_ZERO)
     max_retries: int = attrs.field(default=3, metadata=_meta(check=_non_negative_int))
+    tpc_mode: TpcMode = TpcMode.PULL
 
 
 @attrs.frozen(kw_only=True)

@@ -25,6 +25,7 @@ from ..actors import (
     DataServer,
     Endpoint,
     ExecuteHost,
+    GroupArea,
     HostClock,
     Issuer,
     JobAd,
@@ -445,6 +446,7 @@ def _transfer_service(
         refresh_margin=ts.refresh_margin,
         backoff=Backoff(first=ts.retry_backoff, maximum=ts.retry_backoff_max),
         max_retries=ts.max_retries,
+        push=ts.tpc_mode.value == "push",
         transport=transport,
         now=true_now,
         rng=derive_rng(seed, "transfer_service", ts.name),
@@ -664,6 +666,7 @@ class World:
                     else live.files(ds.name)
                 ),
                 link=SharedLink(ds.bandwidth),
+                areas=tuple(GroupArea(a.path, a.read, a.write) for a in ds.areas),
                 transport=transport,
                 clock=clocks[ds.name],
                 true_now=true_now,

@@ -16,15 +16,23 @@ messages for the actor's ``handle``; every app also answers ``GET`` :data:`HEALT
 
 from __future__ import annotations
 
+import base64
+import collections
+import contextlib
+import email.utils
+import hashlib
 import html
 import json
 import logging
 import math
+import os
 import re
 import ssl
 import urllib.parse
+import zlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any, Final, Protocol
+from xml.sax.saxutils import escape as _xml_escape
 
 import attrs
 import httpx
@@ -103,6 +111,16 @@ DRAIN_LIMIT_507: Final = 8 * 1024 * 1024
 BODY_IDLE_TIMEOUT: Final = 30.0
 #: The port of an ``https://`` URL without one.
 DEFAULT_TPC_PORT: Final = 443
+#: Seconds between two HTTP-TPC performance markers in a COPY's answer (XRootD sends one
+#: every 5 s; gfal2 gives up on a copy whose markers stop for minutes).
+TPC_MARKER_SECONDS: Final = 5.0
+#: The most entries a ``PROPFIND`` with ``Depth: 1`` lists (the rest are left out).
+PROPFIND_LIMIT: Final = 10_000
+#: The most body a ``PROPFIND`` may carry (its ``<propfind>``: read and ignored, every
+#: answer holds the same properties).
+PROPFIND_BODY: Final = 64 << 10
+#: Checksums kept per data server (one per file version and algorithm).
+DIGEST_CACHE_SIZE: Final = 4096
 
 _METHOD_OF: Final = {
     Operation.READ: "GET",
@@ -129,11 +147,14 @@ class Peer:
         url: base URL: for an issuer its ``iss`` (``https://127.0.0.1:8443/vo``); for a data
             server or an RPC actor ``https://host:port``.
         kind: ``"issuer"``, ``"data"`` or ``"rpc"``.
+        makes_parents: a data server whose third-party copies create the destination's
+            parent directories (ours); False (XRootD 5.5.3): the client makes them first.
     """
 
     name: str
     url: str
     kind: str = attrs.field(validator=attrs.validators.in_(("issuer", "data", "rpc")))
+    makes_parents: bool = True
 
 
 #: Failures of a request on a connection the server had already closed.
@@ -288,7 +309,10 @@ class HttpTransport:
         return JwksResponse(keys=keys, max_age=_max_age(keys_reply.headers.get("cache-control")))
 
     async def _copy(self, src: str, peer: Peer, msg: ThirdPartyCopy) -> DataResponse:
-        """HTTP-TPC pull: ``COPY`` to the destination with the source's URL in ``Source``."""
+        """HTTP-TPC pull: ``COPY`` to the destination with the source's URL in ``Source``;
+        push (``msg.destination`` set): ``COPY`` to the source with ``Destination``."""
+        if msg.destination is not None:
+            return await self._push(src, peer, msg, msg.destination)
         source = self.peers.get(msg.source)
         if source is None:
             raise Unreachable(src, msg.source, "unknown")
@@ -310,13 +334,57 @@ class HttpTransport:
         if msg.source_token is not None:
             headers["TransferHeaderAuthorization"] = f"Bearer {msg.source_token}"
         url = peer.url + urllib.parse.quote(msg.destination_path)
+        if not peer.makes_parents:
+            await self._make_parents(peer, msg.destination_path, msg.destination_token)
         # A copy takes as long as the bytes do: no read timeout beyond the copy's own.
         reply = await self.client.request(
             "COPY", url, headers=headers, timeout=httpx.Timeout(self.timeout, read=None)
         )
+        if reply.status_code == 202:
+            # WLCG HTTP-TPC: the outcome is the last line of the streamed marker body.
+            return tpc_outcome(reply.text, msg.size)
         answer = _data_response(reply.status_code, reply.headers, reply.content, msg.size)
         side = reply.headers.get(SIDE_HEADER)
         return attrs.evolve(answer, side=side) if side is not None else answer
+
+    async def _make_parents(self, peer: Peer, path: str, token: str | None) -> None:
+        """MKCOL each ancestor of ``path``, top down, answers ignored (FTS through gfal2 does
+        the same): one that exists or may not be made leaves the copy to say what is wrong."""
+        headers = {} if token is None else {"Authorization": f"Bearer {token}"}
+        parts = [p for p in path.split("/") if p][:-1]
+        for depth in range(1, len(parts) + 1):
+            parent = "/" + "/".join(parts[:depth])
+            await self.client.request(
+                "MKCOL", peer.url + urllib.parse.quote(parent), headers=headers
+            )
+
+    async def _push(self, src: str, peer: Peer, msg: ThirdPartyCopy, dest: str) -> DataResponse:
+        destination = self.peers.get(dest)
+        if destination is None:
+            raise Unreachable(src, dest, "unknown")
+        if not (destination.url.startswith("https://") and peer.url.startswith("https://")):
+            return DataResponse(
+                status=400,
+                detail=f"third-party copy between {peer.url} and {destination.url}: https only",
+                side="destination",
+            )
+        headers = {
+            "Destination": destination.url + urllib.parse.quote(msg.destination_path),
+            TRANSFER_HEADER: msg.transfer,
+        }
+        if msg.source_token is not None:
+            headers["Authorization"] = f"Bearer {msg.source_token}"
+        if msg.destination_token is not None:
+            headers["TransferHeaderAuthorization"] = f"Bearer {msg.destination_token}"
+        url = peer.url + urllib.parse.quote(msg.source_path)
+        reply = await self.client.request(
+            "COPY", url, headers=headers, timeout=httpx.Timeout(self.timeout, read=None)
+        )
+        if reply.status_code == 202:
+            return tpc_outcome(reply.text, msg.size)
+        answer = _data_response(reply.status_code, reply.headers, reply.content, msg.size)
+        side = reply.headers.get(SIDE_HEADER) or "source"
+        return attrs.evolve(answer, side=side)
 
     async def _data(
         self, peer: Peer, req: DataRequest, *, client: httpx.AsyncClient | None = None
@@ -364,6 +432,28 @@ async def _zeros(size: int) -> AsyncIterator[bytes]:
 
 #: How much of a refusal's body is kept for its detail.
 _DETAIL_BYTES: Final = 200
+
+_FAILURE_LINE: Final = re.compile(r"(\d{3}) (source|destination): (.*)")
+
+
+def tpc_outcome(body: str, size: int) -> DataResponse:
+    """The outcome of an HTTP-TPC ``COPY`` answered 202: its last ``success:`` or
+    ``failure:`` line (WLCG HTTP-TPC; ours writes ``failure: <status> <side>: <detail>``,
+    other servers free text, taken as 500). No outcome line (the connection ended early) is
+    502: the copy's state is unknown, as gfal2 reports it."""
+    for line in reversed(body.splitlines()):
+        line = line.strip()
+        if line.startswith("success:"):
+            return DataResponse(status=201, size=size)
+        if line.startswith("failure:"):
+            text = line.removeprefix("failure:").strip()
+            found = _FAILURE_LINE.fullmatch(text)
+            if found is None:
+                return DataResponse(status=500, detail=text[:_DETAIL_BYTES])
+            return DataResponse(
+                status=int(found[1]), detail=found[3][:_DETAIL_BYTES], side=found[2]
+            )
+    return DataResponse(status=502, detail="third-party copy ended without an outcome line")
 
 
 def _data_response(status: int, headers: httpx.Headers, body: bytes, moved: int) -> DataResponse:
@@ -913,6 +1003,23 @@ class DataStore(Protocol):
         """Create the directory (and parents, B7); False when it existed."""
         ...
 
+    def stat(self, path: str) -> os.stat_result | None:
+        """The file's or directory's status; None when neither is there."""
+        ...
+
+    def listdir(self, path: str, limit: int) -> list[tuple[str, os.stat_result]]:
+        """The directory's entries (name, status), by name, at most ``limit``."""
+        ...
+
+    def rmdir(self, path: str) -> bool:
+        """Remove the empty directory; False when there is none (``OSError`` ENOTEMPTY when
+        it is not empty)."""
+        ...
+
+    def check_space(self, incoming: int) -> None:
+        """Raise :class:`InsufficientStorage` when ``incoming`` more bytes do not fit."""
+        ...
+
 
 _OPS: Final = {
     "GET": Operation.READ,
@@ -920,6 +1027,9 @@ _OPS: Final = {
     "PUT": Operation.CREATE,
     "DELETE": Operation.MODIFY,
     "MKCOL": Operation.MKDIR,
+    # WebDAV listing and stat (RFC 4918 §9.1): authorized as a read of the path, as XRootD
+    # and dCache do (storage.read / read).
+    "PROPFIND": Operation.STAT,
 }
 
 
@@ -944,20 +1054,23 @@ def _origin(url: str) -> tuple[str, str, int] | None:
     return scheme, parts.hostname.lower(), port or (DEFAULT_TPC_PORT if scheme == "https" else 80)
 
 
-def tpc_source_refusal(source: str, allowed: tuple[str, ...]) -> str | None:
+def tpc_source_refusal(
+    source: str, allowed: tuple[str, ...], *, header: str = "Source"
+) -> str | None:
     """Why a third-party copy may not pull from ``source``; None when it may.
 
     Only ``https://`` sources are fetched (the source token goes in their ``Authorization``),
     and only from an origin in ``allowed``: ``"https://host:port"`` (port 443 when absent), or
     ``"https://*.example.org:port"`` for every host under a domain. The comparison is on the
     parsed scheme, host and port, never on a string prefix (``https://a@b`` is host ``b``).
+    A push copy's ``Destination`` passes the same rule (``header`` names it in the answer).
     """
     origin = _origin(source)
     if origin is None:
-        return "Source is not a URL with a host"
+        return f"{header} is not a URL with a host"
     scheme, host, port = origin
     if scheme != "https":
-        return "Source must be https:// (the source token is never sent in clear text)"
+        return f"{header} must be https:// (the other end's token is never sent in clear text)"
     for entry in allowed:
         want = _origin(entry.replace("*.", "wildcard.", 1))
         if want is None or want[0] != "https" or want[2] != port:
@@ -968,7 +1081,7 @@ def tpc_source_refusal(source: str, allowed: tuple[str, ...]) -> str | None:
                 return None
         elif want[1] == host:
             return None
-    return f"Source {scheme}://{host}:{port} is not an allowed third-party-copy source"
+    return f"{header} {scheme}://{host}:{port} is not an allowed third-party-copy peer"
 
 
 def data_app(
@@ -981,8 +1094,10 @@ def data_app(
     tpc_sources: tuple[str, ...] = (),
     may_overwrite: Callable[[DataRequest], bool] | None = None,
     refuse_overwrite: Callable[[DataRequest], DataResponse] | None = None,
+    marker_seconds: float = TPC_MARKER_SECONDS,
+    now: Callable[[], float] = lambda: 0.0,
 ) -> ASGIApp:
-    """A data server over HTTP(S): GET, HEAD, PUT, DELETE, MKCOL with bearer tokens.
+    """A data server over HTTP(S): GET, HEAD, PUT, DELETE, MKCOL, PROPFIND with bearer tokens.
 
     ``admit`` decides (the actor's verifier, with its events); this app moves the bytes.
     Statuses follow conformance M1-M6: 401 with ``WWW-Authenticate: Bearer`` for a missing or
@@ -1007,7 +1122,42 @@ def data_app(
     :func:`tpc_source_refusal`; empty: no source at all), else the copy is refused with 403
     before anything is fetched. A refusal by the source is answered with the source's status
     and ``X-Scitokens-Batch-Side: source``; an unreachable source is 502.
+
+    Once the source has answered, the copy is answered ``202 Accepted`` with a ``text/plain``
+    body of WLCG performance markers every ``marker_seconds`` and, last, ``success: Created``
+    or ``failure: <status> <side>: <detail>`` (the WLCG HTTP-TPC convention of XRootD and
+    dCache, which gfal2 and FTS read). A ``COPY`` with ``Destination`` (and no ``Source``) is
+    a push: the token in ``Authorization`` must allow reading the path here, the
+    ``Destination`` passes the same allow-list, and the file is PUT there with
+    ``TransferHeaderAuthorization`` as that request's ``Authorization``.
+
+    WebDAV (RFC 4918): ``PROPFIND`` with ``Depth: 0`` or ``1`` (anything else is taken as 1)
+    answers 207 with ``resourcetype``, ``getcontentlength``, ``getlastmodified`` and
+    ``getetag``; ``HEAD`` on a directory is 200; ``DELETE`` of an empty directory is 204, of a
+    non-empty one 409. ``GET`` and ``HEAD`` carry ``Last-Modified`` and ``ETag``, and answer
+    ``Want-Digest`` (adler32, md5, sha-256) with ``Digest`` (RFC 3230), computed once per file
+    version (inode, size, mtime) and kept. ``now`` is the wall clock of the markers'
+    ``Timestamp`` (live mode passes the system clock).
     """
+    digests: collections.OrderedDict[tuple[Any, ...], str] = collections.OrderedDict()
+
+    async def digest_header(path: str, st: os.stat_result, want: str | None) -> dict[str, str]:
+        algs = _wanted_digests(want)
+        if not algs:
+            return {}
+        values = []
+        for alg in algs:
+            key = (path, st.st_ino, st.st_size, st.st_mtime_ns, alg)
+            value = digests.get(key)
+            if value is None:
+                value = await _checksum(store, path, alg)
+                digests[key] = value
+                while len(digests) > DIGEST_CACHE_SIZE:
+                    digests.popitem(last=False)
+            else:
+                digests.move_to_end(key)
+            values.append(f"{alg}={value}")
+        return {"digest": ", ".join(values)}
 
     def overwrite_check(request: DataRequest, admitted: DataResponse) -> Callable[[], bool]:
         if admitted.status != 201:
@@ -1027,8 +1177,14 @@ def data_app(
 
     async def route(scope: dict[str, Any], receive: Receive, send: Send) -> None:
         method, path = scope["method"], scope["path"]
+        if len(path) > 1:
+            # A collection's URL ends in '/' (davix, gfal): the same server path.
+            path = path.rstrip("/") or "/"
         if method == "COPY" and pull is not None:
-            await _copy(scope, send, path)
+            if _header(scope, "source") is None and _header(scope, "destination") is not None:
+                await _push(scope, send, path)
+            else:
+                await _copy(scope, send, path)
             return
         op = _OPS.get(method)
         if op is None:
@@ -1068,11 +1224,12 @@ def data_app(
             )
             return
         try:
-            await _serve(method, path, request, answer, receive, send, length)
+            await _serve(scope, method, path, request, answer, receive, send, length)
         except Escapes as exc:
             await _json(send, 403, {"error": "forbidden", "error_description": str(exc)})
 
     async def _serve(
+        scope: dict[str, Any],
         method: str,
         path: str,
         request: DataRequest,
@@ -1081,11 +1238,22 @@ def data_app(
         send: Send,
         length: str | None,
     ) -> None:
-        if method == "GET":
-            await _stream_file(send, store, path)
-        elif method == "HEAD":
-            found = store.size(path)
-            await _respond(send, 200, headers={}, content_length=found or 0)
+        if method in ("GET", "HEAD"):
+            st = store.stat(path)
+            if st is None or (method == "GET" and stat_is_dir(st)):
+                await _json(send, 404, {"error": "not_found"})
+                return
+            headers = _version_headers(st)
+            if not stat_is_dir(st):
+                headers.update(await digest_header(path, st, _header(scope, "want-digest")))
+            if method == "HEAD":
+                size = 0 if stat_is_dir(st) else st.st_size
+                await _respond(send, 200, headers=headers, content_length=size)
+            else:
+                await _stream_file(send, store, path, headers)
+        elif method == "PROPFIND":
+            await _read_body(receive, PROPFIND_BODY)
+            await _propfind(send, path, _header(scope, "depth"))
         elif method == "PUT":
             # A directory in the way (at the path, or a file where a parent should be) is a
             # conflict with the namespace (RFC 9110 §15.5.10), not a server error.
@@ -1116,7 +1284,19 @@ def data_app(
                 return
             await _respond(send, 201 if created else 204)
         elif method == "DELETE":
-            await _respond(send, 204 if store.delete(path) else 404)
+            if not store.is_dir(path):
+                await _respond(send, 204 if store.delete(path) else 404)
+                return
+            try:
+                removed = store.rmdir(path)
+            except OSError as exc:
+                if isinstance(exc, Escapes):
+                    raise
+                # RFC 4918 §9.6 lets a server refuse a collection it will not empty; XRootD
+                # and dCache answer 409 for a non-empty directory, and so do we.
+                await _respond(send, 409)
+                return
+            await _respond(send, 204 if removed else 404)
         else:  # MKCOL
             try:
                 made = store.mkdir(path)
@@ -1126,6 +1306,19 @@ def data_app(
             except FileExistsError:
                 made = False  # made meanwhile
             await _respond(send, 201 if made else 405)
+
+    async def _propfind(send: Send, path: str, depth: str | None) -> None:
+        st = store.stat(path)
+        if st is None:
+            await _json(send, 404, {"error": "not_found"})
+            return
+        entries = [(path, st)]
+        if depth != "0" and stat_is_dir(st):
+            base = path.rstrip("/")
+            entries += [(f"{base}/{n}", e) for n, e in store.listdir(path, PROPFIND_LIMIT)]
+        body = _multistatus(entries)
+        headers = {"content-type": 'application/xml; charset="utf-8"'}
+        await _respond(send, 207, body, headers)
 
     async def _insufficient(send: Send, exc: InsufficientStorage, side: str | None = None) -> None:
         headers = {"connection": "close"}
@@ -1181,7 +1374,7 @@ def data_app(
         if write.transfer is not None:
             headers[TRANSFER_HEADER] = write.transfer
         try:
-            async with pull.stream("GET", source, headers=headers) as reply:
+            async with _source_stream(pull, source, headers) as reply:
                 if not reply.is_success:
                     detail = bytes(await reply.aread())[:_DETAIL_BYTES]
                     out = {SIDE_HEADER: "source"}
@@ -1193,12 +1386,37 @@ def data_app(
                     await _respond(send, 409, headers={SIDE_HEADER: "destination"})
                     return
                 announced = reply.headers.get("content-length", "")
-                created = await store.write(
-                    path,
-                    reply.aiter_raw(),
-                    overwrite=overwrite_check(write, answer),
-                    expected=int(announced) if announced.isdigit() else None,
-                )
+                if announced.isdigit():
+                    # Refused as a plain 507 while it still can be, before the 202.
+                    store.check_space(int(announced))
+                moved = [0]
+
+                async def pulled() -> AsyncIterator[bytes]:
+                    async for chunk in reply.aiter_raw():
+                        moved[0] += len(chunk)
+                        yield chunk
+
+                async def work() -> str | None:
+                    try:
+                        await store.write(
+                            path,
+                            pulled(),
+                            overwrite=overwrite_check(write, answer),
+                            expected=int(announced) if announced.isdigit() else None,
+                        )
+                    except httpx.TransportError as exc:
+                        return f"502 source: {type(exc).__name__}"
+                    except InsufficientStorage as exc:
+                        return f"507 destination: {exc}"
+                    except FileExistsError:
+                        return f"403 destination: {overwrite_refused(write).detail}"
+                    except Escapes as exc:
+                        return f"403 destination: {exc}"
+                    except (IsADirectoryError, NotADirectoryError):
+                        return "409 destination: a directory or file is in the way"
+                    return None
+
+                await _tpc_stream(send, moved, work, marker_seconds, now)
         except httpx.TransportError as exc:
             body = {"error": "source_unreachable", "error_description": type(exc).__name__}
             await _json(send, 502, body, {SIDE_HEADER: "source"})
@@ -1206,16 +1424,87 @@ def data_app(
         except InsufficientStorage as exc:
             await _insufficient(send, exc, "destination")
             return
-        except FileExistsError:
-            await _refuse(send, overwrite_refused(write), "destination")
+
+    async def _push(scope: dict[str, Any], send: Send, path: str) -> None:
+        """HTTP-TPC push: this server is the source and PUTs the file to ``Destination``."""
+        assert pull is not None
+        destination = _header(scope, "destination") or ""
+        if "%" in path:
+            await _json(send, 400, {"error": "invalid_request", "error_description": "path"})
             return
-        except Escapes as exc:
-            body = {"error": "forbidden", "error_description": str(exc)}
+        why = tpc_source_refusal(destination, tpc_sources, header="Destination")
+        if why is not None:
+            # As for a pull: nothing is sent (no token, no byte) to an end not trusted.
+            body = {"error": "forbidden_destination", "error_description": why}
             await _json(send, 403, body, {SIDE_HEADER: "destination"})
             return
-        await _respond(send, 201 if created else 204)
+        read = DataRequest(
+            op=Operation.READ,
+            path=path,
+            token=_bearer(scope),
+            transfer=_header(scope, TRANSFER_HEADER),
+        )
+        answer = await admit(read)
+        if answer.status in (401, 403):
+            await _refuse(send, answer, "source")
+            return
+        size = store.size(path)
+        if not answer.ok or size is None:
+            await _json(send, 404, {"error": "not_found"}, {SIDE_HEADER: "source"})
+            return
+        headers = {"content-length": str(size)}
+        dest_auth = _header(scope, "transferheaderauthorization")
+        if dest_auth is not None:
+            headers["Authorization"] = dest_auth
+        if read.transfer is not None:
+            headers[TRANSFER_HEADER] = read.transfer
+        moved = [0]
+
+        async def pushed() -> AsyncIterator[bytes]:
+            async for chunk in store.read(path):
+                moved[0] += len(chunk)
+                yield chunk
+
+        async def work() -> str | None:
+            content: bytes | AsyncIterator[bytes] = pushed()
+            if size <= SMALL_BODY:
+                # In one piece, as our client's PUTs: XrdHttp 5.5.3 stalls or resets on some
+                # bodies that arrive as a stream of chunks.
+                content = b"".join([chunk async for chunk in pushed()])
+                # httpx adds Content-Length for bytes itself; a second copy of the header
+                # makes XrdHttp drop the connection.
+                del headers["content-length"]
+            try:
+                reply = await pull.request("PUT", destination, content=content, headers=headers)
+            except httpx.TransportError as exc:
+                return f"502 destination: {type(exc).__name__}"
+            if reply.is_success:
+                return None
+            detail = _error_description(reply.content) or reply.reason_phrase
+            return f"{reply.status_code} destination: {detail}"
+
+        await _tpc_stream(send, moved, work, marker_seconds, now)
 
     return _app(name, route)
+
+
+@contextlib.asynccontextmanager
+async def _source_stream(
+    client: httpx.AsyncClient, url: str, headers: Mapping[str, str]
+) -> AsyncIterator[httpx.Response]:
+    """A third-party copy's GET of its source, sent again once if a kept-alive connection
+    turns out to be unusable before any answer (``RemoteProtocolError``): XRootD 5.5.3 leaves
+    its connection in a state the next request fails on after it answered a PUT (a push).
+    A GET has no effect at the source, so sending it again is safe."""
+    request = client.build_request("GET", url, headers=headers)
+    try:
+        reply = await client.send(request, stream=True)
+    except httpx.RemoteProtocolError:
+        reply = await client.send(client.build_request("GET", url, headers=headers), stream=True)
+    try:
+        yield reply
+    finally:
+        await reply.aclose()
 
 
 async def _body_chunks(receive: Receive) -> AsyncIterator[bytes]:
@@ -1236,11 +1525,14 @@ async def _body_chunks(receive: Receive) -> AsyncIterator[bytes]:
             return
 
 
-async def _stream_file(send: Send, store: DataStore, path: str) -> None:
+async def _stream_file(
+    send: Send, store: DataStore, path: str, headers: Mapping[str, str] | None = None
+) -> None:
     size = store.size(path)
     if size is None:
         await _json(send, 404, {"error": "not_found"})
         return
+    raw = [(k.encode(), v.encode()) for k, v in (headers or {}).items()]
     await send(
         {
             "type": "http.response.start",
@@ -1248,9 +1540,121 @@ async def _stream_file(send: Send, store: DataStore, path: str) -> None:
             "headers": [
                 (b"content-length", str(size).encode()),
                 (b"content-type", b"application/octet-stream"),
+                *raw,
             ],
         }
     )
     async for chunk in store.read(path):
         await send({"type": "http.response.body", "body": chunk, "more_body": True})
     await send({"type": "http.response.body", "body": b""})
+
+
+def stat_is_dir(st: os.stat_result) -> bool:
+    """The status is a directory's."""
+    return (st.st_mode & 0o170000) == 0o040000
+
+
+def _http_date(st: os.stat_result) -> str:
+    return email.utils.formatdate(st.st_mtime, usegmt=True)
+
+
+def _etag(st: os.stat_result) -> str:
+    # Changes with every new version of the file: a commit links a new inode into place.
+    return f'"{st.st_ino:x}-{st.st_size:x}-{st.st_mtime_ns:x}"'
+
+
+def _version_headers(st: os.stat_result) -> dict[str, str]:
+    return {"last-modified": _http_date(st), "etag": _etag(st)}
+
+
+#: RFC 3230 digest names we compute (IANA "HTTP Digest Algorithm Values"), lower-cased.
+_DIGESTS: Final = ("adler32", "md5", "sha-256")
+
+
+def _wanted_digests(want: str | None) -> list[str]:
+    """The algorithms of a ``Want-Digest`` we compute, in the client's order (``q=0`` out)."""
+    if not want:
+        return []
+    found: list[str] = []
+    for item in want.split(","):
+        name, _, params = item.strip().partition(";")
+        name = name.strip().lower()
+        refused = params.replace(" ", "").lower() in ("q=0", "q=0.0", "q=0.00", "q=0.000")
+        if name in _DIGESTS and name not in found and not refused:
+            found.append(name)
+    return found
+
+
+async def _checksum(store: DataStore, path: str, alg: str) -> str:
+    """One pass over the file: adler32 as 8 hex digits, md5 and sha-256 in base64 (RFC 3230
+    and the forms XRootD and dCache answer)."""
+    if alg == "adler32":
+        value = 1
+        async for chunk in store.read(path):
+            value = zlib.adler32(chunk, value)
+        return f"{value:08x}"
+    h = hashlib.md5(usedforsecurity=False) if alg == "md5" else hashlib.sha256()
+    async for chunk in store.read(path):
+        h.update(chunk)
+    return base64.b64encode(h.digest()).decode()
+
+
+def _multistatus(entries: list[tuple[str, os.stat_result]]) -> bytes:
+    """A WebDAV 207 body (RFC 4918 §13) with the properties davix and gfal2 read."""
+    parts = ['<?xml version="1.0" encoding="utf-8"?>\n<D:multistatus xmlns:D="DAV:">']
+    for path, st in entries:
+        is_dir = stat_is_dir(st)
+        href = urllib.parse.quote(path + ("/" if is_dir and path != "/" else ""))
+        kind = "<D:collection/>" if is_dir else ""
+        parts.append(
+            f"<D:response><D:href>{_xml_escape(href)}</D:href><D:propstat><D:prop>"
+            f"<D:resourcetype>{kind}</D:resourcetype>"
+            f"<D:getcontentlength>{0 if is_dir else st.st_size}</D:getcontentlength>"
+            f"<D:getlastmodified>{_http_date(st)}</D:getlastmodified>"
+            f"<D:getetag>{_xml_escape(_etag(st))}</D:getetag>"
+            "</D:prop><D:status>HTTP/1.1 200 OK</D:status></D:propstat></D:response>"
+        )
+    parts.append("</D:multistatus>\n")
+    return "\n".join(parts).encode()
+
+
+def _perf_marker(moved: int, now: float) -> bytes:
+    """One WLCG HTTP-TPC performance marker (one stripe, as XRootD sends)."""
+    return (
+        f"Perf Marker\n\tTimestamp: {int(now)}\n\tStripe Index: 0\n"
+        f"\tStripe Bytes Transferred: {moved}\n\tTotal Stripe Count: 1\nEnd\n"
+    ).encode()
+
+
+async def _tpc_stream(
+    send: Send,
+    moved: list[int],
+    work: Callable[[], Awaitable[str | None]],
+    interval: float,
+    now: Callable[[], float],
+) -> None:
+    """Answer a third-party copy 202 and stream markers while ``work`` moves the bytes, then
+    its outcome: ``success: Created``, or ``failure: <what work returned>``."""
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 202,
+            "headers": [(b"content-type", b"text/plain")],
+        }
+    )
+    outcome: list[str | None] = []
+
+    async def markers() -> None:
+        while True:
+            marker = _perf_marker(moved[0], now())
+            await send({"type": "http.response.body", "body": marker, "more_body": True})
+            await trio.sleep(interval)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(markers)
+        try:
+            outcome.append(await work())
+        finally:
+            nursery.cancel_scope.cancel()
+    line = "success: Created" if outcome[0] is None else f"failure: {outcome[0]}"
+    await send({"type": "http.response.body", "body": f"{line}\n".encode()})

@@ -151,3 +151,40 @@ async def test_copy_outlives_its_tokens(autojump_clock: trio.testing.MockClock) 
     assert isinstance(answer, DataResponse) and answer.status == 201
     assert trio.current_time() == 7200.0
     assert all(e.fields["headroom_s"] == 3600.0 for e in of(sink.events, "use"))
+
+
+async def test_push_from_the_source(autojump_clock: trio.testing.MockClock) -> None:
+    """HTTP-TPC push: sent to the source, which checks its read token and writes to the
+    destination with the destination token; both record the use, the file arrives, and 1 GB
+    takes the slower link's time as for a pull."""
+    world, sink = build(transfer_scenario(dataset(2, "1GB"), cern_bw="50MB/s"))
+    src, dst = await mint(world, READ, CERN), await mint(world, WRITE, BNL)
+    start = trio.current_time()
+    answer = await world.data_servers["cern"].handle(copy(src, dst, destination="bnl"))
+    assert answer == DataResponse(status=201, size=1_000_000_000)
+    assert trio.current_time() - start == 20.0
+    assert world.data_servers["bnl"].files["/vo/data/copy/0"] == 1_000_000_000
+    uses = {(e.actor, e.fields["op"], e.fields["transfer"]) for e in of(sink.events, "use")}
+    assert uses == {("bnl", "create", "t-1/0"), ("cern", "read", "t-1/0")}
+
+
+async def test_push_refused_at_the_destination(autojump_clock: trio.testing.MockClock) -> None:
+    """A push whose destination token may not write comes back 403 with side 'destination' and nothing is written."""
+    world, _ = build(transfer_scenario(dataset(2, "1GB")))
+    src = await mint(world, READ, CERN)
+    read_only = await mint(world, "storage.read:/data/copy", BNL)
+    answer = await world.data_servers["cern"].handle(copy(src, read_only, destination="bnl"))
+    assert isinstance(answer, DataResponse)
+    assert (answer.status, answer.side) == (403, "destination")
+    assert "/vo/data/copy/0" not in world.data_servers["bnl"].files
+
+
+async def test_push_refused_at_the_source(autojump_clock: trio.testing.MockClock) -> None:
+    """A push whose source token is for another server is 401 with side 'source' and the destination is never asked."""
+    world, sink = build(transfer_scenario(dataset(2, "1GB")))
+    dst = await mint(world, WRITE, BNL)
+    wrong = await mint(world, READ, BNL)  # audience: the destination, not the source
+    answer = await world.data_servers["cern"].handle(copy(wrong, dst, destination="bnl"))
+    assert isinstance(answer, DataResponse)
+    assert (answer.status, answer.side) == (401, "source")
+    assert not [e for e in of(sink.events, "use") if e.actor == "bnl"]

@@ -532,3 +532,20 @@ async def test_l5_neither_is_accepted_and_refused_by_the_storage(
     (failed,) = of(sink.events, "transfer_failed")
     assert failed.fields["reason"].startswith("destination refused: 401 missing_token")
     assert not of(sink.events, "exchange")
+
+
+async def test_push_mode_gives_the_same_copies(autojump_clock: trio.testing.MockClock) -> None:
+    """``tpc_mode = "push"`` sends each copy to the source; the files arrive at the same virtual
+    times as with the default pull (the slower link decides), and the source records the read."""
+    body = dataset(4, "10GB") + rule()
+    pull_world, pull_events = await simulate(transfer_scenario(body, concurrency=2), until=2000)
+    push_world, push_events = await simulate(
+        transfer_scenario(body, concurrency=2, overrides=("transfer_service.tpc_mode=push",)),
+        until=2000,
+    )
+    assert push_world.transfer_service is not None and push_world.transfer_service.push
+    assert times(push_events, "transfer_done") == times(pull_events, "transfer_done")
+    assert len(times(push_events, "transfer_done")) == 4
+    assert push_world.data_servers["bnl"].files == pull_world.data_servers["bnl"].files
+    reads = [e for e in push_events if e.kind == "use" and e.actor == "cern"]
+    assert len(reads) == 4

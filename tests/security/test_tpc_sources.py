@@ -91,9 +91,11 @@ def test_source_outside_the_allow_list_is_refused(storage: Storage, source: str)
 
 
 def test_copy_from_a_scenario_data_server_works(storage: Storage) -> None:
-    """By default the scenario's own data servers are allowed sources: the copy is stored."""
-    status, _ = _copy(storage, "/up/from-other", storage.url("other") + "/data/0")
-    assert status == 201
+    """By default the scenario's own data servers are allowed sources: the copy is accepted
+    (202), ends with ``success: Created`` (WLCG HTTP-TPC) and is stored."""
+    status, text = _copy(storage, "/up/from-other", storage.url("other") + "/data/0")
+    assert status == 202
+    assert text.splitlines()[-1] == "success: Created"
     assert (storage.tree() / "up" / "from-other").stat().st_size == 1000
 
 

@@ -316,7 +316,7 @@ async def test_escaped_plain_characters_are_the_same_file(
     assert (reply.status_code, reply.content) == (200, b"in")
 
 
-@pytest.mark.parametrize("method", ["POST", "PROPFIND", "PATCH", "OPTIONS"])
+@pytest.mark.parametrize("method", ["POST", "PROPPATCH", "PATCH", "OPTIONS"])
 async def test_unsupported_method(store: Store, es256_key: SigningKey, method: str) -> None:
     """An unsupported method is 405 with Allow listing what the server does (RFC 9110 §15.5.6)."""
     async with data_client(store) as client:
@@ -325,7 +325,7 @@ async def test_unsupported_method(store: Store, es256_key: SigningKey, method: s
         )
     assert reply.status_code == 405
     allowed = {m.strip() for m in reply.headers["allow"].split(",")}
-    assert allowed == {"GET", "HEAD", "PUT", "DELETE", "MKCOL"}
+    assert allowed == {"GET", "HEAD", "PUT", "DELETE", "MKCOL", "PROPFIND"}
 
 
 async def test_health(store: Store) -> None:
