@@ -110,6 +110,8 @@ class ServiceSecrets:
     rpc_tokens: dict[str, str] = attrs.field(factory=dict, repr=False)
     client_secrets: dict[str, dict[str, str]] = attrs.field(factory=dict, repr=False)
     passwords: dict[str, dict[str, str]] = attrs.field(factory=dict, repr=False)
+    #: issuers: the per-run secret of the admin interface (``transport/http.py`` ADMIN_PATH)
+    admin_secret: str | None = attrs.field(default=None, repr=False)
 
 
 def load_service_secrets(path: Path) -> ServiceSecrets:
@@ -135,11 +137,16 @@ def load_service_secrets(path: Path) -> ServiceSecrets:
         raise ConfigError(file, "", "expected a JSON object, received other text") from None
     if not isinstance(doc, dict):
         raise ConfigError(file, "", "expected a JSON object")
-    extra = sorted(set(doc) - {"rpc_tokens", "client_secrets", "passwords"})
+    extra = sorted(set(doc) - {"rpc_tokens", "client_secrets", "passwords", "admin_secret"})
     if extra:
         raise ConfigError(
-            file, extra[0], "unknown member (expected rpc_tokens, client_secrets, passwords)"
+            file,
+            extra[0],
+            "unknown member (expected rpc_tokens, client_secrets, passwords, admin_secret)",
         )
+    admin = doc.get("admin_secret")
+    if admin is not None and (not isinstance(admin, str) or len(admin) < 16):
+        raise ConfigError(file, "admin_secret", "expected a string of at least 16 characters")
     tokens = doc.get("rpc_tokens", {})
     if not isinstance(tokens, dict) or not all(
         isinstance(k, str) and isinstance(v, str) for k, v in tokens.items()
@@ -161,6 +168,7 @@ def load_service_secrets(path: Path) -> ServiceSecrets:
         rpc_tokens=tokens,
         client_secrets=nested["client_secrets"],
         passwords=nested["passwords"],
+        admin_secret=admin,
     )
 
 

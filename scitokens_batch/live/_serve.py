@@ -42,14 +42,14 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from .. import _files
-from ..actors import Credential, Issuer, TokenManager
+from ..actors import Credential, HostClock, Issuer, TokenManager
 from ..metrics import Event, Recorder
 from ..protocol import rpcauth
 from ..scenario import DataBackend, World, load_scenario
 from ..scenario._world import LiveWiring
 from ..tokens import Algorithm, PublicKey, SigningKey, redact_event_dict
 from ..transport.http import HttpTransport, Peer, RpcGuard, data_app, issuer_app, rpc_app
-from ._clock import wall_now
+from ._clock import follow_offset, wall_now
 from ._config import ConfigError, ServiceConfig, ServiceSecrets, load_service_secrets
 from ._durable import DurableTable, remove_temp_copies
 from ._limits import serve_limited
@@ -280,7 +280,7 @@ async def serve(config: ServiceConfig) -> None:
         live=wiring,
     )
     guard = RpcGuard(name=config.name, role=config.role, keys=pool_keys, now=wall_now)
-    actor, app, after = _pick(world, config, guard)
+    actor, app, after = _pick(world, config, guard, admin_secret=secrets.admin_secret)
     # Virtual time draws jti values and refresh tokens from RNGs seeded by the scenario, for
     # reproducible runs. A live service hands them to real clients: they must be unguessable,
     # and a restarted issuer must not draw the same ones again (A5).
@@ -310,6 +310,14 @@ async def serve(config: ServiceConfig) -> None:
     try:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(_on_signals, shutdown, log)
+            clock = world.host_clocks.get(config.name)
+            if clock is not None:  # an execute host or data server: clock_step faults (live)
+                base = clock.skew
+
+                def step(offset: float, clock: HostClock = clock) -> None:
+                    clock.skew = base + offset
+
+                nursery.start_soon(follow_offset, workdir, step, log)
             await nursery.start(actor.run)
             await serve_limited(
                 app, hc, per_address=CONNECTIONS_PER_CLIENT, shutdown_trigger=shutdown.wait
@@ -369,7 +377,7 @@ async def _on_signals(shutdown: trio.Event, log: Any) -> None:
 
 
 def _pick(
-    world: World, config: ServiceConfig, guard: RpcGuard
+    world: World, config: ServiceConfig, guard: RpcGuard, *, admin_secret: str | None = None
 ) -> tuple[Any, Any, Callable[[], None]]:
     """(actor, ASGI app, what to do on the way out) for the configured role and name."""
     name, role = config.name, config.role
@@ -399,6 +407,8 @@ def _pick(
             issuer.handle,
             issuer.discovery_document,
             per_address_rate=world.spec.issuer(name).max_requests_per_second_per_address,
+            admin=issuer.admin,
+            admin_secret=admin_secret,
         )
         return issuer, app, grants.close
     if role == "data-server":

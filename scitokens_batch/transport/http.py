@@ -16,6 +16,7 @@ messages for the actor's ``handle``; every app also answers ``GET`` :data:`HEALT
 
 from __future__ import annotations
 
+import hmac
 import json
 import logging
 import math
@@ -586,6 +587,8 @@ def issuer_app(
     *,
     jwks_max_age: int | None = None,
     per_address_rate: float | None = None,
+    admin: AdminHandler | None = None,
+    admin_secret: str | None = None,
 ) -> ASGIApp:
     """The issuer's HTTPS face (D2, D3, D5; K1-K4; RFC 7009; RFC 8628).
 
@@ -601,6 +604,9 @@ def issuer_app(
     ``per_address_rate``, each client address has a token bucket of that many requests a
     second (a burst of as many) on the form endpoints; beyond it: 429 with ``Retry-After``
     (RFC 6585 §4), before the request is read.
+
+    With ``admin`` and ``admin_secret``, ``POST {ADMIN_PATH}<op>`` (a JSON object) reaches the
+    issuer's admin interface (:func:`_admin_route`); without them the path is 404.
     """
     prefix = urllib.parse.urlsplit(url).path.rstrip("/")
     buckets = _Buckets(per_address_rate) if per_address_rate is not None else None
@@ -612,6 +618,9 @@ def issuer_app(
 
     async def route(scope: dict[str, Any], receive: Receive, send: Send) -> None:
         method, path = scope["method"], scope["path"]
+        if path.startswith(ADMIN_PATH) and admin is not None and admin_secret:
+            await _admin_route(scope, receive, send, admin, admin_secret)
+            return
         if method == "GET" and path in meta_paths:
             await _json(send, 200, dict(discovery()), {"cache-control": "public, max-age=3600"})
             return
@@ -676,6 +685,50 @@ def issuer_app(
         await _oauth_answer(send, await handler(message), basic=basic)
 
     return _app(name, route)
+
+
+#: The issuer's admin interface: ``POST {ADMIN_PATH}<operation>`` (``Issuer.admin``).
+ADMIN_PATH: Final = "/.scitokens-batch/admin/"
+#: The header carrying the run's admin secret (never ``Authorization``: no bearer token, a
+#: user's or a service's, can ever be taken for it).
+ADMIN_HEADER: Final = "x-scitokens-batch-admin"
+#: (operation, JSON arguments) -> (status, JSON answer).
+AdminHandler = Callable[[str, Mapping[str, Any]], Awaitable[tuple[int, Mapping[str, Any]]]]
+
+
+def _is_loopback(host: str) -> bool:
+    return host == "::1" or host.startswith("127.")
+
+
+async def _admin_route(
+    scope: dict[str, Any], receive: Receive, send: Send, admin: AdminHandler, secret: str
+) -> None:
+    """The issuer's admin interface: loopback clients only, the per-run secret in
+    :data:`ADMIN_HEADER` (compared in constant time), a JSON object of at most
+    :data:`MAX_FORM` bytes. Anything else is refused before the body is read: 404 from
+    elsewhere than loopback (it does not exist there), 401 without the right secret (a bearer
+    token is never looked at), 405 for another method than POST."""
+    client = (scope.get("client") or ("",))[0]
+    if not _is_loopback(str(client)):
+        await _json(send, 404, {"error": "not_found"})
+        return
+    given = _header(scope, ADMIN_HEADER) or ""
+    if not hmac.compare_digest(given.encode(), secret.encode()):
+        await _json(send, 401, {"error": "admin secret required"}, _NO_STORE)
+        return
+    if scope["method"] != "POST":
+        await _respond(send, 405, headers={"allow": "POST"})
+        return
+    op = scope["path"][len(ADMIN_PATH) :]
+    try:
+        args = json.loads(await _read_body(receive, MAX_FORM) or b"{}")
+    except ValueError:
+        args = None
+    if not isinstance(args, dict):
+        await _json(send, 400, {"error": "expected a JSON object"}, _NO_STORE)
+        return
+    status, answer = await admin(op, args)
+    await _json(send, status, dict(answer), _NO_STORE)
 
 
 @attrs.frozen
