@@ -86,6 +86,7 @@ from ..tokens import Algorithm, SigningKey
 from ..transport.http import ADMIN_HEADER, ADMIN_PATH, HEALTH_PATH, HttpTransport, Peer
 from ._clock import wall_now, write_offset
 from ._config import AuthFiles, ServiceConfig, TlsFiles
+from ._relay import Relay
 from ._store import FileTree, populate
 from ._tls import RunCA
 from ._xrootd import XrootdIssuer, XrootdServer, XrootdSpec
@@ -101,13 +102,10 @@ LIVE_FAULTS: tuple[type[Any], ...] = (
     KeyRotation,
     RefreshTokenRevoked,
     ClockStep,
+    Partition,
 )
 #: Why a live run cannot apply a fault kind (yet), for the one-line refusal.
 _NOT_LIVE: dict[type[Any], str] = {
-    Partition: (
-        "a live partition needs every actor-to-actor connection to go through a relay the "
-        "runner owns, which this version does not set up"
-    ),
     TransferServiceStateLoss: (
         "the live transfer service keeps its refresh tokens in memory only, so there is no "
         "state directory to replace with a stale copy"
@@ -301,6 +299,21 @@ def check_live(spec: Scenario, source: str) -> None:
                 f"faults[{i}].kind",
                 f"{fault.kind!r} cannot be applied live: {reason}; run it in virtual time",
             )
+        if isinstance(fault, Partition):
+            sides = [set(spec.resolve_hosts(n) or (n,)) for n in fault.between]
+            issuers = {i.name for i in spec.issuers}
+            for server in spec.data_servers:
+                across = [side for side in sides if server.name not in side]
+                faces_issuer = len(across) == 1 and bool(issuers & across[0])
+                if server.backend is DataBackend.XROOTD and faces_issuer:
+                    raise ScenarioError(
+                        source,
+                        f"faults[{i}].between",
+                        f"'partition' cannot be applied live between data server {server.name!r} "
+                        "with backend 'xrootd' and an issuer: XRootD's own key fetches cannot "
+                        "be routed through the runner's relay; partition it from the execute "
+                        "hosts instead, or use our data server",
+                    )
         if isinstance(fault, ClockStep):
             for name in spec.resolve_hosts(fault.host) or (fault.host,):
                 ds = next((d for d in spec.data_servers if d.name == name), None)
@@ -352,6 +365,8 @@ class _Run:
     admin_secrets: dict[str, str] = attrs.field(factory=dict, repr=False)
     #: service -> the clock offset it follows (``clock_step``; the sum of the steps so far)
     clock_offsets: dict[str, float] = attrs.field(factory=dict)
+    #: (caller, callee) -> the relay of that link (only links a partition fault names)
+    relays: dict[tuple[str, str], Relay] = attrs.field(factory=dict)
 
     def _draw_secrets(self) -> None:
         """Client secrets and passwords the scenario leaves unset, from the CSPRNG."""
@@ -414,6 +429,7 @@ class _Run:
         roles += [("token_manager", "token-manager"), ("queue_manager", "queue-manager")]
         for name, _ in roles:
             self.sockets[name] = _bind()
+        self._plan_relays()
         for name, role in roles:
             port = self.sockets[name].getsockname()[1]
             base = f"https://127.0.0.1:{port}"
@@ -451,6 +467,9 @@ class _Run:
                 issuer_urls=self.issuer_urls,
                 peers=self.peers,
                 job_env=job_env if role == "execute-host" else {},
+                connect_via={
+                    r.target_port: r.port for r in self.relays.values() if r.caller == name
+                },
             )
             config_path = self.workdir / "config" / f"{name}.toml"
             _files.write_private(config_path, config.to_toml())
@@ -461,6 +480,19 @@ class _Run:
             )
             if role == "data-server":
                 populate(FileTree(workdir / "data"), self._files_of(name))
+
+    def _plan_relays(self) -> None:
+        """One relay per directed link between the two sides of each partition (both ways)."""
+        for fault in self.spec.faults:
+            if not isinstance(fault, Partition):
+                continue
+            a, b = (self.spec.resolve_hosts(n) or (n,) for n in fault.between)
+            for x in a:
+                for y in b:
+                    for link in ((x, y), (y, x)):
+                        if link not in self.relays and link[1] in self.sockets:
+                            target = self.sockets[link[1]].getsockname()[1]
+                            self.relays[link] = Relay(*link, target_port=target, sock=_bind())
 
     def _files_of(self, name: str) -> list[tuple[str, int, int]]:
         """The files a data server holds at the start: its file sets, and the datasets on it
@@ -507,6 +539,8 @@ class _Run:
         for sock in self.sockets.values():
             sock.close()
         self.sockets.clear()
+        for relay in self.relays.values():
+            relay.sock.close()  # its task ended with the event loop; the port is freed here
 
     async def wait_healthy(self, names: Sequence[str]) -> None:
         """Every service in ``names`` answers its health URL, or :class:`LiveError`."""
@@ -663,8 +697,9 @@ class _Run:
         doc: dict[str, Any] = answer.json()
         return doc
 
-    async def _instant_fault(self, fault: Any) -> bool:
-        """Apply a fault that has no duration; False when ``fault`` is not one of them."""
+    async def _runner_fault(self, fault: Any) -> bool:
+        """Apply a fault that stops no service (through the issuer's admin interface, a clock
+        offset file, the relays); False when ``fault`` is not one of them."""
         if isinstance(fault, KeyRotation):
             self._record(fault, "start")
             await self.admin(fault.issuer, "rotate", {"publish_ahead": fault.publish_ahead})
@@ -683,11 +718,26 @@ class _Run:
                 self.clock_offsets[name] = offset
                 write_offset(self.workdir / "services" / name, offset)
             return True
+        if isinstance(fault, Partition):
+            sides = [set(self.spec.resolve_hosts(n) or (n,)) for n in fault.between]
+            links = [
+                r
+                for (x, y), r in self.relays.items()
+                if (x in sides[0] and y in sides[1]) or (x in sides[1] and y in sides[0])
+            ]
+            self._record(fault, "start")
+            for relay in links:
+                relay.partition()
+            await trio.sleep(fault.duration)
+            for relay in links:
+                relay.heal()
+            self._record(fault, "end")
+            return True
         return False
 
     async def _fault(self, fault: Any, start: float) -> None:
         await trio.sleep_until(start + fault.at)
-        if await self._instant_fault(fault):
+        if await self._runner_fault(fault):
             return
         if isinstance(fault, IssuerOutage):
             name, down, kill = fault.issuer, fault.duration, False
@@ -713,9 +763,9 @@ class _Run:
     def _record(self, fault: Any, phase: str) -> None:
         if self.recorder is not None:
             fields = {
-                k: v
+                k: list(v) if isinstance(v, tuple) else v  # partition's between, as virtual time
                 for k, v in attrs.asdict(fault).items()
-                if isinstance(v, str | int | float | bool)
+                if isinstance(v, str | int | float | bool | tuple)
             }
             self.recorder.record("world", "fault", fault=fault.kind, phase=phase, **fields)
 
@@ -832,6 +882,14 @@ def run_live(
 
 
 async def _drive(run: _Run, progress: Callable[[float, float], None] | None) -> None:
+    async with trio.open_nursery() as relays:
+        for relay in run.relays.values():
+            relays.start_soon(relay.serve)
+        await _drive_services(run, progress)
+        relays.cancel_scope.cancel()
+
+
+async def _drive_services(run: _Run, progress: Callable[[float, float], None] | None) -> None:
     first = [n for n, s in run.services.items() if s.role != "queue-manager"]
     for name in first:
         await trio.to_thread.run_sync(run.start, name)

@@ -258,6 +258,7 @@ async def serve(config: ServiceConfig) -> None:
         peers_of(config, issuers, data),
         ca_file=str(config.tls.ca) if config.tls else None,
         rpc_tokens=secrets.rpc_tokens,
+        connect_via=config.connect_via,
     )
     job_env = dict(config.job_env)
     wiring = LiveWiring(

@@ -27,6 +27,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any, Final, Protocol
 
 import attrs
+import httpcore
 import httpx
 import trio
 
@@ -141,6 +142,37 @@ def _max_age(header: str | None, default: float = 3600.0) -> float:
     return float(match.group(1)) if match else default
 
 
+class _ViaBackend(httpcore.AsyncNetworkBackend):
+    """httpcore's network backend, connecting to a relay's port instead of some loopback ports
+    (``HttpTransport.connect_via``)."""
+
+    def __init__(self, inner: httpcore.AsyncNetworkBackend, via: dict[int, int]) -> None:
+        self.inner, self.via = inner, via
+
+    async def connect_tcp(
+        self,
+        host: str,
+        port: int,
+        timeout: float | None = None,  # noqa: ASYNC109 - httpcore's interface
+        local_address: str | None = None,
+        socket_options: Any = None,
+    ) -> httpcore.AsyncNetworkStream:
+        if host in ("127.0.0.1", "localhost"):
+            port = self.via.get(port, port)
+        return await self.inner.connect_tcp(host, port, timeout, local_address, socket_options)
+
+    async def connect_unix_socket(
+        self,
+        path: str,
+        timeout: float | None = None,  # noqa: ASYNC109 - httpcore's interface
+        socket_options: Any = None,
+    ) -> httpcore.AsyncNetworkStream:
+        return await self.inner.connect_unix_socket(path, timeout, socket_options)
+
+    async def sleep(self, seconds: float) -> None:
+        await self.inner.sleep(seconds)
+
+
 @attrs.define
 class HttpTransport:
     """The live :class:`~._base.Transport`: one pooled HTTPS client per process.
@@ -151,12 +183,15 @@ class HttpTransport:
         timeout: seconds for connecting and for each read.
         rpc_tokens: this service's service token for each RPC peer it calls, by the peer's
             name (``protocol/_rpcauth.py``), sent as ``Authorization: Bearer``.
+        connect_via: loopback port -> the port to connect to instead (a live ``partition``
+            fault's relay, ``live/_relay.py``); URLs, ``Host`` and TLS names are unchanged.
     """
 
     peers: Mapping[str, Peer]
     ca_file: str | None = None
     timeout: float = 30.0
     rpc_tokens: Mapping[str, str] = attrs.field(factory=dict, repr=False)
+    connect_via: Mapping[int, int] = attrs.field(factory=dict)
     _client: httpx.AsyncClient | None = attrs.field(default=None, alias="_client")
     #: data requests tried again after a kept-alive connection turned out closed
     stale_retries: int = attrs.field(default=0, init=False)
@@ -175,10 +210,22 @@ class HttpTransport:
         return self._new_client(httpx.Limits())
 
     def _new_client(self, limits: httpx.Limits) -> httpx.AsyncClient:
+        verify = ssl.create_default_context(cafile=self.ca_file)
+        if not self.connect_via:
+            return httpx.AsyncClient(
+                verify=verify,
+                timeout=httpx.Timeout(self.timeout),
+                limits=limits,
+                headers={"user-agent": "scitokens-batch"},
+            )
+        transport = httpx.AsyncHTTPTransport(verify=verify, limits=limits)
+        # httpx has no public knob for where a connection goes; its pool (httpcore) takes a
+        # network backend, which we wrap so that only the TCP connect is redirected.
+        pool = transport._pool
+        pool._network_backend = _ViaBackend(pool._network_backend, dict(self.connect_via))
         return httpx.AsyncClient(
-            verify=ssl.create_default_context(cafile=self.ca_file),
+            transport=transport,
             timeout=httpx.Timeout(self.timeout),
-            limits=limits,
             headers={"user-agent": "scitokens-batch"},
         )
 
