@@ -84,12 +84,12 @@ from ..scenario import (
 )
 from ..tokens import Algorithm, SigningKey
 from ..transport.http import ADMIN_HEADER, ADMIN_PATH, HEALTH_PATH, HttpTransport, Peer
-from ._clock import wall_now, write_offset
+from ._clock import OFFSET_FILE, wall_now, write_offset
 from ._config import AuthFiles, ServiceConfig, TlsFiles
 from ._relay import Relay
 from ._store import FileTree, populate
 from ._tls import RunCA
-from ._xrootd import XrootdIssuer, XrootdServer, XrootdSpec
+from ._xrootd import XrootdIssuer, XrootdServer, XrootdSpec, write_faketime
 
 __all__ = ["LIVE_FAULTS", "LiveError", "ServiceProcess", "run_live"]
 
@@ -111,6 +111,8 @@ _NOT_LIVE: dict[type[Any], str] = {
         "state directory to replace with a stale copy"
     ),
 }
+#: The libfaketime timestamp file of an XRootD whose clock a ``clock_step`` steps.
+FAKETIME_FILE = "faketime"
 #: Seconds a service has to answer its health URL after it starts.
 START_TIMEOUT = 30.0
 #: Seconds a service has to exit after SIGTERM before it is killed.
@@ -315,15 +317,18 @@ def check_live(spec: Scenario, source: str) -> None:
                         "hosts instead, or use our data server",
                     )
         if isinstance(fault, ClockStep):
+            from ._xrootd import faketime_missing
+
             for name in spec.resolve_hosts(fault.host) or (fault.host,):
                 ds = next((d for d in spec.data_servers if d.name == name), None)
-                if ds is not None and ds.backend is DataBackend.XROOTD:
+                missing = faketime_missing()
+                if ds is not None and ds.backend is DataBackend.XROOTD and missing is not None:
                     raise ScenarioError(
                         source,
                         f"faults[{i}].host",
                         f"'clock_step' cannot be applied live to data server {name!r} with "
-                        "backend 'xrootd': XRootD reads the system clock and this version does "
-                        "not start it under libfaketime; step one of our data servers instead",
+                        f"backend 'xrootd': XRootD reads the system clock, stepped only under "
+                        f"libfaketime, and {missing}",
                     )
     for i, ds in enumerate(spec.data_servers):
         if ds.backend is DataBackend.XROOTD:
@@ -525,8 +530,16 @@ class _Run:
             tls=self.tls,
             trust="auto",
             port=self.sockets[name].getsockname()[1],
+            faketime_file=workdir / FAKETIME_FILE if self._clock_stepped(name) else None,
         )
         self.services[name] = XrootdService(name, spec, workdir / "xrootd", self.peers[name])
+
+    def _clock_stepped(self, name: str) -> bool:
+        """A ``clock_step`` fault names this service (or its group)."""
+        return any(
+            isinstance(f, ClockStep) and name in (self.spec.resolve_hosts(f.host) or (f.host,))
+            for f in self.spec.faults
+        )
 
     def start(self, name: str) -> None:
         """Start one service (first start: with its planned socket)."""
@@ -541,6 +554,12 @@ class _Run:
         self.sockets.clear()
         for relay in self.relays.values():
             relay.sock.close()  # its task ended with the event loop; the port is freed here
+        for name in self.clock_offsets:  # nothing follows them any more: none is left behind
+            (self.workdir / "services" / name / OFFSET_FILE).unlink(missing_ok=True)
+            (self.workdir / "services" / name / FAKETIME_FILE).unlink(missing_ok=True)
+        for svc in self.services.values():
+            if isinstance(svc, XrootdService) and svc.spec.faketime_file is not None:
+                svc.spec.faketime_file.unlink(missing_ok=True)
 
     async def wait_healthy(self, names: Sequence[str]) -> None:
         """Every service in ``names`` answers its health URL, or :class:`LiveError`."""
@@ -716,7 +735,11 @@ class _Run:
             for name in self.spec.resolve_hosts(fault.host) or (fault.host,):
                 offset = self.clock_offsets.get(name, 0.0) + fault.offset
                 self.clock_offsets[name] = offset
-                write_offset(self.workdir / "services" / name, offset)
+                svc = self.services.get(name)
+                if isinstance(svc, XrootdService) and svc.spec.faketime_file is not None:
+                    write_faketime(svc.spec.faketime_file, offset)  # libfaketime re-reads it
+                else:
+                    write_offset(self.workdir / "services" / name, offset)
             return True
         if isinstance(fault, Partition):
             sides = [set(self.spec.resolve_hosts(n) or (n,)) for n in fault.between]
@@ -847,7 +870,8 @@ def run_live(
             except BaseExceptionGroup as group:
                 # What a task raised inside trio's nurseries: surface our own errors as
                 # themselves (one line at the command line), never as a group traceback.
-                mine, _ = group.split((LiveError, LocalInputError))
+                # Ctrl-C too: it must reach the command line as itself (exit 130).
+                mine, _ = group.split((LiveError, LocalInputError, KeyboardInterrupt))
                 found: BaseException | None = mine
                 while isinstance(found, BaseExceptionGroup):
                     found = found.exceptions[0]
