@@ -195,16 +195,22 @@ def test_ctrl_c_during_live_faults_leaves_nothing(tmp_path: Path) -> None:
         shutil.rmtree(workdir, ignore_errors=True)
 
 
-def test_check_live_refuses_what_a_backend_cannot_do() -> None:
+def test_check_live_refuses_what_a_backend_cannot_do(monkeypatch: pytest.MonkeyPatch) -> None:
     """check_live accepts the live-faults scenario, and refuses, naming the fault, the backend
-    and why: FTS state loss, a clock step on XRootD, a partition between XRootD and an issuer."""
+    and why: a clock step on XRootD without libfaketime, a partition between XRootD and an
+    issuer (FTS state loss: tests/scenarios/test_loader_transfers.py)."""
+    from scitokens_batch.live import _xrootd
+
     spec = load_scenario(SCENARIO)
     check_live(spec, str(SCENARIO))
     xrootd = load_scenario(SCENARIO, overrides=["data_servers.skewed.backend=xrootd"])
+    monkeypatch.setattr(_xrootd, "LIBFAKETIME", Path("/nonexistent/libfaketimeMT.so.1"))
     with pytest.raises(ScenarioError) as info:
         check_live(xrootd, "f.toml")
     assert "clock_step" in info.value.message and "xrootd" in info.value.message
+    assert "libfaketime" in info.value.message
     assert info.value.key_path.endswith(".host")
+    monkeypatch.undo()
     cut = SCENARIO.read_text() + (
         '\n[[faults]]\nkind = "partition"\nbetween = ["remote", "vo"]\nat = "1s"\nduration = "5s"\n'
     )
