@@ -53,7 +53,9 @@ async def follow_offset(
     inotify, and a clock step is a rare event."""
     current = 0.0
     while True:
-        offset = read_offset(workdir) or 0.0
+        offset = read_offset(workdir)
+        if offset is None:  # removed: back to 0; not a finite number: ignored
+            offset = current if (workdir / OFFSET_FILE).exists() else 0.0
         if offset != current:
             log.info("clock_step", offset=offset, step=offset - current)
             current = offset
