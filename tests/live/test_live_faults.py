@@ -25,9 +25,12 @@ from pathlib import Path
 import pytest
 
 from scitokens_batch.errors import ScenarioError
-from scitokens_batch.live import run_live
+from scitokens_batch.live import run_live, xrootd_missing
 from scitokens_batch.live._runner import check_live
+from scitokens_batch.live._xrootd import faketime_missing
 from scitokens_batch.scenario import load_scenario, parse_scenario, run_virtual
+
+from ..interop.conftest import peer_missing
 
 ROOT = Path(__file__).resolve().parents[2]
 SCENARIO = ROOT / "scenarios" / "live-faults.toml"
@@ -48,20 +51,27 @@ def _children(pid: int) -> set[int]:
     return found
 
 
-def _outcome(out: Path) -> dict[str, object]:
+def _outcome(out: Path, opaque: bool = False) -> dict[str, object]:
     """The outcome classes of a run: per workload, the multiset of (status, hold code, reason
-    class) of its jobs; the denial reasons seen; the hold codes seen."""
+    class) of its jobs; the denial reasons seen; the hold codes seen.
+
+    With ``opaque`` (XRootD serves some data servers and answers a bare 403 to every refusal),
+    a refusal's reason class is only "refused", and the denials are compared by number.
+    """
     summary = json.loads((out / "summary.json").read_text())
     per_workload: dict[str, Counter[tuple[str, str, str]]] = {}
     with open(out / "jobs.csv", newline="") as f:
         for row in csv.DictReader(f):
             # "read /vo/data/1: 401 unknown_key" -> "unknown_key"; the path may differ by run
             reason = row["reason"].rsplit(" ", 1)[-1] if row["reason"] else ""
+            if opaque and reason:
+                reason = "refused"
             key = (row["status"], row["last_hold_code"], reason)
-            per_workload.setdefault(row["workload"], Counter())[key] += 1
+            per_workload.setdefault(row["workload"], Counter()).update([key])
+    denied = {r: n for r, n in summary["data"]["denied"].items() if n}
     return {
         "jobs": per_workload,
-        "denied": sorted(r for r, n in summary["data"]["denied"].items() if n),
+        "denied": sum(denied.values()) if opaque else sorted(denied),
         "holds": sorted(summary["jobs"]["holds_by_code"]),
         "submitted": summary["jobs"]["submitted"],
     }
@@ -73,22 +83,42 @@ def _port_open(port: int) -> bool:
         return s.connect_ex(("127.0.0.1", port)) == 0
 
 
+#: The data servers XRootD serves in the XRootD variant (all but "store", which carol's
+#: expired-token refusal and the refetching workload need as ours).
+XROOTD_SERVERS = ("never", "skewed", "remote")
+
+
 @pytest.mark.live
 @pytest.mark.slow
-def test_live_faults_reach_the_virtual_outcome(tmp_path: Path) -> None:
+@pytest.mark.parametrize("backend", ["builtin", "xrootd"])
+def test_live_faults_reach_the_virtual_outcome(tmp_path: Path, backend: str) -> None:
     """key_rotation, refresh_token_revoked, clock_step (back and forth) and two partitions,
-    applied live through the issuer's admin interface, the services' clock offsets and the
-    runner's relays, give the same outcome classes as in virtual time; afterwards no process
-    is left, no relay port listens, and no token is in an output or a log."""
-    spec = load_scenario(SCENARIO)
-    virtual = run_virtual(spec, out=tmp_path / "virtual", plots=False)
-    assert virtual.passed, [c.line for c in virtual.checks if not c.passed]
+    applied live through the issuer's admin interface, the services' clock offsets (libfaketime
+    for XRootD) and the runner's relays, give the same outcome classes as in virtual time;
+    afterwards no process is left, no token is in an output or a log."""
+    live_set: list[str] = []
+    virtual_set: list[str] = []
+    if backend == "xrootd":
+        for why in (xrootd_missing(), faketime_missing()):
+            if why is not None:
+                peer_missing(why)
+        live_set = [f"data_servers.{n}.backend=xrootd" for n in XROOTD_SERVERS]
+        # scitokens-cpp 0.7.3 inside XRootD does not fetch the keys again for an unknown kid
+        # (H4): its virtual counterpart is a server with unknown_kid_refetch = "never"
+        virtual_set = [f"data_servers.{n}.unknown_kid_refetch=never" for n in XROOTD_SERVERS]
+    virtual = run_virtual(
+        load_scenario(SCENARIO, overrides=virtual_set), out=tmp_path / "virtual", plots=False
+    )
+    spec = load_scenario(SCENARIO, overrides=live_set)
     before = _children(os.getpid())
     started = time.monotonic()
-    live = run_live(spec, SCENARIO, out=tmp_path / "live", log_level="info")
+    live = run_live(spec, SCENARIO, overrides=live_set, out=tmp_path / "live", log_level="info")
     wall = time.monotonic() - started
-    assert live.passed, [f"{c.line} ({c.actual})" for c in live.checks if not c.passed]
-    assert _outcome(tmp_path / "live") == _outcome(tmp_path / "virtual")
+    opaque = backend == "xrootd"
+    assert _outcome(tmp_path / "live", opaque) == _outcome(tmp_path / "virtual", opaque)
+    if not opaque:
+        assert virtual.passed, [c.line for c in virtual.checks if not c.passed]
+        assert live.passed, [f"{c.line} ({c.actual})" for c in live.checks if not c.passed]
     assert wall < 120
     assert _children(os.getpid()) - before == set()
     events = (tmp_path / "live" / "events.jsonl").read_text()
@@ -280,12 +310,8 @@ def test_xrootd_clock_stepped_back_refuses_then_accepts(tmp_path: Path) -> None:
     import httpx
     import trio
 
-    from scitokens_batch.live import xrootd_missing
     from scitokens_batch.live._deploy import deployment
-    from scitokens_batch.live._xrootd import faketime_missing
     from scitokens_batch.scenario import ClockStep
-
-    from ..interop.conftest import peer_missing
 
     for why in (xrootd_missing(), faketime_missing()):
         if why is not None:
