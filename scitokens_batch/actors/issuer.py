@@ -375,7 +375,7 @@ class Issuer:
             key = SigningKey.generate(keys[0].alg, kid=f"{self.name}-{len(keys) + 1}")
             self.rotate_key(key, publish_ahead=float(ahead))
             self.log.info("admin_rotate", kid=key.kid, publish_ahead=float(ahead))
-            return 200, {"kid": key.kid, "sign_from": now + float(ahead)}
+            return 200, {"kid": key.kid, "publish_at": now, "sign_from": now + float(ahead)}
         if op == "retire":
             kid = args.get("kid")
             if not isinstance(kid, str):
@@ -385,7 +385,7 @@ class Issuer:
             except KeyError:
                 return 404, {"error": f"kid: no key {kid!r} in the ring"}
             self.log.info("admin_retire", kid=kid)
-            return 200, {"retired": kid}
+            return 200, {"retired": kid, "at": now}
         if op == "revoke_user":
             user = args.get("user")
             if not isinstance(user, str):

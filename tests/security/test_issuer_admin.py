@@ -65,6 +65,14 @@ def test_admin_with_the_secret_rotates_and_revokes(live: Deployment) -> None:
     assert answer.status_code == 200, answer.text
     kid = answer.json()["kid"]
     assert _jwks_kids(live) == [*before, kid]
+    # A restarted issuer (SIGTERM, start) publishes the same keys: the rotation is durable.
+    issuer = live.run.services["vo"]
+    issuer.stop()
+    issuer.start(None)
+    trio.run(live.run.wait_healthy, ["vo"])
+    assert _jwks_kids(live) == [*before, kid]
+    kept = live.workdir / "services" / "vo" / "admin-keys.json"
+    assert kept.stat().st_mode & 0o777 == 0o600
     assert _admin(live, "rotate", {"publish_ahead": -1}, secret).status_code == 400
     assert _admin(live, "retire", {"kid": "no-such"}, secret).status_code == 404
     assert _admin(live, "nonsense", {}, secret).status_code == 404
