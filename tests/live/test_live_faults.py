@@ -92,10 +92,11 @@ XROOTD_SERVERS = ("never", "skewed", "remote")
 @pytest.mark.slow
 @pytest.mark.parametrize("backend", ["builtin", "xrootd"])
 def test_live_faults_reach_the_virtual_outcome(tmp_path: Path, backend: str) -> None:
-    """key_rotation, refresh_token_revoked, clock_step (back and forth) and two partitions,
-    applied live through the issuer's admin interface, the services' clock offsets (libfaketime
-    for XRootD) and the runner's relays, give the same outcome classes as in virtual time;
-    afterwards no process is left, no token is in an output or a log."""
+    """key_rotation, refresh_token_revoked, clock_step (back and forth), two partitions, a
+    credd crash that loses its store, a data server restart and an issuer outage, applied live
+    (the issuer's admin interface, the services' clock offsets or libfaketime for XRootD, the
+    runner's relays, processes stopped and started), give the same outcome classes as in
+    virtual time; afterwards no process is left, no token is in an output or a log."""
     live_set: list[str] = []
     virtual_set: list[str] = []
     if backend == "xrootd":
@@ -126,7 +127,15 @@ def test_live_faults_reach_the_virtual_outcome(tmp_path: Path, backend: str) -> 
     for log in (tmp_path / "live" / "logs").glob("*.log"):
         assert "eyJ" not in log.read_text(errors="replace"), log.name
     kinds = {json.loads(x)["fault"] for x in events.splitlines() if '"kind":"fault"' in x}
-    assert kinds == {"key_rotation", "refresh_token_revoked", "clock_step", "partition"}
+    assert kinds == {
+        "key_rotation",
+        "refresh_token_revoked",
+        "clock_step",
+        "partition",
+        "token_manager_crash",
+        "data_server_restart",
+        "issuer_outage",
+    }
 
 
 CTRL_C = """
