@@ -14,13 +14,18 @@ What the runner does, in order:
    the user's password), whose refresh token goes to the token manager (``StoreCredential``,
    HTCondor's ``condor_store_cred``), presenting the login path's service token.
 4. Starts the queue manager, whose submissions begin at once; applies the scenario's faults on
-   the wall clock (an issuer outage stops the issuer process and starts it again: it keeps its
-   keys and refresh-token table in its work directory).
+   the wall clock (docs/live.md, "Faults in live mode"): outages and crashes stop a process and
+   start it again (an issuer keeps its keys and refresh-token table in its work directory);
+   ``key_rotation`` and ``refresh_token_revoked`` go through the issuer's admin interface
+   (loopback, the run's admin secret); ``clock_step`` rewrites a service's clock-offset file
+   (libfaketime's timestamp file for XRootD); ``partition`` cuts the relays (``_relay.py``)
+   its links go through. ``transfer_service_state_loss`` is refused (:func:`check_live`).
 5. After ``scenario.duration``, stops every process it started by PID (SIGTERM, then SIGKILL
    after a bounded wait), merges the services' events by time, and writes the same outputs as a
    virtual run (``summary.json`` says ``"mode": "live"``).
 
-Whatever happens (an error, Ctrl-C), every process started is stopped before returning.
+Whatever happens (an error, Ctrl-C), every process started is stopped before returning, the
+relays' sockets are closed and the clock-offset and faketime files are removed.
 
 Secrets of a run (made with step 2's configurations): a pool key (ES256) that signs one
 service token per (caller, callee) pair the RPC table allows (``protocol/_rpcauth.py``); its
@@ -33,6 +38,7 @@ its own share in ``config/<name>.secrets.json`` (0600, in the 0700 ``config/``).
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import secrets
 import shutil
@@ -762,25 +768,30 @@ class _Run:
         await trio.sleep_until(start + fault.at)
         if await self._runner_fault(fault):
             return
+        names: tuple[str, ...]
         if isinstance(fault, IssuerOutage):
-            name, down, kill = fault.issuer, fault.duration, False
+            names, down, kill = (fault.issuer,), fault.duration, False
         elif isinstance(fault, TokenManagerCrash):
-            name, down, kill = "token_manager", fault.restart_after, True
+            names, down, kill = ("token_manager",), fault.restart_after, True
         elif isinstance(fault, ExecuteHostCrash):
-            name, down, kill = fault.host, fault.restart_after, True
+            # one host, or every host of a group (as virtual time resolves it)
+            names = self.spec.resolve_hosts(fault.host) or (fault.host,)
+            down, kill = fault.restart_after, True
         else:
             assert isinstance(fault, DataServerRestart)
-            name, down, kill = fault.server, fault.downtime, False
+            names, down, kill = (fault.server,), fault.downtime, False
         self._record(fault, "start")
-        svc = self.services[name]
-        await trio.to_thread.run_sync(lambda: svc.stop(kill=kill))
+        stopped = [self.services[name] for name in names]
+        for svc in stopped:
+            await trio.to_thread.run_sync(functools.partial(svc.stop, kill=kill))
         if isinstance(fault, TokenManagerCrash) and fault.lose_state:
             # The credential store (the .top files) is gone with the machine's disk.
             for stored in ("credentials.db", "credentials.db-wal", "credentials.db-shm"):
-                (self.workdir / "services" / name / stored).unlink(missing_ok=True)
+                (self.workdir / "services" / "token_manager" / stored).unlink(missing_ok=True)
         await trio.sleep(down)
-        await trio.to_thread.run_sync(lambda: svc.start(None))
-        await self.wait_healthy([name])
+        for svc in stopped:
+            await trio.to_thread.run_sync(svc.start, None)
+        await self.wait_healthy(list(names))
         self._record(fault, "end")
 
     def _record(self, fault: Any, phase: str) -> None:
