@@ -464,6 +464,61 @@ class Issuer:
         """Publish ``new_key`` now and sign with it from now + ``publish_ahead`` (D6)."""
         self.keys.rotate(new_key, at=self.now(), publish_ahead=publish_ahead)
 
+    async def admin(self, op: str, args: Mapping[str, Any]) -> tuple[int, dict[str, Any]]:
+        """The issuer's admin interface (live mode: ``transport/http.py``, "admin"): the same
+        transitions a virtual ``key_rotation`` or ``refresh_token_revoked`` fault makes.
+
+        Operations (``args`` is the request's JSON object):
+
+        - ``keys``: the key ring as published now (kids only, never key material);
+        - ``rotate`` ``{"publish_ahead": s}``: add a new key of the current algorithm, publish it
+          now and sign with it from now + ``publish_ahead`` (D6; kid ``<issuer>-<n>``);
+        - ``retire`` ``{"kid": k}``: stop publishing (and signing with) ``k`` from now;
+        - ``revoke_user`` ``{"user": u}``: revoke every refresh token of ``u`` (committed to the
+          durable table before the answer).
+
+        Returns:
+            (HTTP status, JSON object): 200 and the result, or 400/404 with ``error``.
+        """
+        now = self.now()
+        if op == "rotate":
+            ahead = args.get("publish_ahead", 0.0)
+            if isinstance(ahead, bool) or not isinstance(ahead, int | float) or not ahead >= 0:
+                return 400, {"error": f"publish_ahead: expected seconds >= 0, received {ahead!r}"}
+            keys = self.keys.keys()
+            key = SigningKey.generate(keys[0].alg, kid=f"{self.name}-{len(keys) + 1}")
+            self.rotate_key(key, publish_ahead=float(ahead))
+            self.log.info("admin_rotate", kid=key.kid, publish_ahead=float(ahead))
+            return 200, {"kid": key.kid, "publish_at": now, "sign_from": now + float(ahead)}
+        if op == "retire":
+            kid = args.get("kid")
+            if not isinstance(kid, str):
+                return 400, {"error": f"kid: expected a string, received {kid!r}"}
+            try:
+                self.keys.retire(kid, at=now)
+            except KeyError:
+                return 404, {"error": f"kid: no key {kid!r} in the ring"}
+            self.log.info("admin_retire", kid=kid)
+            return 200, {"retired": kid, "at": now}
+        if op == "revoke_user":
+            user = args.get("user")
+            if not isinstance(user, str):
+                return 400, {"error": f"user: expected a string, received {user!r}"}
+            n = self.revoke_user(user)
+            await self._flush()  # durable before the admin is told it is done
+            self.log.info("admin_revoke_user", user=user, revoked=n)
+            return 200, {"user": user, "revoked": n}
+        if op == "keys":
+            try:
+                signing: str | None = self.keys.signing_key(now).kid
+            except LookupError:
+                signing = None
+            return 200, {
+                "published": [k.kid for k in self.keys.published(now)],
+                "signing": signing,
+            }
+        return 404, {"error": f"unknown operation {op!r} (keys, rotate, retire, revoke_user)"}
+
     def _prune(self) -> None:
         """Forget refresh tokens that can never be used again (expired, or rotated longer ago
         than the grace): every rotation adds an entry, and a long-lived issuer must not grow

@@ -30,6 +30,9 @@ the actors on several hosts (every address comes from here)::
     [peers]                             # actor name -> base URL, for everything it talks to
     token_manager = "https://127.0.0.1:8442"
 
+    [connect_via]                       # optional: loopback port -> port to connect to instead
+    8442 = 39001                        # (the runner's relay of a partition fault, _relay.py)
+
 Relative paths are relative to the config file's directory.
 
 The ``[auth]`` credentials file is JSON, mode 0600 (a file others can read is refused)::
@@ -110,6 +113,8 @@ class ServiceSecrets:
     rpc_tokens: dict[str, str] = attrs.field(factory=dict, repr=False)
     client_secrets: dict[str, dict[str, str]] = attrs.field(factory=dict, repr=False)
     passwords: dict[str, dict[str, str]] = attrs.field(factory=dict, repr=False)
+    #: issuers: the per-run secret of the admin interface (``transport/http.py`` ADMIN_PATH)
+    admin_secret: str | None = attrs.field(default=None, repr=False)
 
 
 def load_service_secrets(path: Path) -> ServiceSecrets:
@@ -135,11 +140,16 @@ def load_service_secrets(path: Path) -> ServiceSecrets:
         raise ConfigError(file, "", "expected a JSON object, received other text") from None
     if not isinstance(doc, dict):
         raise ConfigError(file, "", "expected a JSON object")
-    extra = sorted(set(doc) - {"rpc_tokens", "client_secrets", "passwords"})
+    extra = sorted(set(doc) - {"rpc_tokens", "client_secrets", "passwords", "admin_secret"})
     if extra:
         raise ConfigError(
-            file, extra[0], "unknown member (expected rpc_tokens, client_secrets, passwords)"
+            file,
+            extra[0],
+            "unknown member (expected rpc_tokens, client_secrets, passwords, admin_secret)",
         )
+    admin = doc.get("admin_secret")
+    if admin is not None and (not isinstance(admin, str) or len(admin) < 16):
+        raise ConfigError(file, "admin_secret", "expected a string of at least 16 characters")
     tokens = doc.get("rpc_tokens", {})
     if not isinstance(tokens, dict) or not all(
         isinstance(k, str) and isinstance(v, str) for k, v in tokens.items()
@@ -161,6 +171,7 @@ def load_service_secrets(path: Path) -> ServiceSecrets:
         rpc_tokens=tokens,
         client_secrets=nested["client_secrets"],
         passwords=nested["passwords"],
+        admin_secret=admin,
     )
 
 
@@ -185,6 +196,8 @@ class ServiceConfig:
     peers: dict[str, str] = attrs.field(factory=dict)
     #: environment given to exec steps (execute hosts), e.g. the data servers' URLs
     job_env: dict[str, str] = attrs.field(factory=dict)
+    #: loopback port -> the port to connect to instead (a partition fault's relay)
+    connect_via: dict[int, int] = attrs.field(factory=dict)
 
     def to_toml(self) -> str:
         """This configuration as TOML (what the live runner writes)."""
@@ -221,6 +234,10 @@ class ServiceConfig:
                 lines += ["", f"[{table}]"]
                 for k, v in sorted(values.items()):
                     put(_toml_key(k), v)
+        if self.connect_via:
+            lines += ["", "[connect_via]"]
+            for port, via in sorted(self.connect_via.items()):
+                put(str(port), via)
         return "\n".join(lines) + "\n"
 
 
@@ -256,6 +273,7 @@ _TYPES: Final[dict[str, tuple[type, ...]]] = {
     "issuer_urls": (dict,),
     "peers": (dict,),
     "job_env": (dict,),
+    "connect_via": (dict,),
 }
 _REQUIRED: Final = ("role", "name", "scenario", "workdir")
 _LEVELS: Final = ("debug", "info", "warning", "error")
@@ -344,6 +362,14 @@ def load_service_config(path: Path) -> ServiceConfig:
                 f"issuer_urls.{k}",
                 f"expected an http(s) URL without a trailing /, received {v!r}",
             )
+    connect_via: dict[int, int] = {}
+    for k, v in doc.get("connect_via", {}).items():
+        ok = k.isdigit() and 0 < int(k) < 65536
+        if not ok or isinstance(v, bool) or not isinstance(v, int) or not 0 < v < 65536:
+            raise ConfigError(
+                file, f"connect_via.{k}", f"expected PORT = PORT (1-65535), received {k} = {v!r}"
+            )
+        connect_via[int(k)] = v
     overrides = doc.get("overrides", [])
     if not all(isinstance(o, str) for o in overrides):
         raise ConfigError(file, "overrides", "expected a list of key.path=value strings")
@@ -364,4 +390,5 @@ def load_service_config(path: Path) -> ServiceConfig:
         issuer_urls=dict(doc.get("issuer_urls", {})),
         peers=dict(doc.get("peers", {})),
         job_env=dict(doc.get("job_env", {})),
+        connect_via=connect_via,
     )

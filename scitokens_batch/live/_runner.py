@@ -14,13 +14,18 @@ What the runner does, in order:
    the user's password), whose refresh token goes to the token manager (``StoreCredential``,
    HTCondor's ``condor_store_cred``), presenting the login path's service token.
 4. Starts the queue manager, whose submissions begin at once; applies the scenario's faults on
-   the wall clock (an issuer outage stops the issuer process and starts it again: it keeps its
-   keys and refresh-token table in its work directory).
+   the wall clock (docs/live.md, "Faults in live mode"): outages and crashes stop a process and
+   start it again (an issuer keeps its keys and refresh-token table in its work directory);
+   ``key_rotation`` and ``refresh_token_revoked`` go through the issuer's admin interface
+   (loopback, the run's admin secret); ``clock_step`` rewrites a service's clock-offset file
+   (libfaketime's timestamp file for XRootD); ``partition`` cuts the relays (``_relay.py``)
+   its links go through. ``transfer_service_state_loss`` is refused (:func:`check_live`).
 5. After ``scenario.duration``, stops every process it started by PID (SIGTERM, then SIGKILL
    after a bounded wait), merges the services' events by time, and writes the same outputs as a
    virtual run (``summary.json`` says ``"mode": "live"``).
 
-Whatever happens (an error, Ctrl-C), every process started is stopped before returning.
+Whatever happens (an error, Ctrl-C), every process started is stopped before returning, the
+relays' sockets are closed and the clock-offset and faketime files are removed.
 
 Secrets of a run (made with step 2's configurations): a pool key (ES256) that signs one
 service token per (caller, callee) pair the RPC table allows (``protocol/_rpcauth.py``); its
@@ -33,6 +38,7 @@ its own share in ``config/<name>.secrets.json`` (0600, in the 0700 ``config/``).
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import secrets
 import shutil
@@ -68,32 +74,51 @@ from ..protocol import (
     rpcauth,
 )
 from ..scenario import (
+    ClockStep,
     DataBackend,
     DataServerRestart,
     ExecuteHostCrash,
     IssuerOutage,
+    KeyRotation,
+    Partition,
+    RefreshTokenRevoked,
     RunResult,
     Scenario,
     TokenManagerCrash,
+    TransferServiceStateLoss,
     result_from_events,
 )
 from ..tokens import Algorithm, SigningKey
-from ..transport.http import HEALTH_PATH, HttpTransport, Peer
-from ._clock import wall_now
+from ..transport.http import ADMIN_HEADER, ADMIN_PATH, HEALTH_PATH, HttpTransport, Peer
+from ._clock import OFFSET_FILE, wall_now, write_offset
 from ._config import AuthFiles, ServiceConfig, TlsFiles
+from ._relay import Relay
 from ._store import FileTree, populate
 from ._tls import RunCA
-from ._xrootd import XrootdIssuer, XrootdServer, XrootdSpec
+from ._xrootd import XrootdIssuer, XrootdServer, XrootdSpec, write_faketime
 
 __all__ = ["LIVE_FAULTS", "LiveError", "ServiceProcess", "run_live"]
 
-#: Fault kinds a live run can apply (the others need control over time or the network).
+#: Fault kinds a live run can apply (``check_live`` says why the others cannot).
 LIVE_FAULTS: tuple[type[Any], ...] = (
     IssuerOutage,
     TokenManagerCrash,
     ExecuteHostCrash,
     DataServerRestart,
+    KeyRotation,
+    RefreshTokenRevoked,
+    ClockStep,
+    Partition,
 )
+#: Why a live run cannot apply a fault kind (yet), for the one-line refusal.
+_NOT_LIVE: dict[type[Any], str] = {
+    TransferServiceStateLoss: (
+        "the live transfer service keeps its refresh tokens in memory only, so there is no "
+        "state directory to replace with a stale copy"
+    ),
+}
+#: The libfaketime timestamp file of an XRootD whose clock a ``clock_step`` steps.
+FAKETIME_FILE = "faketime"
 #: Seconds a service has to answer its health URL after it starts.
 START_TIMEOUT = 30.0
 #: Seconds a service has to exit after SIGTERM before it is killed.
@@ -273,16 +298,44 @@ def new_workdir(prefix: str) -> Path:
 
 
 def check_live(spec: Scenario, source: str) -> None:
-    """Refuse what a live run cannot do, naming the key path."""
+    """Refuse what a live run cannot do, naming the key path, the fault, the backend and why."""
     for i, fault in enumerate(spec.faults):
         if not isinstance(fault, LIVE_FAULTS):
-            kinds = ", ".join(sorted(f.kind for f in LIVE_FAULTS))
+            reason = _NOT_LIVE.get(type(fault), "it has no live mechanism")
             raise ScenarioError(
                 source,
                 f"faults[{i}].kind",
-                f"a live run can apply {kinds}; received {fault.kind!r} "
-                "(it needs control over time or the network: run it in virtual time)",
+                f"{fault.kind!r} cannot be applied live: {reason}; run it in virtual time",
             )
+        if isinstance(fault, Partition):
+            sides = [set(spec.resolve_hosts(n) or (n,)) for n in fault.between]
+            issuers = {i.name for i in spec.issuers}
+            for server in spec.data_servers:
+                across = [side for side in sides if server.name not in side]
+                faces_issuer = len(across) == 1 and bool(issuers & across[0])
+                if server.backend is DataBackend.XROOTD and faces_issuer:
+                    raise ScenarioError(
+                        source,
+                        f"faults[{i}].between",
+                        f"'partition' cannot be applied live between data server {server.name!r} "
+                        "with backend 'xrootd' and an issuer: XRootD's own key fetches cannot "
+                        "be routed through the runner's relay; partition it from the execute "
+                        "hosts instead, or use our data server",
+                    )
+        if isinstance(fault, ClockStep):
+            from ._xrootd import faketime_missing
+
+            for name in spec.resolve_hosts(fault.host) or (fault.host,):
+                ds = next((d for d in spec.data_servers if d.name == name), None)
+                missing = faketime_missing()
+                if ds is not None and ds.backend is DataBackend.XROOTD and missing is not None:
+                    raise ScenarioError(
+                        source,
+                        f"faults[{i}].host",
+                        f"'clock_step' cannot be applied live to data server {name!r} with "
+                        f"backend 'xrootd': XRootD reads the system clock, stepped only under "
+                        f"libfaketime, and {missing}",
+                    )
     for i, ds in enumerate(spec.data_servers):
         if ds.backend is DataBackend.XROOTD:
             from ._xrootd import xrootd_missing
@@ -319,6 +372,12 @@ class _Run:
     passwords: dict[str, dict[str, str]] = attrs.field(factory=dict, repr=False)
     #: the login path's service token for the token manager (``StoreCredential``)
     login_token: str = attrs.field(default="", repr=False)
+    #: issuer -> the per-run secret of its admin interface (CSPRNG; in its credentials file)
+    admin_secrets: dict[str, str] = attrs.field(factory=dict, repr=False)
+    #: service -> the clock offset it follows (``clock_step``; the sum of the steps so far)
+    clock_offsets: dict[str, float] = attrs.field(factory=dict)
+    #: (caller, callee) -> the relay of that link (only links a partition fault names)
+    relays: dict[tuple[str, str], Relay] = attrs.field(factory=dict)
 
     def _draw_secrets(self) -> None:
         """Client secrets and passwords the scenario leaves unset, from the CSPRNG."""
@@ -354,6 +413,7 @@ class _Run:
         if role == "issuer":
             doc["client_secrets"] = {name: self.client_secrets.get(name, {})}
             doc["passwords"] = {name: self.passwords.get(name, {})}
+            doc["admin_secret"] = self.admin_secrets.setdefault(name, secrets.token_urlsafe(32))
         elif role == "token-manager":
             doc["client_secrets"] = self.client_secrets
         path = self.workdir / "config" / f"{name}.secrets.json"
@@ -380,6 +440,7 @@ class _Run:
         roles += [("token_manager", "token-manager"), ("queue_manager", "queue-manager")]
         for name, _ in roles:
             self.sockets[name] = _bind()
+        self._plan_relays()
         for name, role in roles:
             port = self.sockets[name].getsockname()[1]
             base = f"https://127.0.0.1:{port}"
@@ -417,6 +478,9 @@ class _Run:
                 issuer_urls=self.issuer_urls,
                 peers=self.peers,
                 job_env=job_env if role == "execute-host" else {},
+                connect_via={
+                    r.target_port: r.port for r in self.relays.values() if r.caller == name
+                },
             )
             config_path = self.workdir / "config" / f"{name}.toml"
             _files.write_private(config_path, config.to_toml())
@@ -427,6 +491,19 @@ class _Run:
             )
             if role == "data-server":
                 populate(FileTree(workdir / "data"), self._files_of(name))
+
+    def _plan_relays(self) -> None:
+        """One relay per directed link between the two sides of each partition (both ways)."""
+        for fault in self.spec.faults:
+            if not isinstance(fault, Partition):
+                continue
+            a, b = (self.spec.resolve_hosts(n) or (n,) for n in fault.between)
+            for x in a:
+                for y in b:
+                    for link in ((x, y), (y, x)):
+                        if link not in self.relays and link[1] in self.sockets:
+                            target = self.sockets[link[1]].getsockname()[1]
+                            self.relays[link] = Relay(*link, target_port=target, sock=_bind())
 
     def _files_of(self, name: str) -> list[tuple[str, int, int]]:
         """The files a data server holds at the start: its file sets, and the datasets on it
@@ -459,8 +536,16 @@ class _Run:
             tls=self.tls,
             trust="auto",
             port=self.sockets[name].getsockname()[1],
+            faketime_file=workdir / FAKETIME_FILE if self._clock_stepped(name) else None,
         )
         self.services[name] = XrootdService(name, spec, workdir / "xrootd", self.peers[name])
+
+    def _clock_stepped(self, name: str) -> bool:
+        """A ``clock_step`` fault names this service (or its group)."""
+        return any(
+            isinstance(f, ClockStep) and name in (self.spec.resolve_hosts(f.host) or (f.host,))
+            for f in self.spec.faults
+        )
 
     def start(self, name: str) -> None:
         """Start one service (first start: with its planned socket)."""
@@ -473,6 +558,14 @@ class _Run:
         for sock in self.sockets.values():
             sock.close()
         self.sockets.clear()
+        for relay in self.relays.values():
+            relay.sock.close()  # its task ended with the event loop; the port is freed here
+        for name in self.clock_offsets:  # nothing follows them any more: none is left behind
+            (self.workdir / "services" / name / OFFSET_FILE).unlink(missing_ok=True)
+            (self.workdir / "services" / name / FAKETIME_FILE).unlink(missing_ok=True)
+        for svc in self.services.values():
+            if isinstance(svc, XrootdService) and svc.spec.faketime_file is not None:
+                svc.spec.faketime_file.unlink(missing_ok=True)
 
     async def wait_healthy(self, names: Sequence[str]) -> None:
         """Every service in ``names`` answers its health URL, or :class:`LiveError`."""
@@ -612,35 +705,101 @@ class _Run:
             for fault in sorted(self.spec.faults, key=lambda f: f.at):
                 nursery.start_soon(self._fault, fault, start)
 
+    async def admin(self, issuer: str, op: str, args: dict[str, Any]) -> dict[str, Any]:
+        """Call ``issuer``'s admin interface (``Issuer.admin``) with the run's secret.
+
+        Raises:
+            LiveError: it did not answer 200 (the message carries its error, never the secret).
+        """
+        parts = urllib.parse.urlsplit(self.issuer_urls[issuer])
+        url = f"{parts.scheme}://{parts.netloc}{ADMIN_PATH}{op}"
+        async with httpx.AsyncClient(verify=_ssl(self.tls.ca), timeout=10.0) as client:
+            answer = await client.post(
+                url, json=args, headers={ADMIN_HEADER: self.admin_secrets[issuer]}
+            )
+        if answer.status_code != 200:
+            raise LiveError(f"{issuer}'s admin interface refused {op}: {answer.status_code}")
+        doc: dict[str, Any] = answer.json()
+        return doc
+
+    async def _runner_fault(self, fault: Any) -> bool:
+        """Apply a fault that stops no service (through the issuer's admin interface, a clock
+        offset file, the relays); False when ``fault`` is not one of them."""
+        if isinstance(fault, KeyRotation):
+            self._record(fault, "start")
+            await self.admin(fault.issuer, "rotate", {"publish_ahead": fault.publish_ahead})
+            return True
+        if isinstance(fault, RefreshTokenRevoked):
+            self._record(fault, "start")
+            targets = [fault.issuer] if fault.issuer else [i.name for i in self.spec.issuers]
+            for name in targets:
+                if any(u.name == fault.user for u in self.spec.issuer(name).users):
+                    await self.admin(name, "revoke_user", {"user": fault.user})
+            return True
+        if isinstance(fault, ClockStep):
+            self._record(fault, "start")
+            for name in self.spec.resolve_hosts(fault.host) or (fault.host,):
+                offset = self.clock_offsets.get(name, 0.0) + fault.offset
+                self.clock_offsets[name] = offset
+                svc = self.services.get(name)
+                if isinstance(svc, XrootdService) and svc.spec.faketime_file is not None:
+                    write_faketime(svc.spec.faketime_file, offset)  # libfaketime re-reads it
+                else:
+                    write_offset(self.workdir / "services" / name, offset)
+            return True
+        if isinstance(fault, Partition):
+            sides = [set(self.spec.resolve_hosts(n) or (n,)) for n in fault.between]
+            links = [
+                r
+                for (x, y), r in self.relays.items()
+                if (x in sides[0] and y in sides[1]) or (x in sides[1] and y in sides[0])
+            ]
+            self._record(fault, "start")
+            for relay in links:
+                relay.partition()
+            await trio.sleep(fault.duration)
+            for relay in links:
+                relay.heal()
+            self._record(fault, "end")
+            return True
+        return False
+
     async def _fault(self, fault: Any, start: float) -> None:
         await trio.sleep_until(start + fault.at)
+        if await self._runner_fault(fault):
+            return
+        names: tuple[str, ...]
         if isinstance(fault, IssuerOutage):
-            name, down, kill = fault.issuer, fault.duration, False
+            names, down, kill = (fault.issuer,), fault.duration, False
         elif isinstance(fault, TokenManagerCrash):
-            name, down, kill = "token_manager", fault.restart_after, True
+            names, down, kill = ("token_manager",), fault.restart_after, True
         elif isinstance(fault, ExecuteHostCrash):
-            name, down, kill = fault.host, fault.restart_after, True
+            # one host, or every host of a group (as virtual time resolves it)
+            names = self.spec.resolve_hosts(fault.host) or (fault.host,)
+            down, kill = fault.restart_after, True
         else:
             assert isinstance(fault, DataServerRestart)
-            name, down, kill = fault.server, fault.downtime, False
+            names, down, kill = (fault.server,), fault.downtime, False
         self._record(fault, "start")
-        svc = self.services[name]
-        await trio.to_thread.run_sync(lambda: svc.stop(kill=kill))
+        stopped = [self.services[name] for name in names]
+        for svc in stopped:
+            await trio.to_thread.run_sync(functools.partial(svc.stop, kill=kill))
         if isinstance(fault, TokenManagerCrash) and fault.lose_state:
             # The credential store (the .top files) is gone with the machine's disk.
             for stored in ("credentials.db", "credentials.db-wal", "credentials.db-shm"):
-                (self.workdir / "services" / name / stored).unlink(missing_ok=True)
+                (self.workdir / "services" / "token_manager" / stored).unlink(missing_ok=True)
         await trio.sleep(down)
-        await trio.to_thread.run_sync(lambda: svc.start(None))
-        await self.wait_healthy([name])
+        for svc in stopped:
+            await trio.to_thread.run_sync(svc.start, None)
+        await self.wait_healthy(list(names))
         self._record(fault, "end")
 
     def _record(self, fault: Any, phase: str) -> None:
         if self.recorder is not None:
             fields = {
-                k: v
+                k: list(v) if isinstance(v, tuple) else v  # partition's between, as virtual time
                 for k, v in attrs.asdict(fault).items()
-                if isinstance(v, str | int | float | bool)
+                if isinstance(v, str | int | float | bool | tuple)
             }
             self.recorder.record("world", "fault", fault=fault.kind, phase=phase, **fields)
 
@@ -722,7 +881,8 @@ def run_live(
             except BaseExceptionGroup as group:
                 # What a task raised inside trio's nurseries: surface our own errors as
                 # themselves (one line at the command line), never as a group traceback.
-                mine, _ = group.split((LiveError, LocalInputError))
+                # Ctrl-C too: it must reach the command line as itself (exit 130).
+                mine, _ = group.split((LiveError, LocalInputError, KeyboardInterrupt))
                 found: BaseException | None = mine
                 while isinstance(found, BaseExceptionGroup):
                     found = found.exceptions[0]
@@ -758,6 +918,14 @@ def run_live(
 
 
 async def _drive(run: _Run, progress: Callable[[float, float], None] | None) -> None:
+    async with trio.open_nursery() as relays:
+        for relay in run.relays.values():
+            relays.start_soon(relay.serve)
+        await _drive_services(run, progress)
+        relays.cancel_scope.cancel()
+
+
+async def _drive_services(run: _Run, progress: Callable[[float, float], None] | None) -> None:
     first = [n for n, s in run.services.items() if s.role != "queue-manager"]
     for name in first:
         await trio.to_thread.run_sync(run.start, name)

@@ -30,7 +30,7 @@ import random
 import signal
 import socket
 import sys
-from collections.abc import Callable, MutableMapping
+from collections.abc import Callable, Mapping, MutableMapping
 from pathlib import Path
 from typing import IO, Any
 
@@ -42,14 +42,22 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from .. import _files
-from ..actors import Credential, Issuer, TokenManager
+from ..actors import Credential, HostClock, Issuer, TokenManager
 from ..metrics import Event, Recorder
 from ..protocol import rpcauth
 from ..scenario import DataBackend, World, load_scenario
 from ..scenario._world import LiveWiring
 from ..tokens import Algorithm, PublicKey, SigningKey, redact_event_dict
-from ..transport.http import HttpTransport, Peer, RpcGuard, data_app, issuer_app, rpc_app
-from ._clock import wall_now
+from ..transport.http import (
+    AdminHandler,
+    HttpTransport,
+    Peer,
+    RpcGuard,
+    data_app,
+    issuer_app,
+    rpc_app,
+)
+from ._clock import follow_offset, wall_now
 from ._config import ConfigError, ServiceConfig, ServiceSecrets, load_service_secrets
 from ._durable import DurableTable, remove_temp_copies
 from ._limits import serve_limited
@@ -208,6 +216,53 @@ def _issuer_state(issuer: Issuer, workdir: Path) -> None:
         _files.write_private(successor_file, issuer.successor_key.hex() + "\n")
 
 
+#: The key changes made through the admin interface, replayed at a restart (0600: it holds
+#: the private keys the rotations added).
+_ADMIN_KEYS = "admin-keys.json"
+
+
+def _replay_admin_keys(issuer: Issuer, workdir: Path) -> None:
+    """Apply the rotations and retirements an earlier life of this issuer was asked for."""
+    path = workdir / _ADMIN_KEYS
+    if not path.exists():
+        return
+    for op in json.loads(path.read_text()):
+        if op["op"] == "rotate":
+            key = SigningKey.from_pem(op["pem"].encode(), kid=op["kid"], source=str(path))
+            issuer.keys.add(key, publish_at=op["publish_at"], sign_from=op["sign_from"])
+        else:
+            issuer.keys.retire(op["kid"], at=op["at"])
+
+
+def _durable_admin(issuer: Issuer, workdir: Path) -> AdminHandler:
+    """The issuer's admin operations, each key change written to :data:`_ADMIN_KEYS` (atomic,
+    0600) before the answer, so a restarted issuer publishes and signs with the same keys."""
+    path = workdir / _ADMIN_KEYS
+
+    async def admin(op: str, args: Mapping[str, Any]) -> tuple[int, Mapping[str, Any]]:
+        status, answer = await issuer.admin(op, args)
+        if status == 200 and op in ("rotate", "retire"):
+            ops = json.loads(path.read_text()) if path.exists() else []
+            if op == "rotate":
+                ring = issuer.keys.keys()  # every key the KeyRing ever held
+                key = next(k for k in ring if k.kid == answer["kid"])
+                ops.append(
+                    {
+                        "op": "rotate",
+                        "kid": key.kid,
+                        "pem": key.private_pem().decode(),
+                        "publish_at": answer["publish_at"],
+                        "sign_from": answer["sign_from"],
+                    }
+                )
+            else:
+                ops.append({"op": "retire", "kid": answer["retired"], "at": answer["at"]})
+            _files.write_private(path, json.dumps(ops) + "\n")
+        return status, answer
+
+    return admin
+
+
 def _durable_issuer(issuer: Issuer, workdir: Path) -> DurableTable:
     """The issuer's refresh-token table on disk (SQLite WAL): loaded now, and every change
     committed before the answer that carries it leaves (``Issuer.persist``)."""
@@ -270,6 +325,7 @@ async def serve(config: ServiceConfig) -> None:
         ),
         ca_file=str(config.tls.ca) if config.tls else None,
         rpc_tokens=secrets.rpc_tokens,
+        connect_via=config.connect_via,
     )
     job_env = dict(config.job_env)
     wiring = LiveWiring(
@@ -292,7 +348,7 @@ async def serve(config: ServiceConfig) -> None:
         live=wiring,
     )
     guard = RpcGuard(name=config.name, role=config.role, keys=pool_keys, now=wall_now)
-    actor, app, after = _pick(world, config, guard)
+    actor, app, after = _pick(world, config, guard, admin_secret=secrets.admin_secret)
     # Virtual time draws jti values and refresh tokens from RNGs seeded by the scenario, for
     # reproducible runs. A live service hands them to real clients: they must be unguessable,
     # and a restarted issuer must not draw the same ones again (A5).
@@ -327,6 +383,14 @@ async def serve(config: ServiceConfig) -> None:
     try:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(_on_signals, shutdown, log)
+            clock = world.host_clocks.get(config.name)
+            if clock is not None:  # an execute host or data server: clock_step faults (live)
+                base = clock.skew
+
+                def step(offset: float, clock: HostClock = clock) -> None:
+                    clock.skew = base + offset
+
+                nursery.start_soon(follow_offset, workdir, step, log)
             await nursery.start(actor.run)
             await serve_limited(
                 app, hc, per_address=CONNECTIONS_PER_CLIENT, shutdown_trigger=shutdown.wait
@@ -386,7 +450,7 @@ async def _on_signals(shutdown: trio.Event, log: Any) -> None:
 
 
 def _pick(
-    world: World, config: ServiceConfig, guard: RpcGuard
+    world: World, config: ServiceConfig, guard: RpcGuard, *, admin_secret: str | None = None
 ) -> tuple[Any, Any, Callable[[], None]]:
     """(actor, ASGI app, what to do on the way out) for the configured role and name."""
     name, role = config.name, config.role
@@ -409,6 +473,7 @@ def _pick(
         if issuer is None:
             raise missing("an issuer", list(world.issuers))
         _issuer_state(issuer, config.workdir)
+        _replay_admin_keys(issuer, config.workdir)
         grants = _durable_issuer(issuer, config.workdir)
         app = issuer_app(
             name,
@@ -416,6 +481,8 @@ def _pick(
             issuer.handle,
             issuer.discovery_document,
             per_address_rate=world.spec.issuer(name).max_requests_per_second_per_address,
+            admin=_durable_admin(issuer, config.workdir),
+            admin_secret=admin_secret,
         )
         return issuer, app, grants.close
     if role == "data-server":

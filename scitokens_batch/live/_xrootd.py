@@ -63,12 +63,15 @@ from ._tls import RunCA
 
 __all__ = [
     "CURL_CA_FILE",
+    "LIBFAKETIME",
     "XROOTD_USER",
     "XrootdIssuer",
     "XrootdServer",
     "XrootdSpec",
+    "faketime_missing",
     "listening_addresses",
     "preload_cpp_keycache",
+    "write_faketime",
     "xrootd_missing",
 ]
 
@@ -76,6 +79,25 @@ __all__ = [
 XROOTD_USER = "xrootd"
 #: libcurl's compiled-in CA file on Debian, the only one scitokens-cpp 0.7.3 uses (peers.md b.).
 CURL_CA_FILE = Path("/etc/ssl/certs/ca-certificates.crt")
+#: Debian's libfaketime (``apt-get install libfaketime``), the multi-threaded variant XRootD
+#: needs: a live ``clock_step`` on XRootD steps the clock the daemon reads through it.
+LIBFAKETIME = Path("/usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1")
+
+
+def faketime_missing() -> str | None:
+    """Why XRootD cannot be started under libfaketime here, or None."""
+    if not LIBFAKETIME.is_file():
+        return f"libfaketime is not installed ({LIBFAKETIME}; apt-get install libfaketime)"
+    return None
+
+
+def write_faketime(path: Path, offset: float) -> None:
+    """Set the clock offset of a daemon started with ``faketime_file = path``: libfaketime's
+    relative form (``+600`` / ``-600`` seconds), read again at every clock call
+    (``FAKETIME_NO_CACHE=1``); world-readable, as the daemon runs as its own user."""
+    _files.write_public(path, f"{offset:+.0f}\n")
+
+
 #: How long :meth:`XrootdServer.start` waits for the first HTTP answer (it takes well under 1 s).
 START_TIMEOUT = 20.0
 #: How long :meth:`XrootdServer.stop` waits after SIGTERM, then after SIGKILL.
@@ -181,6 +203,9 @@ class XrootdSpec:
         port: the TCP port on 127.0.0.1; 0 picks a free one.
         user: the account XRootD runs as when we are root (it refuses root).
         binary: the ``xrootd`` executable (a name on ``PATH`` or a path).
+        faketime_file: run the daemon under libfaketime (:data:`LIBFAKETIME`) with this
+            timestamp file (:func:`write_faketime`; ``+0`` is written when it does not exist),
+            so that a ``clock_step`` can step the clock its SciTokens plugin judges tokens by.
     """
 
     name: str
@@ -194,6 +219,7 @@ class XrootdSpec:
     port: int = 0
     user: str = XROOTD_USER
     binary: str = "xrootd"
+    faketime_file: Path | None = None
 
     def __attrs_post_init__(self) -> None:
         _no_blank("XrootdSpec.name", self.name)
@@ -740,6 +766,19 @@ class XrootdServer:
                 "XDG_CACHE_HOME": str(cache),
                 "LANG": "C.UTF-8",
             }
+            if spec.faketime_file is not None:
+                why = faketime_missing()
+                if why is not None:
+                    raise PeerMissingError(f"cannot run XRootD {spec.name!r}: {why}")
+                if not spec.faketime_file.exists():
+                    write_faketime(spec.faketime_file, 0.0)
+                env |= {
+                    "LD_PRELOAD": str(LIBFAKETIME),
+                    "FAKETIME_TIMESTAMP_FILE": str(spec.faketime_file),
+                    "FAKETIME_NO_CACHE": "1",  # read the file at every call: runtime steps
+                    # only the wall clock is stepped; XRootD's timers keep a sane monotonic one
+                    "FAKETIME_DONT_FAKE_MONOTONIC": "1",
+                }
             started = time.monotonic()
             with open(launcher_log, "ab") as output:
                 process = subprocess.Popen(

@@ -21,6 +21,7 @@ import collections
 import contextlib
 import email.utils
 import hashlib
+import hmac
 import html
 import json
 import logging
@@ -35,6 +36,7 @@ from typing import Any, Final, Protocol
 from xml.sax.saxutils import escape as _xml_escape
 
 import attrs
+import httpcore
 import httpx
 import trio
 
@@ -166,6 +168,37 @@ def _max_age(header: str | None, default: float = 3600.0) -> float:
     return float(match.group(1)) if match else default
 
 
+class _ViaBackend(httpcore.AsyncNetworkBackend):
+    """httpcore's network backend, connecting to a relay's port instead of some loopback ports
+    (``HttpTransport.connect_via``)."""
+
+    def __init__(self, inner: httpcore.AsyncNetworkBackend, via: dict[int, int]) -> None:
+        self.inner, self.via = inner, via
+
+    async def connect_tcp(
+        self,
+        host: str,
+        port: int,
+        timeout: float | None = None,  # noqa: ASYNC109 - httpcore's interface
+        local_address: str | None = None,
+        socket_options: Any = None,
+    ) -> httpcore.AsyncNetworkStream:
+        if host in ("127.0.0.1", "localhost"):
+            port = self.via.get(port, port)
+        return await self.inner.connect_tcp(host, port, timeout, local_address, socket_options)
+
+    async def connect_unix_socket(
+        self,
+        path: str,
+        timeout: float | None = None,  # noqa: ASYNC109 - httpcore's interface
+        socket_options: Any = None,
+    ) -> httpcore.AsyncNetworkStream:
+        return await self.inner.connect_unix_socket(path, timeout, socket_options)
+
+    async def sleep(self, seconds: float) -> None:
+        await self.inner.sleep(seconds)
+
+
 @attrs.define
 class HttpTransport:
     """The live :class:`~._base.Transport`: one pooled HTTPS client per process.
@@ -176,12 +209,15 @@ class HttpTransport:
         timeout: seconds for connecting and for each read.
         rpc_tokens: this service's service token for each RPC peer it calls, by the peer's
             name (``protocol/_rpcauth.py``), sent as ``Authorization: Bearer``.
+        connect_via: loopback port -> the port to connect to instead (a live ``partition``
+            fault's relay, ``live/_relay.py``); URLs, ``Host`` and TLS names are unchanged.
     """
 
     peers: Mapping[str, Peer]
     ca_file: str | None = None
     timeout: float = 30.0
     rpc_tokens: Mapping[str, str] = attrs.field(factory=dict, repr=False)
+    connect_via: Mapping[int, int] = attrs.field(factory=dict)
     _client: httpx.AsyncClient | None = attrs.field(default=None, alias="_client")
     #: data requests tried again after a kept-alive connection turned out closed
     stale_retries: int = attrs.field(default=0, init=False)
@@ -200,10 +236,22 @@ class HttpTransport:
         return self._new_client(httpx.Limits())
 
     def _new_client(self, limits: httpx.Limits) -> httpx.AsyncClient:
+        verify = ssl.create_default_context(cafile=self.ca_file)
+        if not self.connect_via:
+            return httpx.AsyncClient(
+                verify=verify,
+                timeout=httpx.Timeout(self.timeout),
+                limits=limits,
+                headers={"user-agent": "scitokens-batch"},
+            )
+        transport = httpx.AsyncHTTPTransport(verify=verify, limits=limits)
+        # httpx has no public knob for where a connection goes; its pool (httpcore) takes a
+        # network backend, which we wrap so that only the TCP connect is redirected.
+        pool = transport._pool
+        pool._network_backend = _ViaBackend(pool._network_backend, dict(self.connect_via))
         return httpx.AsyncClient(
-            verify=ssl.create_default_context(cafile=self.ca_file),
+            transport=transport,
             timeout=httpx.Timeout(self.timeout),
-            limits=limits,
             headers={"user-agent": "scitokens-batch"},
         )
 
@@ -743,6 +791,8 @@ def issuer_app(
     *,
     jwks_max_age: int | None = None,
     per_address_rate: float | None = None,
+    admin: AdminHandler | None = None,
+    admin_secret: str | None = None,
 ) -> ASGIApp:
     """The issuer's HTTPS face (D2, D3, D5; K1-K4; RFC 7009; RFC 8628).
 
@@ -758,6 +808,9 @@ def issuer_app(
     ``per_address_rate``, each client address has a token bucket of that many requests a
     second (a burst of as many) on the form endpoints; beyond it: 429 with ``Retry-After``
     (RFC 6585 §4), before the request is read.
+
+    With ``admin`` and ``admin_secret``, ``POST {ADMIN_PATH}<op>`` (a JSON object) reaches the
+    issuer's admin interface (:func:`_admin_route`); without them the path is 404.
     """
     prefix = urllib.parse.urlsplit(url).path.rstrip("/")
     buckets = _Buckets(per_address_rate) if per_address_rate is not None else None
@@ -769,6 +822,9 @@ def issuer_app(
 
     async def route(scope: dict[str, Any], receive: Receive, send: Send) -> None:
         method, path = scope["method"], scope["path"]
+        if path.startswith(ADMIN_PATH) and admin is not None and admin_secret:
+            await _admin_route(scope, receive, send, admin, admin_secret)
+            return
         if method == "GET" and path in meta_paths:
             await _json(send, 200, dict(discovery()), {"cache-control": "public, max-age=3600"})
             return
@@ -844,6 +900,50 @@ def issuer_app(
         await _oauth_answer(send, await handler(message), basic=basic)
 
     return _app(name, route)
+
+
+#: The issuer's admin interface: ``POST {ADMIN_PATH}<operation>`` (``Issuer.admin``).
+ADMIN_PATH: Final = "/.scitokens-batch/admin/"
+#: The header carrying the run's admin secret (never ``Authorization``: no bearer token, a
+#: user's or a service's, can ever be taken for it).
+ADMIN_HEADER: Final = "x-scitokens-batch-admin"
+#: (operation, JSON arguments) -> (status, JSON answer).
+AdminHandler = Callable[[str, Mapping[str, Any]], Awaitable[tuple[int, Mapping[str, Any]]]]
+
+
+def _is_loopback(host: str) -> bool:
+    return host == "::1" or host.startswith("127.")
+
+
+async def _admin_route(
+    scope: dict[str, Any], receive: Receive, send: Send, admin: AdminHandler, secret: str
+) -> None:
+    """The issuer's admin interface: loopback clients only, the per-run secret in
+    :data:`ADMIN_HEADER` (compared in constant time), a JSON object of at most
+    :data:`MAX_FORM` bytes. Anything else is refused before the body is read: 404 from
+    elsewhere than loopback (it does not exist there), 401 without the right secret (a bearer
+    token is never looked at), 405 for another method than POST."""
+    client = (scope.get("client") or ("",))[0]
+    if not _is_loopback(str(client)):
+        await _json(send, 404, {"error": "not_found"})
+        return
+    given = _header(scope, ADMIN_HEADER) or ""
+    if not hmac.compare_digest(given.encode(), secret.encode()):
+        await _json(send, 401, {"error": "admin secret required"}, _NO_STORE)
+        return
+    if scope["method"] != "POST":
+        await _respond(send, 405, headers={"allow": "POST"})
+        return
+    op = scope["path"][len(ADMIN_PATH) :]
+    try:
+        args = json.loads(await _read_body(receive, MAX_FORM) or b"{}")
+    except ValueError:
+        args = None
+    if not isinstance(args, dict):
+        await _json(send, 400, {"error": "expected a JSON object"}, _NO_STORE)
+        return
+    status, answer = await admin(op, args)
+    await _json(send, status, dict(answer), _NO_STORE)
 
 
 @attrs.frozen
