@@ -21,7 +21,7 @@ import textwrap
 import time
 import traceback
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -519,11 +519,42 @@ def _run_live(args: argparse.Namespace, spec: Scenario, out: Path | None) -> int
     return _report(result, logs if out is not None else None)
 
 
+@contextlib.contextmanager
+def _study_progress(name: str) -> Iterator[Callable[[dict[str, Any], int, int], None]]:
+    """A study's progress: a bar with ETA on a terminal, else one stderr line per finished run."""
+    from .study import describe_result
+
+    if not sys.stderr.isatty():
+
+        def line(result: dict[str, Any], done: int, total: int) -> None:
+            sys.stderr.write(f"[{done}/{total}] {describe_result(result)}\n")
+            sys.stderr.flush()
+
+        yield line
+        return
+    from rich.progress import TimeRemainingColumn
+
+    with Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total} runs"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=Console(stderr=True),
+        transient=True,
+    ) as bar:
+        task = bar.add_task(f"study {name}", total=None)
+
+        def update(result: dict[str, Any], done: int, total: int) -> None:
+            bar.update(task, completed=done, total=total)
+
+        yield update
+
+
 def _cmd_sweep(args: argparse.Namespace) -> int:
     """Run a study (``sweep STUDY.toml``) or a quick sweep of a plain scenario."""
     from .study import (
         describe_executor,
-        describe_result,
         is_study_file,
         load_study,
         quick_study,
@@ -554,38 +585,7 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
         raise _Usage(f"--workers: expected a number >= 1, received {args.workers}")
     out = Path(args.out) if args.out else Path(f"{path.stem}-study")
     console = _console()
-    if sys.stderr.isatty():
-        from rich.progress import TimeRemainingColumn
-
-        with Progress(
-            TextColumn("[bold]{task.description}"),
-            BarColumn(),
-            TextColumn("{task.completed}/{task.total} runs"),
-            TimeElapsedColumn(),
-            TimeRemainingColumn(),
-            console=Console(stderr=True),
-            transient=True,
-        ) as bar:
-            task = bar.add_task(f"study {study.name}", total=None)
-
-            def progress(result: dict[str, Any], done: int, total: int) -> None:
-                bar.update(task, completed=done, total=total)
-
-            outcome = run_study(
-                study,
-                out=out,
-                workers=args.workers,
-                scheduler=args.scheduler,
-                resume=args.resume,
-                keep_runs=args.keep_runs,
-                progress=progress,
-            )
-    else:
-
-        def progress(result: dict[str, Any], done: int, total: int) -> None:
-            sys.stderr.write(f"[{done}/{total}] {describe_result(result)}\n")
-            sys.stderr.flush()
-
+    with _study_progress(study.name) as progress:
         outcome = run_study(
             study,
             out=out,
