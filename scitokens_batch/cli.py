@@ -537,16 +537,17 @@ def _study_progress(name: str) -> Iterator[Callable[[dict[str, Any], int, int], 
     with Progress(
         TextColumn("[bold]{task.description}"),
         BarColumn(),
-        TextColumn("{task.completed}/{task.total} runs"),
+        TextColumn("{task.fields[counted]}"),
         TimeElapsedColumn(),
         TimeRemainingColumn(),
         console=Console(stderr=True),
         transient=True,
     ) as bar:
-        task = bar.add_task(f"study {name}", total=None)
+        # The total is known from the first result on (a search's grows as it goes).
+        task = bar.add_task(f"study {name}", total=None, counted="starting workers")
 
         def update(result: dict[str, Any], done: int, total: int) -> None:
-            bar.update(task, completed=done, total=total)
+            bar.update(task, completed=done, total=total, counted=f"{done}/{total} runs")
 
         yield update
 
