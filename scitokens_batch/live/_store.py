@@ -250,23 +250,8 @@ class FileTree(MutableMapping[str, int]):
         """
         if not self._parts(path):
             raise OSError(errno.EBUSY, "the root of the data tree is not removed")
-        try:
-            fd, name = self._parent(path)
-        except (FileNotFoundError, NotADirectoryError, ValueError):
-            return False
-        try:
-            try:
-                st = os.stat(name, dir_fd=fd, follow_symlinks=False)
-            except FileNotFoundError:
-                return False
-            if stat.S_ISLNK(st.st_mode):
-                raise Escapes(f"server path {path!r} is a symbolic link")
-            if not stat.S_ISDIR(st.st_mode):
-                return False
-            os.rmdir(name, dir_fd=fd)  # ENOTEMPTY when anything is inside
-        finally:
-            os.close(fd)
-        return True
+        # ENOTEMPTY from os.rmdir when anything is inside
+        return self._remove(path, stat.S_ISDIR, os.rmdir) is not None
 
     def _open_read(self, path: str) -> int:
         fd, name = self._parent(path)
@@ -407,25 +392,42 @@ class FileTree(MutableMapping[str, int]):
         Raises:
             Escapes: ``path`` or one of its components is a symbolic link.
         """
+        st = self._remove(path, stat.S_ISREG, os.unlink)
+        if st is None:
+            return False
+        if self._used is not None:
+            self._used -= st.st_blocks * 512
+        return True
+
+    def _remove(
+        self,
+        path: str,
+        is_kind: Callable[[int], bool],
+        remove: Callable[..., None],
+    ) -> os.stat_result | None:
+        """Remove what ``path`` names when ``is_kind(st_mode)``, never following a symbolic
+        link; its stat before removal, or None when there is nothing of that kind there.
+
+        Raises:
+            Escapes: ``path`` or one of its components is a symbolic link.
+        """
         try:
             fd, name = self._parent(path)
         except (FileNotFoundError, NotADirectoryError, ValueError):
-            return False
+            return None
         try:
             try:
                 st = os.stat(name, dir_fd=fd, follow_symlinks=False)
             except FileNotFoundError:
-                return False
+                return None
             if stat.S_ISLNK(st.st_mode):
                 raise Escapes(f"server path {path!r} is a symbolic link")
-            if not stat.S_ISREG(st.st_mode):
-                return False
-            os.unlink(name, dir_fd=fd)
+            if not is_kind(st.st_mode):
+                return None
+            remove(name, dir_fd=fd)
         finally:
             os.close(fd)
-        if self._used is not None:
-            self._used -= st.st_blocks * 512
-        return True
+        return st
 
     def mkdir(self, path: str) -> bool:
         """Create a directory and its parents (B7); False when it already existed.
