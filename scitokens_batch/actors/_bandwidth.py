@@ -15,6 +15,8 @@ from __future__ import annotations
 import attrs
 import trio
 
+from .._vtime import wait_for_deadline
+
 __all__ = ["LinkReset", "SharedLink"]
 
 
@@ -58,11 +60,16 @@ class SharedLink:
             self._v += (now - self._last) * self.bandwidth / n
         self._last = now
 
-    def _retime(self) -> None:
-        """Move every sleeping transfer's deadline to when ``V`` reaches its target."""
+    def _deadline(self, flow: _Flow) -> float:
+        """When ``V`` reaches ``flow``'s target at the current share."""
+        return self._last + max(0.0, flow.target - self._v) * len(self._flows) / self.bandwidth
+
+    def _retime(self, skip: _Flow | None = None) -> None:
+        """Move every sleeping transfer's deadline (but ``skip``'s) to when ``V`` reaches its
+        target: the share changed."""
         per_byte = len(self._flows) / self.bandwidth
         for f in self._flows:
-            if f.scope is not None:
+            if f.scope is not None and f is not skip:
                 f.scope.deadline = self._last + max(0.0, f.target - self._v) * per_byte
 
     async def transfer(self, size: float) -> None:
@@ -73,19 +80,24 @@ class SharedLink:
         """
         if size <= 0:
             return
-        self._advance(trio.current_time())
+        # The run's clock, read directly: trio.current_time() is three calls deep.
+        clock = trio.lowlevel.current_clock().current_time
+        self._advance(clock())
         flow = _Flow(self._v + size)
         self._flows.append(flow)
         try:
             while True:
-                with trio.CancelScope() as scope:
+                # The share of every flow changed (or, after an early wake-up, the others'
+                # deadlines are recomputed from the new V, as they always were). Our own
+                # deadline is set as the scope is made: one registration with trio, not two.
+                self._retime(skip=flow)
+                with trio.CancelScope(deadline=self._deadline(flow)) as scope:
                     flow.scope = scope
-                    self._retime()  # the share of every flow changed: ours and theirs
-                    await trio.sleep_forever()
+                    await wait_for_deadline(scope)
                 flow.scope = None
                 if flow.reset:
                     raise LinkReset
-                now = trio.current_time()
+                now = clock()
                 self._advance(now)
                 remaining = (flow.target - self._v) * len(self._flows) / self.bandwidth
                 # Done, or a remainder the clock cannot represent (near a large clock value
@@ -94,9 +106,10 @@ class SharedLink:
                     break
         finally:
             if not flow.reset:
-                self._advance(trio.current_time())
+                self._advance(clock())
                 self._flows.remove(flow)
-                self._retime()  # the others speed up
+                if self._flows:
+                    self._retime()  # the others speed up
         self._bytes += size
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:

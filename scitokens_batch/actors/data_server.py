@@ -52,6 +52,9 @@ from ._jwks import fetch_jwks
 
 __all__ = ["DataServer"]
 
+#: ``op.value`` is a Python-level enum property; a dict lookup is the cheap way (per access).
+_OP_NAME: dict[Operation, str] = {op: op.value for op in Operation}
+
 
 @attrs.frozen
 class GroupArea:
@@ -419,7 +422,7 @@ class DataServer:
             self.name,
             "use",
             job=msg.job,
-            op=op.value,
+            op=_OP_NAME[op],
             path=msg.path,
             jti=verdict.jti,
             exp=verdict.exp,

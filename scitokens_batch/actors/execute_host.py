@@ -31,6 +31,7 @@ from typing import Protocol
 import attrs
 import trio
 
+from .._vtime import sleep
 from ..metrics import Recorder
 from ..protocol import (
     AccessStep,
@@ -297,7 +298,7 @@ class ExecuteHost:
         at_start = run.box.token()
         for step in program.steps:
             if isinstance(step, ComputeStep):
-                await trio.sleep(step.seconds)
+                await sleep(step.seconds)
                 run.cpu += step.seconds  # only what ran: a job that fails early used less
                 continue
             if isinstance(step, ExecStep):

@@ -101,11 +101,26 @@ def redact_event_dict(
     return event
 
 
+#: Event strings already cleaned (at :data:`EVENT_LIMIT`): the same ``jti`` or path is recorded
+#: by every access of a token's life, and its regular-expression scan is the dearest part of
+#: recording an event. Bounded; emptied when full (the strings still in use come back at once).
+_CLEANED: dict[str, str] = {}
+_CLEANED_MAX: Final = 1 << 16
+
+
 def bound_fields(fields: MutableMapping[str, Any], limit: int = EVENT_LIMIT) -> None:
     """Bound and redact every string of an event's fields, in place."""
     for key, value in fields.items():
         if isinstance(value, str):
             if len(value) >= _SHORTEST_SECRET or not value.isprintable():
-                fields[key] = bound(value, limit)
+                if limit != EVENT_LIMIT or len(value) > EVENT_LIMIT:
+                    fields[key] = bound(value, limit)
+                    continue
+                clean = _CLEANED.get(value)
+                if clean is None:
+                    if len(_CLEANED) >= _CLEANED_MAX:
+                        _CLEANED.clear()
+                    clean = _CLEANED[value] = bound(value, limit)
+                fields[key] = clean
         elif isinstance(value, list | tuple | dict):
             fields[key] = _clean(value, limit)

@@ -13,8 +13,8 @@ and two actors can be *partitioned* (requests between them fail in both directio
 from __future__ import annotations
 
 import attrs
-import trio
 
+from .._vtime import sleep
 from ..protocol import Message
 from ._base import Handler, Unreachable
 
@@ -86,7 +86,7 @@ class InMemoryNetwork:
             raise Unreachable(src, dest, "partition")
         latency = self._latency[dest]
         if latency:
-            await trio.sleep(latency)
+            await sleep(latency)
             # The destination may have gone down while the request was on the wire.
             if dest in self._down:
                 self._refused += 1
