@@ -281,7 +281,7 @@ class ExecuteHost:
         """I13: every ``sandbox_refresh`` copy the host's newest credential into the sandbox."""
         key = (run.start.user, run.start.service)
         while True:
-            await trio.sleep(self.sandbox_refresh)
+            await sleep(self.sandbox_refresh)
             newest = self._creds.get(key)
             if (
                 newest is not None

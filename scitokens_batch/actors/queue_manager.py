@@ -24,12 +24,13 @@ from __future__ import annotations
 
 import contextlib
 import random
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 import attrs
 import classad2
 import trio
 
+from .._vtime import sleep_until
 from ..metrics import Recorder
 from ..protocol import (
     Ack,
@@ -89,8 +90,16 @@ class Submission:
     workload: str
     user: str
     service: str
-    program: JobProgram
+    #: Resolves the job's program. Deterministic (the same program on every call), and called
+    #: when the job starts: a 100,000-job day does not hold ten million resolved steps from the
+    #: first second on.
+    plan: Callable[[], JobProgram] = attrs.field(repr=False, eq=False)
     ad: JobAd | None = None
+
+    @property
+    def program(self) -> JobProgram:
+        """The job's program (resolved on each call; see ``plan``)."""
+        return self.plan()
 
 
 #: Memory of a slot when the scenario's machine_ad does not say (MB; HTCondor's usual 2 GB/core).
@@ -229,10 +238,10 @@ class QueueManager:
             while True:
                 next_cycle = self._t0 + cycle * self.negotiation_interval
                 while sub is not None and self._t0 + sub.at <= next_cycle:
-                    await trio.sleep_until(self._t0 + sub.at)
+                    await sleep_until(self._t0 + sub.at)
                     self._submit(sub)
                     sub = next(pending, None)
-                await trio.sleep_until(next_cycle)
+                await sleep_until(next_cycle)
                 self._release_held()
                 self._negotiate()
                 cycle += 1

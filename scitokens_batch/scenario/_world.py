@@ -7,6 +7,8 @@ time is virtual; actors receive clocks and a transport.
 
 from __future__ import annotations
 
+import functools
+
 import logging
 import math
 import random
@@ -365,10 +367,7 @@ def submissions(
     planned.sort(key=lambda p: (p[0], p[1], p[2]))
     subs = []
     for job, (t, wi, k, w) in enumerate(planned, start=1):
-        rng = derive_rng(seed, "job", w.name, k)
-        program = _resolve_program(plans[wi], w.token_use is TokenUse.REREAD, job, rng)
-        if live and w.submitted and w.submitted[k].argv:
-            program = _with_executable(program, w.submitted[k].argv)
+        argv = w.submitted[k].argv if live and w.submitted else ()
         subs.append(
             Submission(
                 job=job,
@@ -376,11 +375,26 @@ def submissions(
                 workload=w.name,
                 user=w.user,
                 service=w.token.service,
-                program=program,
+                plan=functools.partial(_job_program, plans[wi], w, k, job, seed, argv),
                 ad=_job_ad(w.submitted[k]) if w.submitted else None,
             )
         )
     return subs
+
+
+def _job_program(
+    plans: Sequence[_AccessPlan | ComputeStepSpec | ExecStep],
+    w: WorkloadSpec,
+    k: int,
+    job: int,
+    seed: int,
+    argv: tuple[str, ...],
+) -> JobProgram:
+    """Job ``job`` (``k``-th of workload ``w``)'s program: its own random stream, derived from
+    the run's seed, so that resolving it again (a restart, or late) gives the same steps."""
+    rng = derive_rng(seed, "job", w.name, k)
+    program = _resolve_program(plans, w.token_use is TokenUse.REREAD, job, rng)
+    return _with_executable(program, argv) if argv else program
 
 
 def _with_executable(program: JobProgram, argv: tuple[str, ...]) -> JobProgram:
