@@ -23,6 +23,7 @@ events and never assigns a state.
 from __future__ import annotations
 
 import contextlib
+import heapq
 import random
 from collections.abc import Callable, Iterable, Sequence
 
@@ -175,6 +176,8 @@ class _Host:
     slots: int
     free: list[int]
     up: bool = True
+    #: position in the pool's host order (the negotiator's tie-break)
+    index: int = 0
 
 
 @attrs.define(kw_only=True)
@@ -214,10 +217,25 @@ class QueueManager:
     _matches: dict[JobAd, list[tuple[float, str]]] = attrs.field(factory=dict, alias="_matches")
     _machines: dict[str, classad2.ClassAd] = attrs.field(factory=dict, alias="_machines")
     _unmatched: set[int] = attrs.field(factory=set, alias="_unmatched")
+    #: (-free slots, host index) of hosts with free slots, stale entries dropped lazily: the
+    #: host with most free slots, first in pool order among equals, in O(log hosts), not
+    #: O(hosts) per match (a 20,000-slot pool matches 100,000 jobs a day)
+    _by_free: list[tuple[int, int]] = attrs.field(factory=list, alias="_by_free")
+    _host_list: list[_Host] = attrs.field(factory=list, alias="_host_list")
+    #: (user, service) -> jobs that started running with that credential (a superset of those
+    #: running now: finished ones are dropped when next looked at)
+    _started: dict[tuple[str, str], dict[int, None]] = attrs.field(factory=dict, alias="_started")
 
     def __attrs_post_init__(self) -> None:
-        for name, slots in self.hosts:
-            self._hosts[name] = _Host(name, slots, list(range(1, slots + 1)))
+        for i, (name, slots) in enumerate(self.hosts):
+            host = self._hosts[name] = _Host(name, slots, list(range(1, slots + 1)), index=i)
+            self._host_list.append(host)
+            self._free_changed(host)
+
+    def _free_changed(self, host: _Host) -> None:
+        """Index ``host``'s new count of free slots (call after every change of it)."""
+        if host.up and host.free:
+            heapq.heappush(self._by_free, (-len(host.free), host.index))
 
     # -- main loop ---------------------------------------------------------------------------
 
@@ -277,6 +295,7 @@ class QueueManager:
                     full.add(ad)
                     continue
             slot = host.free.pop(0)
+            self._free_changed(host)
             del self._idle[job_id]
             job = self._jobs[job_id]
             job.life.process(Match(host=host.name, slot=slot), now=trio.current_time())
@@ -310,11 +329,15 @@ class QueueManager:
         return found
 
     def _best_host(self) -> _Host | None:
-        best: _Host | None = None
-        for h in self._hosts.values():
-            if h.up and h.free and (best is None or len(h.free) > len(best.free)):
-                best = h
-        return best
+        """The up host with most free slots, the first in pool order among equals."""
+        heap = self._by_free
+        while heap:
+            negative_free, index = heap[0]
+            h = self._host_list[index]
+            if h.up and len(h.free) == -negative_free:
+                return h
+            heapq.heappop(heap)  # stale: the host's count changed since (a newer entry exists)
+        return None
 
     def _release_held(self) -> None:
         if self.release_held_after <= 0:
@@ -389,12 +412,14 @@ class QueueManager:
             return
         job.started_at = now
         job.life.process(Execute(), now=now)
+        self._started.setdefault((sub.user, sub.service), {})[sub.job] = None
         self.recorder.record(self.name, "execute", job=sub.job, host=host.name, slot=slot)
 
     def _free(self, host: _Host, slot: int) -> None:
         if host.up and slot not in host.free:
             host.free.append(slot)
             host.free.sort()
+            self._free_changed(host)
 
     # -- messages ----------------------------------------------------------------------------
 
@@ -431,17 +456,15 @@ class QueueManager:
         return Ack()
 
     async def _forward(self, update: CredentialUpdate) -> None:
-        hosts = sorted(
-            {
-                j.life.host
-                for j in self._jobs.values()
-                if j.life.state is JobState.RUNNING
-                and j.sub.user == update.user
-                and j.sub.service == update.service
-                and j.life.host is not None
-            }
-        )
-        for host in hosts:
+        started = self._started.get((update.user, update.service), {})
+        hosts: set[str] = set()
+        for job_id in list(started):
+            life = self._jobs[job_id].life
+            if life.state is not JobState.RUNNING:
+                del started[job_id]  # finished, evicted or held since: not coming back here
+            elif life.host is not None:
+                hosts.add(life.host)
+        for host in sorted(hosts):
             # Unreachable: the starter keeps its old token; it may expire there (a visible effect).
             with contextlib.suppress(Unreachable):
                 await self.transport.request(self.name, host, update)
@@ -475,6 +498,7 @@ class QueueManager:
         host = self._hosts[host_name]
         host.up = True
         host.free = list(range(1, host.slots + 1))
+        self._free_changed(host)
 
     def _running_on(self, host_name: str) -> Iterable[_Job]:
         return [
