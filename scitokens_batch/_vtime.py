@@ -71,7 +71,8 @@ def virtual_clock() -> trio.testing.MockClock:
         runner = getattr(_run_context.GLOBAL_RUN_CONTEXT, "runner", None)
         deadlines = getattr(runner, "deadlines", None)
         next_deadline = getattr(deadlines, "next_deadline", None)
-        if next_deadline is None:  # pragma: no cover - another trio: keep MockClock's jump
+        expire = getattr(deadlines, "expire", None)
+        if next_deadline is None or expire is None:  # pragma: no cover - another trio
             return
 
         def autojump() -> None:
@@ -80,6 +81,12 @@ def virtual_clock() -> trio.testing.MockClock:
             jump = next_deadline() - state["_virtual_base"]
             if 0 < jump < math.inf:
                 clock.jump(jump)
+                # trio would wake the tasks due now on its next pass, after an I/O poll of zero
+                # length that finds nothing in virtual time; waking them here, in the same
+                # order, lets them run in this pass: one pass and one epoll call per instant
+                # instead of two. The batch is the same, and so is the seeded shuffle of it
+                # (an empty batch draws nothing).
+                expire(state["_virtual_base"])
 
         clock._autojump = autojump  # type: ignore[method-assign]
 

@@ -106,3 +106,25 @@ async def test_zero_and_negative(autojump_clock: trio.testing.MockClock) -> None
     assert trio.current_time() == start
     with pytest.raises(ValueError, match="non-negative"):
         await sleep(-1)
+
+
+def test_one_run_loop_pass_per_instant() -> None:
+    """With the virtual clock, the tasks due at the instant the clock jumps to run in that same
+    run-loop pass: one pass (one zero-length epoll call) per instant, not two as MockClock."""
+
+    class Passes(trio.abc.Instrument):
+        def __init__(self) -> None:
+            self.count = 0
+
+        def before_io_wait(self, timeout: float) -> None:
+            self.count += 1
+
+    async def sleeper() -> None:
+        for _ in range(200):
+            await sleep(1.5)
+
+    stock, fast = Passes(), Passes()
+    trio.run(sleeper, clock=trio.testing.MockClock(autojump_threshold=0), instruments=[stock])
+    trio.run(sleeper, clock=virtual_clock(), instruments=[fast])
+    assert stock.count >= 400
+    assert fast.count <= 210
