@@ -8,7 +8,6 @@ time is virtual; actors receive clocks and a transport.
 from __future__ import annotations
 
 import functools
-
 import logging
 import math
 import random
