@@ -8,25 +8,23 @@ and the actors read the time about a dozen times per data access; with ``rate = 
 exactly ``virtual_base``, so returning the field gives the same floats for a fraction of the
 cost.
 
-**The sleeps.**
-``trio.sleep`` parks the task in a cancel scope with a deadline; when the deadline passes, trio
-cancels the scope and the task is woken with a ``Cancelled`` exception, which is raised through
-the sleep and caught by the scope. A million data accesses are a million such exceptions, about
-a quarter of the cost of a sleep under ``MockClock`` (docs/performance.md). Here the task waits
-with :func:`trio.lowlevel.wait_task_rescheduled` in the same kind of scope, and its abort
-function, which trio calls when the scope is cancelled, tells the two causes apart:
+**The sleeps.** ``trio.sleep`` parks the task in a cancel scope with a deadline; when the
+deadline passes, trio cancels the scope (recalculating its cancel-status tree) and wakes the task
+with a ``Cancelled`` exception, raised through the sleep and caught by the scope. A million data
+accesses are a million such scopes and exceptions, more than half of the cost of a sleep under
+``MockClock`` (docs/performance.md). :class:`Timer` puts the task's wake-up time in trio's own
+deadline heap instead, as an entry that reschedules the task with a plain value when it passes.
 
-- the scope's own deadline has passed: the task is rescheduled with a plain value (no
-  exception) and the scope is left without anything to catch;
-- anything else (an enclosing scope cancelled, or this scope cancelled by hand before its
-  deadline): ``Abort.SUCCEEDED``, and the task gets ``Cancelled`` exactly as with
-  ``trio.sleep``.
+The task is put on the run queue in the same run-loop pass as with ``trio.sleep``, so the batch
+of tasks that run together, and trio's seeded order within it, are unchanged: every event of a
+seeded run is the same (tests/scenarios/test_pinned_outputs.py, tests/test_vtime.py).
+Cancellation from outside is trio's, level-triggered: an enclosing scope cancelled while the
+task waits raises ``Cancelled`` in it; one cancelled after the task was woken is delivered at
+its next checkpoint, as with ``trio.sleep``.
 
-Both paths put the task on the run queue at the same point of the same run-loop pass as
-``trio.sleep`` would, so the order in which tasks run, and therefore every event of a seeded
-run, is unchanged (tests/scenarios/test_pinned_outputs.py). Cancellation stays level-triggered:
-an enclosing scope cancelled after the task was woken is delivered at its next checkpoint, as
-with ``trio.sleep``.
+This relies on two internals of trio's run loop (the runner's ``deadlines`` heap and the two
+attributes it reads of an entry); the project pins trio below 0.40, a test checks that the fast
+path is the one taken, and without those internals the same API falls back to a cancel scope.
 """
 
 from __future__ import annotations
@@ -38,7 +36,7 @@ import trio.testing
 from trio._core import _run_context
 from trio.lowlevel import Abort, current_task, reschedule, wait_task_rescheduled
 
-__all__ = ["sleep", "sleep_until", "virtual_clock", "wait_for_deadline"]
+__all__ = ["Timer", "sleep", "sleep_until", "virtual_clock"]
 
 
 def virtual_clock() -> trio.testing.MockClock:
@@ -97,24 +95,128 @@ def virtual_clock() -> trio.testing.MockClock:
     return clock
 
 
-async def wait_for_deadline(scope: trio.CancelScope) -> None:
-    """Wait, inside the entered ``scope``, until its deadline passes (the deadline may be moved
-    meanwhile); returns normally then. Any other cancellation raises ``Cancelled``."""
-    task = current_task()
+class Timer:
+    """One task's wake-up time, kept in trio's own deadline heap without a cancel scope.
 
-    def abort(_raise_cancel: object) -> Abort:
-        if trio.current_time() >= scope.deadline:
-            reschedule(task)  # our own deadline: wake without raising
-            return Abort.FAILED
-        return Abort.SUCCEEDED
+    trio's run loop keeps the deadlines of cancel scopes in a heap and, when one passes, calls
+    the scope's ``_cancel``; what it reads of an entry is its ``_registered_deadline`` and that
+    method. A timer is such an entry: when its deadline passes it reschedules its task with a
+    plain value. A cancel scope per sleep costs its entry and exit, a cancel-status tree
+    recalculated at expiry and a ``Cancelled`` raised and caught; a timer costs a heap push and
+    pop. The deadline can be moved while the task waits (:meth:`set`), which the shared
+    bandwidth link does whenever its share changes. Cancellation from outside is trio's as
+    usual: the abort function unregisters the timer and lets ``Cancelled`` through.
 
-    await wait_task_rescheduled(abort)
+    Outside a trio run with the heap this needs (another trio release, guest mode), the
+    same API falls back to a cancel scope whose own deadline wakes the task without an
+    exception (:attr:`fast` says which); the order in which tasks wake is the same either way.
+    """
+
+    __slots__ = ("_deadlines", "_pending", "_registered_deadline", "_scope", "_task", "_waiting")
+
+    def __init__(self) -> None:
+        self._task = current_task()
+        runner = getattr(_run_context.GLOBAL_RUN_CONTEXT, "runner", None)
+        deadlines = getattr(runner, "deadlines", None)
+        usable = (
+            deadlines is not None
+            and not getattr(runner, "is_guest", True)
+            and callable(getattr(deadlines, "add", None))
+            and callable(getattr(deadlines, "remove", None))
+        )
+        self._deadlines = deadlines if usable else None
+        self._registered_deadline = math.inf
+        self._waiting = False
+        self._scope: trio.CancelScope | None = None
+        self._pending = math.inf  # the fallback's deadline until its scope exists
+
+    @property
+    def waiting(self) -> bool:
+        """Whether the task waits in :meth:`wait` and has not been woken yet."""
+        if self._deadlines is None:
+            return self._scope is not None and not self._scope.cancel_called
+        return self._waiting
+
+    @property
+    def fast(self) -> bool:
+        """Whether this timer sits in trio's deadline heap itself (else: a cancel scope)."""
+        return self._deadlines is not None
+
+    def set(self, deadline: float) -> None:
+        """Wake the task at ``deadline`` (moves an earlier setting)."""
+        if math.isnan(deadline):
+            raise ValueError("deadline must not be NaN")
+        if self._deadlines is None:
+            if self._scope is not None:
+                self._scope.deadline = deadline
+            else:
+                self._pending = deadline
+            return
+        self._unregister()
+        if deadline != math.inf:
+            self._registered_deadline = deadline
+            self._deadlines.add(deadline, self)
+
+    def _unregister(self) -> None:
+        if self._registered_deadline != math.inf:
+            assert self._deadlines is not None
+            self._deadlines.remove(self._registered_deadline, self)
+            self._registered_deadline = math.inf
+
+    def _cancel(self, _reason: object) -> None:
+        # trio's deadline heap: our deadline passed (the heap dropped its entry).
+        self._unregister()
+        if self._waiting:
+            self._waiting = False
+            reschedule(self._task)
+
+    def fire(self) -> None:
+        """Wake the task now if it waits (a link reset); it finds out why by itself."""
+        if self._deadlines is None:
+            if self._scope is not None:
+                self._scope.cancel()
+            return
+        self._cancel(None)
+
+    async def wait(self) -> None:
+        """Wait until the deadline set with :meth:`set` passes or :meth:`fire` is called;
+        returns normally then. A cancellation from outside raises ``Cancelled``."""
+        if self._deadlines is None:
+            await self._wait_in_scope()
+            return
+
+        def abort(_raise_cancel: object) -> Abort:
+            self._waiting = False
+            self._unregister()
+            return Abort.SUCCEEDED
+
+        self._waiting = True
+        await wait_task_rescheduled(abort)
+
+    async def _wait_in_scope(self) -> None:
+        with trio.CancelScope(deadline=self._pending) as scope:
+            self._scope = scope
+            task = self._task
+
+            def abort(_raise_cancel: object) -> Abort:
+                if trio.current_time() >= scope.deadline:
+                    reschedule(task)  # our own deadline: wake without raising
+                    return Abort.FAILED
+                return Abort.SUCCEEDED
+
+            try:
+                await wait_task_rescheduled(abort)
+            finally:
+                self._pending = scope.deadline
+                self._scope = None
 
 
 async def sleep_until(deadline: float) -> None:
-    """:func:`trio.sleep_until` without the exception (a deadline in the past is a checkpoint)."""
-    with trio.CancelScope(deadline=deadline) as scope:
-        await wait_for_deadline(scope)
+    """:func:`trio.sleep_until` without a cancel scope (a deadline in the past is a
+    checkpoint: the task runs again in the next batch)."""
+    timer = Timer()
+    timer.set(deadline)
+    await timer.wait()
 
 
 async def sleep(seconds: float) -> None:

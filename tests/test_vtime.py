@@ -8,7 +8,7 @@ import pytest
 import trio
 import trio.testing
 
-from scitokens_batch._vtime import sleep, sleep_until, virtual_clock
+from scitokens_batch._vtime import Timer, sleep, sleep_until, virtual_clock
 
 
 def _wake_times(clock: trio.abc.Clock, sleeper: object) -> list[tuple[int, float]]:
@@ -54,6 +54,12 @@ def test_fast_path_is_taken_with_this_trio() -> None:
     trio.run(main, clock=clock)
     assert callable(jumps[0])
     assert clock.current_time() == 5.0
+
+    async def timer_kind() -> bool:
+        return Timer().fast
+
+    assert trio.run(timer_kind, clock=virtual_clock()) is True
+    assert trio.run(timer_kind) is True  # live mode (the real clock) takes it too
 
 
 async def test_woken_at_the_deadline_without_cancelled(
@@ -128,3 +134,73 @@ def test_one_run_loop_pass_per_instant() -> None:
     trio.run(sleeper, clock=virtual_clock(), instruments=[fast])
     assert stock.count >= 400
     assert fast.count <= 210
+
+
+@pytest.mark.parametrize("fast", [True, False])
+async def test_timer_moves_fires_and_cancels(
+    fast: bool, autojump_clock: trio.testing.MockClock
+) -> None:
+    """A timer wakes its task at its latest deadline, at once when fired, and a cancellation
+    from outside raises Cancelled and leaves nothing registered; the same with the cancel-scope
+    fallback."""
+    start = trio.current_time()
+    woke: list[float] = []
+
+    def timer() -> Timer:
+        t = Timer()
+        if not fast:
+            t._deadlines = None  # what another trio would give: the fallback
+        return t
+
+    async def mover() -> None:
+        t = timer()
+        t.set(start + 10)
+        async with trio.open_nursery() as nursery:
+
+            async def later() -> None:
+                await trio.sleep(1)
+                assert t.waiting
+                t.set(start + 3)  # moved while waiting, as the shared link does
+
+            nursery.start_soon(later)
+            await t.wait()
+            woke.append(trio.current_time())
+
+    await mover()
+    assert woke == [start + 3]
+
+    t = timer()
+    async with trio.open_nursery() as nursery:
+
+        async def firer() -> None:
+            await trio.sleep(2)
+            t.fire()
+
+        nursery.start_soon(firer)
+        t.set(start + 100)
+        await t.wait()
+    assert trio.current_time() == start + 5
+    assert not t.waiting
+
+    with trio.move_on_after(1) as scope:
+        t = timer()
+        t.set(trio.current_time() + 50)
+        await t.wait()
+    assert scope.cancelled_caught
+    assert not t.waiting
+    assert t._registered_deadline == float("inf")
+    await sleep(60)  # the cancelled timer's old deadline passes without waking anything
+
+
+async def test_many_cancelled_timers_keep_trio_heap_consistent(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """Thousands of timers cancelled before their deadline leave trio's deadline heap
+    consistent: its pruning (which asserts its count of live entries) runs and the next
+    sleeps wake on time."""
+    for i in range(3000):
+        with trio.move_on_after(0.5):
+            await sleep_until(trio.current_time() + 1000 + i)
+    start = trio.current_time()
+    await sleep(2)
+    assert trio.current_time() == start + 2

@@ -4,10 +4,10 @@ Every active transfer gets ``bandwidth / n`` bytes per second. Instead of recomp
 transfer's progress when ``n`` changes, the link keeps the *service per transfer* ``V(t)``
 (bytes each active transfer has received since the link started): ``dV/dt = bandwidth / n``.
 A transfer of ``size`` bytes that starts when ``V = v0`` ends when ``V = v0 + size``; that target
-never changes. Each transfer sleeps in its own cancel scope until the instant ``V`` reaches its
-target; when ``n`` changes (an arrival or a departure) the link moves the deadlines of the
-transfers under way. One wake-up per transfer, no helper task: the simulator's benchmark measured
-a trio wake-up at ~38 µs, the largest cost of an access after the signature check.
+never changes. Each transfer sleeps on its own timer (``_vtime.Timer``) until the instant
+``V`` reaches its target; when ``n`` changes (an arrival or a departure) the link moves the
+deadlines of the transfers under way. One wake-up per transfer, no helper task and no cancel
+scope: a wake-up is the largest cost of an access once signatures are memoised.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from __future__ import annotations
 import attrs
 import trio
 
-from .._vtime import wait_for_deadline
+from .._vtime import Timer
 
 __all__ = ["LinkReset", "SharedLink"]
 
@@ -27,7 +27,7 @@ class LinkReset(Exception):
 @attrs.define(eq=False)
 class _Flow:
     target: float
-    scope: trio.CancelScope | None = None
+    timer: Timer
     reset: bool = False
 
 
@@ -69,8 +69,8 @@ class SharedLink:
         target: the share changed."""
         per_byte = len(self._flows) / self.bandwidth
         for f in self._flows:
-            if f.scope is not None and f is not skip:
-                f.scope.deadline = self._last + max(0.0, f.target - self._v) * per_byte
+            if f is not skip and f.timer.waiting:  # a woken flow recomputes its own
+                f.timer.set(self._last + max(0.0, f.target - self._v) * per_byte)
 
     async def transfer(self, size: float) -> None:
         """Move ``size`` bytes; returns when they are through.
@@ -83,18 +83,15 @@ class SharedLink:
         # The run's clock, read directly: trio.current_time() is three calls deep.
         clock = trio.lowlevel.current_clock().current_time
         self._advance(clock())
-        flow = _Flow(self._v + size)
+        flow = _Flow(self._v + size, Timer())
         self._flows.append(flow)
         try:
             while True:
                 # The share of every flow changed (or, after an early wake-up, the others'
-                # deadlines are recomputed from the new V, as they always were). Our own
-                # deadline is set as the scope is made: one registration with trio, not two.
+                # deadlines are recomputed from the new V, as they always were).
                 self._retime(skip=flow)
-                with trio.CancelScope(deadline=self._deadline(flow)) as scope:
-                    flow.scope = scope
-                    await wait_for_deadline(scope)
-                flow.scope = None
+                flow.timer.set(self._deadline(flow))
+                await flow.timer.wait()
                 if flow.reset:
                     raise LinkReset
                 now = clock()
@@ -121,8 +118,7 @@ class SharedLink:
         """Abort every transfer under way (a restart): each raises :class:`LinkReset`."""
         for flow in self._flows:
             flow.reset = True
-            if flow.scope is not None:
-                flow.scope.cancel()
+            flow.timer.fire()
         self._flows.clear()
         self._advance(trio.current_time())
 
