@@ -22,6 +22,7 @@ from ._tls import RunCA, system_ca_bundle
 from ._xrootd import (
     CURL_CA_FILE,
     XROOTD_USER,
+    XrootdArea,
     XrootdIssuer,
     XrootdServer,
     XrootdSpec,
@@ -40,6 +41,7 @@ __all__ = [
     "RunCA",
     "ServiceConfig",
     "TlsFiles",
+    "XrootdArea",
     "XrootdIssuer",
     "XrootdServer",
     "XrootdSpec",

@@ -95,7 +95,7 @@ from ._config import AuthFiles, ServiceConfig, TlsFiles
 from ._relay import Relay
 from ._store import FileTree, populate
 from ._tls import RunCA
-from ._xrootd import XrootdIssuer, XrootdServer, XrootdSpec, write_faketime
+from ._xrootd import XrootdArea, XrootdIssuer, XrootdServer, XrootdSpec, write_faketime
 
 __all__ = ["LIVE_FAULTS", "LiveError", "ServiceProcess", "run_live"]
 
@@ -537,6 +537,7 @@ class _Run:
             trust="auto",
             port=self.sockets[name].getsockname()[1],
             faketime_file=workdir / FAKETIME_FILE if self._clock_stepped(name) else None,
+            areas=tuple(XrootdArea(a.path, a.read, a.write) for a in ds.areas),
         )
         self.services[name] = XrootdService(name, spec, workdir / "xrootd", self.peers[name])
 

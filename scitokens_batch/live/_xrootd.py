@@ -65,6 +65,7 @@ __all__ = [
     "CURL_CA_FILE",
     "LIBFAKETIME",
     "XROOTD_USER",
+    "XrootdArea",
     "XrootdIssuer",
     "XrootdServer",
     "XrootdSpec",
@@ -169,6 +170,43 @@ class XrootdIssuer:
     base_path: str = attrs.field(validator=_check_base_path)
 
 
+def _check_area_path(_: object, attribute: attrs.Attribute[str], value: str) -> None:
+    _absolute(f"XrootdArea.{attribute.name}", value)
+
+
+def _check_groups(
+    _: object, attribute: attrs.Attribute[tuple[str, ...]], value: tuple[str, ...]
+) -> None:
+    for group in value:
+        # An authdb line is split on white space; '#' would start a comment there.
+        _no_blank(f"XrootdArea.{attribute.name}[]", group)
+        if "#" in group:
+            raise LocalInputError(
+                f"XrootdArea.{attribute.name}[] must not contain '#' (got {group!r})"
+            )
+
+
+def _groups(value: Iterable[str]) -> tuple[str, ...]:
+    return (value,) if isinstance(value, str) else tuple(value)
+
+
+@attrs.frozen
+class XrootdArea:
+    """A storage area granting by ``wlcg.groups`` (scenario ``[[data_servers.areas]]``),
+    written as XrdAcc group rules (see :func:`_authdb` for how, and docs/live.md for where
+    XRootD's semantics differ from ours).
+
+    Attributes:
+        path: the area's root in XRootD's namespace (base paths included).
+        read: groups that may read, stat and list below it.
+        write: groups that may also create, overwrite, delete and make directories.
+    """
+
+    path: str = attrs.field(validator=_check_area_path)
+    read: tuple[str, ...] = attrs.field(default=(), converter=_groups, validator=_check_groups)
+    write: tuple[str, ...] = attrs.field(default=(), converter=_groups, validator=_check_groups)
+
+
 def _tuple_of_str(value: Iterable[str]) -> tuple[str, ...]:
     if isinstance(value, str):  # a lone string would become a tuple of letters
         return (value,)
@@ -176,6 +214,10 @@ def _tuple_of_str(value: Iterable[str]) -> tuple[str, ...]:
 
 
 def _tuple_of_issuers(value: Iterable[XrootdIssuer]) -> tuple[XrootdIssuer, ...]:
+    return tuple(value)
+
+
+def _tuple_of_areas(value: Iterable[XrootdArea]) -> tuple[XrootdArea, ...]:
     return tuple(value)
 
 
@@ -206,6 +248,10 @@ class XrootdSpec:
         faketime_file: run the daemon under libfaketime (:data:`LIBFAKETIME`) with this
             timestamp file (:func:`write_faketime`; ``+0`` is written when it does not exist),
             so that a ``clock_step`` can step the clock its SciTokens plugin judges tokens by.
+        areas: storage areas granting by ``wlcg.groups`` where a token's scopes do not; with
+            any, the SciTokens plugin is chained in front of XRootD's default authorizer
+            (``ofs.authlib ++``, ``onmissing = passthrough``) and an ``acc.authdb`` holds the
+            group rules (:func:`_authdb`).
     """
 
     name: str
@@ -220,6 +266,7 @@ class XrootdSpec:
     user: str = XROOTD_USER
     binary: str = "xrootd"
     faketime_file: Path | None = None
+    areas: tuple[XrootdArea, ...] = attrs.field(default=(), converter=_tuple_of_areas)
 
     def __attrs_post_init__(self) -> None:
         _no_blank("XrootdSpec.name", self.name)
@@ -487,7 +534,13 @@ def preload_cpp_keycache(
 
 
 def _xrootd_config(
-    spec: XrootdSpec, *, port: int, var: Path, tls: Path | None, scitokens_cfg: Path
+    spec: XrootdSpec,
+    *,
+    port: int,
+    var: Path,
+    tls: Path | None,
+    scitokens_cfg: Path,
+    authdb: Path | None = None,
 ) -> str:
     """``xrootd.cfg``, as in peers.md c. (xroot and http share one port)."""
     lines = [
@@ -506,10 +559,19 @@ def _xrootd_config(
         "http.header2cgi Authorization authz",
         "http.header2cgi authorization authz",
         "ofs.authorize",
-        # No '++': SciTokens is the only authorizer, so no token or a bad one is a 403.
-        f"ofs.authlib libXrdAccSciTokens.so config={scitokens_cfg}",
-        "scitokens.trace all",
     ]
+    if authdb is None:
+        # No '++': SciTokens is the only authorizer, so no token or a bad one is a 403.
+        lines.append(f"ofs.authlib libXrdAccSciTokens.so config={scitokens_cfg}")
+    else:
+        # '++': the plugin in front of the default authorizer. A token whose scopes do not
+        # grant the access is passed on (onmissing = passthrough) with its wlcg.groups as
+        # the entity's groups, which the authdb's group rules decide (storage areas).
+        lines += [
+            f"ofs.authlib ++ libXrdAccSciTokens.so config={scitokens_cfg}",
+            f"acc.authdb {authdb}",
+        ]
+    lines.append("scitokens.trace all")
     if tls is not None:
         lines += [
             f"xrd.tls {tls / 'server.pem'} {tls / 'server.key'}",
@@ -529,6 +591,9 @@ def _scitokens_config(spec: XrootdSpec) -> str:
     lines = ["[Global]"]
     if spec.audiences:
         lines.append(f"audience = {', '.join(spec.audiences)}")
+    if spec.areas:
+        # Also the default; written out because the group rules depend on it.
+        lines.append("onmissing = passthrough")
     for number, issuer in enumerate(spec.issuers, start=1):
         lines += [
             "",
@@ -536,6 +601,35 @@ def _scitokens_config(spec: XrootdSpec) -> str:
             f"issuer = {issuer.url}",
             f"base_path = {issuer.base_path}",
         ]
+    return "\n".join(lines) + "\n"
+
+
+#: XrdAcc privileges of a group in an area: ``a`` (all: create, overwrite, delete, mkdir,
+#: read, stat, list; also rename, lock, chmod) for a writer, ``rl`` (read and list, lookup =
+#: stat) for a reader, and ``-`` (no privilege, negating nothing) for a group the area leaves
+#: out: it stops the search, so a shorter (outer) area's rights do not leak in.
+_AREA_PRIVS = {"write": "a", "read": "rl", "none": "-"}
+
+
+def _authdb(spec: XrootdSpec) -> str:
+    """``authdb``: the storage areas as XrdAcc group rules (``acc.authdb``).
+
+    XrdAcc gives a group the privileges of the *first* path of its record that prefixes the
+    request path, and ORs over the entity's groups. So each group gets one record listing
+    every area, the longest path first: the longest matching area decides, each group
+    contributes what that area grants it, as our data server decides (``areas`` in
+    actors/data_server.py). XrdAcc compares paths as strings, not by whole components (see
+    docs/live.md).
+    """
+    areas = sorted(spec.areas, key=lambda a: (-len(a.path.rstrip("/")), a.path))
+    groups = sorted({g for area in areas for g in (*area.read, *area.write)})
+    lines = [f"# {spec.name}: storage areas, written by scitokens-batch (live/_xrootd.py)"]
+    for group in groups:
+        pairs = []
+        for area in areas:
+            kind = "write" if group in area.write else "read" if group in area.read else "none"
+            pairs.append(f"{area.path} {_AREA_PRIVS[kind]}")
+        lines.append(f"g {group} " + " ".join(pairs))
     return "\n".join(lines) + "\n"
 
 
@@ -673,7 +767,8 @@ class XrootdServer:
     ) -> XrootdServer:
         """Write the configuration under ``workdir``, start XRootD and wait until it answers.
 
-        Layout: ``workdir/xrootd.cfg``, ``scitokens.cfg``, ``launcher.log`` (the wrapper's
+        Layout: ``workdir/xrootd.cfg``, ``scitokens.cfg``, ``authdb`` (with
+        :attr:`XrootdSpec.areas`), ``launcher.log`` (the wrapper's
         output), ``tls/`` (copies of the server credentials the daemon can read) and ``var/``
         (``admin``, ``run``, ``cache`` = ``XDG_CACHE_HOME``, ``xrootd.log``). With euid 0,
         ``tls``, ``var`` and the namespace :attr:`XrootdSpec.root` belong to ``spec.user``.
@@ -744,9 +839,20 @@ class XrootdServer:
         try:
             port = sock.getsockname()[1]
             _files.write_public(scitokens_cfg, _scitokens_config(spec))
+            authdb: Path | None = None
+            if spec.areas:
+                authdb = workdir / "authdb"
+                _files.write_public(authdb, _authdb(spec))
             _files.write_public(
                 config,
-                _xrootd_config(spec, port=port, var=var, tls=tls_dir, scitokens_cfg=scitokens_cfg),
+                _xrootd_config(
+                    spec,
+                    port=port,
+                    var=var,
+                    tls=tls_dir,
+                    scitokens_cfg=scitokens_cfg,
+                    authdb=authdb,
+                ),
             )
             # A stale log from an earlier run in this workdir would confuse the error tails.
             for stale in (log_path, launcher_log):

@@ -620,7 +620,7 @@ class DataServerSpec:
             (``"https://host:port"``, ``"https://*.domain:port"``); None: the scenario's own
             data servers. Only https sources are ever fetched.
         areas: storage areas granting by ``wlcg.groups`` (:class:`StorageAreaSpec`), in
-            both modes; ours only (XRootD: see docs/live.md).
+            both modes; XRootD gets them as XrdAcc group rules (differences: docs/live.md).
     """
 
     name: str = attrs.field(metadata=_NAME)

@@ -91,6 +91,13 @@ TRANSFER_HEADER: Final = "x-scitokens-batch-transfer"
 SIDE_HEADER: Final = "x-scitokens-batch-side"
 #: The size a third-party copy is expected to move (for the destination's decision and events).
 SIZE_HEADER: Final = "x-scitokens-batch-size"
+#: The body length of every PUT we send, spelled exactly so. XrdHttp 5.5.3 finds it with a
+#: case-sensitive ``strcmp(key, "Content-Length")`` (``XrdHttpReq::parseLine``), though header
+#: names are case-insensitive (RFC 9110 §5.1): sent as ``content-length`` it reads a length of
+#: 0, creates an empty file, answers 200, then parses the body as the next request's header
+#: ("Corrupted header detected") and drops the link, so the client's read fails with a
+#: ``ReadError`` (a reset) or the next request on that connection does (issue 15).
+LENGTH_HEADER: Final = "Content-Length"
 #: Bytes per chunk when streaming file bodies.
 CHUNK: Final = 256 * 1024
 #: Uploads up to this size are sent as one buffer rather than streamed.
@@ -272,10 +279,10 @@ class HttpTransport:
             except _STALE:
                 if not isinstance(message, DataRequest):
                     raise
-                # A kept-alive connection the server had closed (XRootD 5.5.3 drops the link
-                # after some answers): GET, HEAD and PUT are idempotent, so try once more, on a
-                # new connection, as browsers and curl do. Never for OAuth posts: a replayed
-                # refresh could burn a single-use refresh token.
+                # A kept-alive connection the server had closed or given up: GET, HEAD and PUT
+                # are idempotent, so try once more, at once, on a new connection, as browsers
+                # and curl do (tests/transport/test_xrdhttp_quirks.py). Never for OAuth
+                # posts: a replayed refresh could burn a single-use refresh token.
                 self.stale_retries += 1
             async with self._fresh_client() as fresh:
                 return await self._data(peer, message, client=fresh)
@@ -450,9 +457,7 @@ class HttpTransport:
         if req.transfer is not None:
             headers[TRANSFER_HEADER] = req.transfer
         if method == "PUT":
-            headers["content-length"] = str(req.size)
-            # Small bodies go in one piece: XrdHttp 5.5.3 was seen to stall on some PUTs whose
-            # body arrived as a stream of chunks (the request then timed out).
+            headers[LENGTH_HEADER] = str(req.size)  # never chunked: XrdHttp needs the length
             body = bytes(req.size) if req.size <= SMALL_BODY else _zeros(req.size)
             reply = await client.request(method, url, content=body, headers=headers)
             return _data_response(reply.status_code, reply.headers, reply.content, req.size)
@@ -1552,7 +1557,7 @@ def data_app(
         if not answer.ok or size is None:
             await _json(send, 404, {"error": "not_found"}, {SIDE_HEADER: "source"})
             return
-        headers = {"content-length": str(size)}
+        headers = {LENGTH_HEADER: str(size)}
         dest_auth = _header(scope, "transferheaderauthorization")
         if dest_auth is not None:
             headers["Authorization"] = dest_auth
@@ -1568,12 +1573,8 @@ def data_app(
         async def work() -> str | None:
             content: bytes | AsyncIterator[bytes] = pushed()
             if size <= SMALL_BODY:
-                # In one piece, as our client's PUTs: XrdHttp 5.5.3 stalls or resets on some
-                # bodies that arrive as a stream of chunks.
+                # In one piece, as our client's PUTs (httpx keeps our LENGTH_HEADER, one copy).
                 content = b"".join([chunk async for chunk in pushed()])
-                # httpx adds Content-Length for bytes itself; a second copy of the header
-                # makes XrdHttp drop the connection.
-                del headers["content-length"]
             try:
                 reply = await pull.request("PUT", destination, content=content, headers=headers)
             except httpx.TransportError as exc:
@@ -1593,9 +1594,10 @@ async def _source_stream(
     client: httpx.AsyncClient, url: str, headers: Mapping[str, str]
 ) -> AsyncIterator[httpx.Response]:
     """A third-party copy's GET of its source, sent again once if a kept-alive connection
-    turns out to be unusable before any answer (``RemoteProtocolError``): XRootD 5.5.3 leaves
-    its connection in a state the next request fails on after it answered a PUT (a push).
-    A GET has no effect at the source, so sending it again is safe."""
+    turns out to be unusable before any answer (``RemoteProtocolError``): a server may drop a
+    kept-alive link at any time (XRootD 5.5.3 did after every PUT sent with a lower-case
+    ``content-length``, see :data:`LENGTH_HEADER`). A GET has no effect at the source, so
+    sending it again is safe."""
     request = client.build_request("GET", url, headers=headers)
     try:
         reply = await client.send(request, stream=True)

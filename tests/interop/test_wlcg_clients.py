@@ -318,6 +318,18 @@ vo = "/"
 path = "/data"
 count = 1
 size = "1kB"
+
+# Storage areas: XRootD then chains its SciTokens plugin in front of an authdb of group
+# rules, so every XRootD test here also runs in that mode (scopes still grant first).
+[[data_servers.areas]]
+path = "/"
+read = ["/wlcg"]
+write = ["/wlcg"]
+
+[[data_servers.areas]]
+path = "/protected"
+read = ["/wlcg"]
+write = ["/wlcg/test"]
 """
 
 
@@ -411,7 +423,8 @@ def test_xrootd_push_to_ours(xsite: Site, gfal: None) -> None:
 
 
 def test_xrootd_davix_namespace(xsite: Site, davix: None, tmp_path: Path) -> None:
-    """davix ls/mkdir/put/get/rm against XRootD, for the table: listing, bytes round-trip, removal."""
+    """davix ls/mkdir/put/get/rm against XRootD, for the table: listing, bytes round-trip,
+    rm of a non-empty directory refused, removal of the file and the emptied directory."""
     names = ok(dv(xsite, "davix-ls", url(xsite, "/data/", "xrd"), token=xsite.read)).split()
     assert "payload" in names
     src = tmp_path / "up.bin"
@@ -423,6 +436,9 @@ def test_xrootd_davix_namespace(xsite: Site, davix: None, tmp_path: Path) -> Non
     down = tmp_path / "down.bin"
     ok(dv(xsite, "davix-get", url(xsite, "/up/dx/f", "xrd"), str(down), token=xsite.rw))
     assert down.read_bytes() == PAYLOAD
+    # A non-empty directory: refused (XRootD: 500), nothing removed.
+    assert dv(xsite, "davix-rm", url(xsite, "/up/dx", "xrd"), token=xsite.rw).returncode != 0
+    assert disk.exists()
     ok(dv(xsite, "davix-rm", url(xsite, "/up/dx/f", "xrd"), token=xsite.rw))
     ok(dv(xsite, "davix-rm", url(xsite, "/up/dx", "xrd"), token=xsite.rw))
     assert not disk.parent.exists()
@@ -434,3 +450,166 @@ def test_xrootd_gfal_stat(xsite: Site, gfal: None) -> None:
     assert "directory" in d
     f = ok(gf(xsite, "gfal-stat", url(xsite, "/data/payload", "xrd"), token=xsite.read))
     assert f"Size: {len(PAYLOAD)}" in f
+
+
+def _davix_cp(
+    site: Site, mode: str, source: str, dest: str, *, at_copy: str, other: str
+) -> subprocess.CompletedProcess[str]:
+    """davix-cp in ``mode``: ``at_copy`` in Authorization (the end the COPY goes to: the
+    destination when pulling, the source when pushing), ``other`` for the other end."""
+    return run(
+        [
+            "davix-cp",
+            "--capath",
+            str(site.capath),
+            "-H",
+            f"Authorization: Bearer {at_copy}",
+            "-H",
+            f"TransferHeaderAuthorization: Bearer {other}",
+            "--copy-mode",
+            mode,
+            source,
+            dest,
+        ]
+    )
+
+
+@pytest.mark.parametrize(
+    ("mode", "source", "dest"),
+    [
+        ("pull", "other", "xrd"),  # XRootD's libXrdHttpTPC GETs from ours
+        ("push", "other", "xrd"),  # ours PUTs to XRootD
+        ("pull", "xrd", "store"),  # ours GETs from XRootD
+        ("push", "xrd", "store"),  # XRootD PUTs to ours
+    ],
+)
+def test_xrootd_davix_cp_third_party(
+    xsite: Site, davix: None, mode: str, source: str, dest: str
+) -> None:
+    """davix-cp (HTTP-TPC) between ours and XRootD, both modes both ways: the exact bytes arrive."""
+    parent = f"/up/dcp-{mode}-{source}"
+    target = f"{parent}/f"
+    # XRootD's TPC does not make the destination's parents: make them first, as FTS does.
+    ok(dv(xsite, "davix-mkdir", url(xsite, parent, dest), token=xsite.rw))
+    at_copy, other = (xsite.rw, xsite.read) if mode == "pull" else (xsite.read, xsite.rw)
+    proc = _davix_cp(
+        xsite,
+        mode,
+        url(xsite, "/data/payload", source),
+        url(xsite, target, dest),
+        at_copy=at_copy,
+        other=other,
+    )
+    ok(proc)
+    root = xrootd_tree(xsite.storage) if dest == "xrd" else xsite.storage.tree(dest)
+    assert root.joinpath(*target.strip("/").split("/")).read_bytes() == PAYLOAD
+
+
+def test_xrootd_gfal_mkdir_copy_rm(xsite: Site, gfal: None, tmp_path: Path) -> None:
+    """gfal-mkdir -p, gfal-copy up (-K ADLER32) and down, gfal-rm of a file, of a non-empty
+    directory, and -r, against XRootD: the bytes on its disk, and what each removal leaves."""
+    src = tmp_path / "up.bin"
+    src.write_bytes(PAYLOAD)
+    disk = xrootd_tree(xsite.storage) / "up" / "xgfal"
+    ok(gf(xsite, "gfal-mkdir", "-p", url(xsite, "/up/xgfal/a/b", "xrd"), token=xsite.rw))
+    assert (disk / "a" / "b").is_dir()
+    ok(
+        gf(
+            xsite,
+            "gfal-copy",
+            "-K",
+            "ADLER32",
+            f"file://{src}",
+            url(xsite, "/up/xgfal/a/b/f", "xrd"),
+            token=xsite.rw,
+        )
+    )
+    assert (disk / "a" / "b" / "f").read_bytes() == PAYLOAD
+    down = tmp_path / "down.bin"
+    ok(
+        gf(
+            xsite,
+            "gfal-copy",
+            url(xsite, "/up/xgfal/a/b/f", "xrd"),
+            f"file://{down}",
+            token=xsite.rw,
+        )
+    )
+    assert down.read_bytes() == PAYLOAD
+    # A non-empty directory: refused, nothing removed (as ours).
+    assert gf(xsite, "gfal-rm", url(xsite, "/up/xgfal/a", "xrd"), token=xsite.rw).returncode != 0
+    assert (disk / "a" / "b" / "f").exists()
+    ok(gf(xsite, "gfal-rm", url(xsite, "/up/xgfal/a/b/f", "xrd"), token=xsite.rw))
+    assert not (disk / "a" / "b" / "f").exists()
+    ok(gf(xsite, "gfal-rm", "-r", url(xsite, "/up/xgfal", "xrd"), token=xsite.rw))
+    assert not disk.exists()
+
+
+def _curl(site: Site, *args: str, token: str) -> tuple[int, str]:
+    """curl's HTTP status and body for one request (exit status 0 asserted)."""
+    proc = run(
+        [
+            "curl",
+            "-sS",
+            "--capath",
+            str(site.capath),
+            "-H",
+            f"Authorization: Bearer {token}",
+            "-o",
+            "-",
+            "-w",
+            "\n%{http_code}",
+            *args,
+        ]
+    )
+    out = ok(proc)
+    body, _, status = out.rpartition("\n")
+    return int(status), body
+
+
+@pytest.mark.parametrize("server", ["store", "xrd"])
+def test_directory_head_propfind_delete(xsite: Site, server: str) -> None:
+    """curl against a directory on ours and on XRootD: HEAD is 200, PROPFIND Depth 1 is 207
+    listing the file, DELETE of the non-empty directory is refused and removes nothing, of the
+    emptied one succeeds."""
+    if shutil.which("curl") is None:
+        peer_missing("curl not found (apt-get install curl)")
+    base = url(xsite, "/up/dirops", server)
+    root = xrootd_tree(xsite.storage) if server == "xrd" else xsite.storage.tree(server)
+    disk = root / "up" / "dirops"
+    assert _curl(xsite, "-X", "MKCOL", base, token=xsite.rw)[0] == 201
+    assert _curl(xsite, "-X", "PUT", "--data-binary", "x", base + "/f", token=xsite.rw)[0] in (
+        200,
+        201,
+    )
+    head, _ = _curl(xsite, "-I", base, token=xsite.read)
+    listing, body = _curl(xsite, "-X", "PROPFIND", "-H", "Depth: 1", base, token=xsite.read)
+    full, why = _curl(xsite, "-X", "DELETE", base, token=xsite.rw)
+    assert (disk / "f").exists()
+    assert _curl(xsite, "-X", "DELETE", base + "/f", token=xsite.rw)[0] in (200, 204)
+    empty, _ = _curl(xsite, "-X", "DELETE", base, token=xsite.rw)
+    assert not disk.exists()
+    assert (head, listing) == (200, 207)
+    assert "dirops/f" in body
+    assert full == DELETE_NON_EMPTY[server], (full, why)
+    assert empty == DELETE_EMPTY[server], empty
+
+
+#: DELETE of a non-empty directory: ours 409 (as dCache); XRootD 5.5.3 answers 500 (its
+#: rmdir error, "Directory not empty", mapped to a server error), as measured.
+DELETE_NON_EMPTY = {"store": 409, "xrd": 500}
+#: DELETE of an empty directory: ours 204, XRootD 200 (its answer to every DELETE).
+DELETE_EMPTY = {"store": 204, "xrd": 200}
+
+
+def test_xrootd_areas_reach_its_configuration(xsite: Site) -> None:
+    """The scenario's ``[[data_servers.areas]]`` reach the XRootD the runner starts: the
+    SciTokens plugin chained (``++``) in front of an authdb with one group record per group,
+    its areas longest first (group decisions themselves: test_xrootd_areas.py)."""
+    workdir = xsite.storage.run.workdir / "services" / "xrd" / "xrootd"
+    config = (workdir / "xrootd.cfg").read_text().splitlines()
+    assert any(line.startswith("ofs.authlib ++ libXrdAccSciTokens.so") for line in config)
+    assert f"acc.authdb {workdir / 'authdb'}" in config
+    rules = [li for li in (workdir / "authdb").read_text().splitlines() if not li.startswith("#")]
+    assert rules == ["g /wlcg /protected rl / a", "g /wlcg/test /protected a / -"]
+    assert "onmissing = passthrough" in (workdir / "scitokens.cfg").read_text()

@@ -6,11 +6,12 @@ from __future__ import annotations
 import datetime
 import json
 import os
+import shutil
 from pathlib import Path
 
 import pytest
 
-from scitokens_batch.live import run_live, xrootd_missing
+from scitokens_batch.live import _runner, run_live, xrootd_missing
 from scitokens_batch.scenario import load_scenario
 
 from ..interop.conftest import peer_missing
@@ -37,18 +38,42 @@ def _children() -> set[int]:
     return found
 
 
+#: Where the data server keeps its files in the run's work directory: ours, XRootD.
+DATA_TREE = {"builtin": "data", "xrootd": "ns"}
+
+
 @pytest.mark.parametrize("backend", ["builtin", "xrootd"])
-def test_live_smoke(tmp_path: Path, backend: str) -> None:
+def test_live_smoke(tmp_path: Path, backend: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """I5/I13 live: every job outlives its first token and completes because renewed tokens are
     re-staged into its real sandbox; renewals fail during the issuer restart and succeed after;
-    no token is used expired; every process started is gone afterwards. Same with XRootD."""
+    no token is used expired; every job's output is on the data server's disk, whole; every
+    process started is gone afterwards. Same with XRootD."""
     if backend == "xrootd" and (why := xrootd_missing()) is not None:
         peer_missing(f"XRootD: {why}")
     before = _children()
     overrides = [f"data_servers[0].backend={backend}"]
     spec = load_scenario(SCENARIO, overrides=overrides)
     out = tmp_path / "out"
-    result = run_live(spec, SCENARIO, overrides=overrides, out=out, log_level="info")
+    # The run's work directory is kept (and removed below) to look at the data server's disk.
+    workdirs: list[Path] = []
+    new_workdir = _runner.new_workdir
+
+    def recorded(prefix: str) -> Path:
+        workdirs.append(new_workdir(prefix))
+        return workdirs[-1]
+
+    monkeypatch.setattr(_runner, "new_workdir", recorded)
+    try:
+        result = run_live(
+            spec, SCENARIO, overrides=overrides, out=out, log_level="info", keep_workdir=True
+        )
+        # Issue 15: XRootD had answered 200 to PUTs it stored as empty files.
+        tree = workdirs[0] / "services" / "store" / DATA_TREE[backend] / "vo" / "results" / "alice"
+        sizes = {p.name: p.stat().st_size for p in tree.glob("*.out")}
+        assert sizes == {f"{job}.out": 100_000 for job in range(1, 21)}
+    finally:
+        for workdir in workdirs:
+            shutil.rmtree(workdir, ignore_errors=True)
     failed = [f"{c.line} (actual {c.actual})" for c in result.checks if not c.passed]
     assert result.passed, failed
     summary = json.loads((out / "summary.json").read_text())
