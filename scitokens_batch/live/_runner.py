@@ -842,6 +842,7 @@ def run_live(
     tls: RunCA | None = None,
     keep_workdir: bool = False,
     progress: Callable[[float, float], None] | None = None,
+    events: str = "all",
 ) -> RunResult:
     """Run ``spec`` live (see the module docstring).
 
@@ -849,6 +850,7 @@ def run_live(
         scenario_path: the scenario file every service loads (with ``overrides``).
         tls: the user's own CA and server certificate; None makes a throw-away one.
         keep_workdir: keep configurations, logs and sandboxes (kept anyway after a failure).
+        events: what events.jsonl in ``out`` holds (``--events``: all, none, errors).
 
     Raises:
         ScenarioError: the scenario asks for something a live run cannot do.
@@ -901,6 +903,7 @@ def run_live(
             wall=time.perf_counter() - wall0,
             extra={"services": len(run.services)},
             epoch=run.t0,  # jobs.log shows the wall-clock times the jobs really had
+            events_out=events,
         )
         if out is not None:
             shutil.copytree(workdir / "logs", out / "logs", dirs_exist_ok=True)
