@@ -32,7 +32,7 @@ from rich.table import Table
 from . import _files
 from ._version import __version__
 from .errors import KeyFileError, LocalInputError
-from .metrics import EVENT_OUTPUTS, summary_table
+from .metrics import ERROR_KINDS, EVENT_OUTPUTS, summary_table
 from .scenario import (
     DEFAULT_EVENT_LIMIT,
     EVENTS_PER_SECOND,
@@ -782,11 +782,9 @@ def _build_parser() -> argparse.ArgumentParser:
         choices=EVENT_OUTPUTS,
         default="all",
         help="with --out, what events.jsonl holds: every event (default), none (no file), or "
-        "errors: only reject, refresh_failed, exchange_failed, token_request_failed, held, "
-        "evicted, unmatched, transfer_refused, transfer_failed, rule_failed, refresh_reuse, "
-        "code_reuse, fault, and a failed terminated / transfer_state / jwks_fetch, an issuer "
-        "request with status >= 400, a use at or after exp; the summary, CSVs, jobs.log and "
-        "report are the same whatever the choice",
+        f"errors: only {', '.join(sorted(ERROR_KINDS))}, and a failed terminated / "
+        "transfer_state / jwks_fetch, an issuer request with status >= 400, a use at or after "
+        "exp; the summary, CSVs, jobs.log and report are the same whatever the choice",
     )
     run.add_argument(
         "--force",

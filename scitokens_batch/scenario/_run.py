@@ -227,6 +227,7 @@ def run_virtual(
         raise
     wall = time.perf_counter() - wall0
     builder.verifier_work(*verifier_work(world))
+    del world  # the actors, their caches and memos: freed before the outputs are built
 
     summary: dict[str, Any] = {
         "scenario": spec.meta.name,
