@@ -32,7 +32,7 @@ from rich.table import Table
 from . import _files
 from ._version import __version__
 from .errors import KeyFileError, LocalInputError
-from .metrics import summary_table
+from .metrics import ERROR_KINDS, EVENT_OUTPUTS, summary_table
 from .scenario import (
     DEFAULT_EVENT_LIMIT,
     EVENTS_PER_SECOND,
@@ -459,6 +459,7 @@ def _report(result: RunResult, outputs: str | None) -> int:
 
 def _cmd_run(args: argparse.Namespace) -> int:
     spec = _load(args)
+    events = getattr(args, "events", "all")  # `demo` runs this without the option
     out = Path(args.out) if args.out else None
     if out is not None:
         _prepare_out(out)
@@ -478,9 +479,11 @@ def _cmd_run(args: argparse.Namespace) -> int:
             source=args.scenario,
             overrides=args.set or (),
             plots=not getattr(args, "no_plots", False),
+            events=events,
         ),
     )
-    outputs = "summary.json run.json events.jsonl jobs.csv tokens.csv jobs.log"
+    events_file = "" if events == "none" else " events.jsonl"
+    outputs = f"summary.json run.json{events_file} jobs.csv tokens.csv jobs.log"
     if not getattr(args, "no_plots", False):
         outputs += " report.html"
     return _report(result, f"outputs in {out}/: {outputs}" if out is not None else None)
@@ -510,6 +513,7 @@ def _run_live(args: argparse.Namespace, spec: Scenario, out: Path | None) -> int
                 tls=tls,
                 keep_workdir=args.keep_workdir,
                 progress=progress,
+                events=getattr(args, "events", "all"),
             ),
         )
     except LiveError as exc:
@@ -772,6 +776,15 @@ def _build_parser() -> argparse.ArgumentParser:
         "--no-plots",
         action="store_true",
         help="with --out, skip report.html and its plots (studies do: nobody reads them)",
+    )
+    run.add_argument(
+        "--events",
+        choices=EVENT_OUTPUTS,
+        default="all",
+        help="with --out, what events.jsonl holds: every event (default), none (no file), or "
+        f"errors: only {', '.join(sorted(ERROR_KINDS))}, and a failed terminated / "
+        "transfer_state / jwks_fetch, an issuer request with status >= 400, a use at or after "
+        "exp; the summary, CSVs, jobs.log and report are the same whatever the choice",
     )
     run.add_argument(
         "--force",

@@ -843,6 +843,7 @@ def run_live(
     tls: RunCA | None = None,
     keep_workdir: bool = False,
     progress: Callable[[float, float], None] | None = None,
+    events: str = "all",
 ) -> RunResult:
     """Run ``spec`` live (see the module docstring).
 
@@ -850,6 +851,7 @@ def run_live(
         scenario_path: the scenario file every service loads (with ``overrides``).
         tls: the user's own CA and server certificate; None makes a throw-away one.
         keep_workdir: keep configurations, logs and sandboxes (kept anyway after a failure).
+        events: what events.jsonl in ``out`` holds (``--events``: all, none, errors).
 
     Raises:
         ScenarioError: the scenario asks for something a live run cannot do.
@@ -902,6 +904,8 @@ def run_live(
             wall=time.perf_counter() - wall0,
             extra={"services": len(run.services)},
             epoch=run.t0,  # jobs.log shows the wall-clock times the jobs really had
+            events_out=events,
+            work=_verifier_work(spec, workdir / "events"),
         )
         if out is not None:
             shutil.copytree(workdir / "logs", out / "logs", dirs_exist_ok=True)
@@ -916,6 +920,23 @@ def run_live(
     else:
         shutil.rmtree(workdir, ignore_errors=True)
     return result
+
+
+def _verifier_work(spec: Scenario, directory: Path) -> tuple[int, int] | None:
+    """The data servers' (signatures computed, signature memo hits), summed; None when any is
+    unknown: an XRootD server (its plugin verifies), or a service that was killed."""
+    from ._serve import read_work, work_file
+
+    checks = hits = 0
+    for ds in spec.data_servers:
+        if ds.backend is not DataBackend.BUILTIN:
+            return None
+        tally = read_work(work_file(directory / f"{ds.name}.jsonl"))
+        if tally is None or tally.get("running") or not tally.get("complete"):
+            return None
+        checks += tally["signature_checks"]
+        hits += tally["signature_memo_hits"]
+    return checks, hits
 
 
 async def _drive(run: _Run, progress: Callable[[float, float], None] | None) -> None:

@@ -42,7 +42,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from .. import _files
-from ..actors import Credential, HostClock, Issuer, TokenManager
+from ..actors import Credential, DataServer, HostClock, Issuer, TokenManager
 from ..metrics import Event, Recorder
 from ..protocol import rpcauth
 from ..scenario import DataBackend, World, load_scenario
@@ -449,6 +449,50 @@ async def _on_signals(shutdown: trio.Event, log: Any) -> None:
             return
 
 
+def work_file(events: Path) -> Path:
+    """Where a data server service keeps its verifier's work, beside its events file."""
+    return events.with_name(events.stem + ".work.json")
+
+
+def _tally_work(server: DataServer, events: Path | None) -> Callable[[], None]:
+    """Keep ``server``'s verifier counters (signatures computed, memo hits) for the run's
+    summary, summed over the service's incarnations (a restart starts from zero).
+
+    The file says ``running`` while a process serves; one that finds it still so was preceded
+    by a killed process whose counts are lost, and marks the tally incomplete for good (the
+    summary then reports null rather than an undercount). Returns what to do on the way out.
+    """
+    if events is None:
+        return lambda: None
+    path = work_file(events)
+    tally = read_work(path) or {"signature_checks": 0, "signature_memo_hits": 0, "complete": True}
+    if tally.get("running"):
+        tally["complete"] = False
+    _files.write_public(path, json.dumps({**tally, "running": True}))
+
+    def done() -> None:
+        stats = server.verifier.statistics()
+        tally["signature_checks"] += stats.signature_checks
+        tally["signature_memo_hits"] += stats.signature_memo_hits
+        _files.write_public(path, json.dumps({**tally, "running": False}))
+
+    return done
+
+
+def read_work(path: Path) -> dict[str, Any] | None:
+    """A data server service's work tally (see :func:`_tally_work`), or None when absent or
+    unreadable."""
+    try:
+        found = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(found, dict) or not all(
+        isinstance(found.get(k), int) for k in ("signature_checks", "signature_memo_hits")
+    ):
+        return None
+    return found
+
+
 def _pick(
     world: World, config: ServiceConfig, guard: RpcGuard, *, admin_secret: str | None = None
 ) -> tuple[Any, Any, Callable[[], None]]:
@@ -507,7 +551,7 @@ def _pick(
             refuse_overwrite=server.refuse_overwrite,
             now=wall_now,
         )
-        return server, app, nothing
+        return server, app, _tally_work(server, config.events)
     if role == "execute-host":
         host = world.hosts.get(name)
         if host is None:

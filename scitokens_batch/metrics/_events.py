@@ -65,6 +65,11 @@ kind                       actor            fields
 third-party copy, at both ends.
 
 ``headroom_s`` is ``exp`` minus the *true* time of the access (not the server's skewed clock).
+
+What events.jsonl holds is chosen per run (``--events``, :data:`EVENT_OUTPUTS`): ``all`` (the
+default), ``none`` (no file: the summary, CSVs, jobs.log and report are built from the events
+as they are recorded, whatever is written), or ``errors``: only the events that signal a
+problem (:func:`is_error`), with the ``seq`` numbers they have in the full stream.
 """
 
 from __future__ import annotations
@@ -73,13 +78,48 @@ import contextlib
 import json
 import os
 from collections.abc import Callable, Iterator
-from typing import IO, Any, NamedTuple, Protocol
+from typing import IO, Any, Final, NamedTuple, Protocol
 
 import attrs
 
 from ..tokens import bound_fields
 
-__all__ = ["Event", "EventSink", "JsonlSink", "ListSink", "Recorder"]
+__all__ = [
+    "ERROR_KINDS",
+    "EVENT_OUTPUTS",
+    "ErrorsOnlySink",
+    "Event",
+    "EventSink",
+    "JsonlSink",
+    "ListSink",
+    "Recorder",
+    "events_file_sink",
+    "is_error",
+]
+
+#: The choices of ``--events``: every event, no events.jsonl, only the events of problems.
+EVENT_OUTPUTS: Final = ("all", "none", "errors")
+
+#: Kinds that always signal a problem: a refused access, a failed token request or refresh,
+#: a held, evicted or unmatched job, a refused or failed transfer or rule, a replayed refresh
+#: token or authorization code, and the faults themselves (start and end).
+ERROR_KINDS: Final = frozenset(
+    {
+        "reject",
+        "refresh_failed",
+        "exchange_failed",
+        "token_request_failed",
+        "held",
+        "evicted",
+        "unmatched",
+        "transfer_refused",
+        "transfer_failed",
+        "rule_failed",
+        "refresh_reuse",
+        "code_reuse",
+        "fault",
+    }
+)
 
 
 class Event(NamedTuple):
@@ -111,6 +151,30 @@ class Event(NamedTuple):
         """Parse one line of events.jsonl."""
         d = json.loads(line)
         return cls(d.pop("t"), d.pop("seq"), d.pop("actor"), d.pop("kind"), d)
+
+
+def is_error(ev: Event) -> bool:
+    """Whether ``ev`` signals a problem (what ``--events errors`` keeps): a kind of
+    :data:`ERROR_KINDS`, or a ``terminated`` job that failed, a failed ``transfer_state``
+    attempt, a failed ``jwks_fetch``, an issuer ``request`` answered with an error status
+    (>= 400), or a ``use`` accepted at or after the token's exp (``headroom_s`` <= 0)."""
+    kind = ev.kind
+    if kind in ERROR_KINDS:
+        return True
+    f = ev.fields
+    if kind == "use":
+        headroom = f.get("headroom_s")
+        return headroom is not None and headroom <= 0
+    if kind == "terminated":
+        return f.get("status") == "failed"
+    if kind == "transfer_state":
+        return f.get("state") == "failed"
+    if kind == "jwks_fetch":
+        return not f.get("ok")
+    if kind == "request":
+        status = f.get("status")
+        return isinstance(status, int) and status >= 400
+    return False
 
 
 class EventSink(Protocol):
@@ -181,6 +245,46 @@ class JsonlSink:
         self.close()
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self._tmp)
+
+
+@attrs.define
+class ErrorsOnlySink:
+    """Writes only the events :func:`is_error` keeps to ``inner`` (``--events errors``)."""
+
+    inner: JsonlSink
+
+    def write(self, event: Event) -> None:
+        """Pass ``event`` on when it signals a problem."""
+        if is_error(event):
+            self.inner.write(event)
+
+    def close(self) -> None:
+        """Close the file (it stays under its temporary name)."""
+        self.inner.close()
+
+    def commit(self) -> None:
+        """Close and move into place."""
+        self.inner.commit()
+
+    def discard(self) -> None:
+        """Close and delete."""
+        self.inner.discard()
+
+
+def events_file_sink(path: str, events: str) -> JsonlSink | ErrorsOnlySink | None:
+    """The sink writing events.jsonl at ``path`` for an ``--events`` choice; None for
+    ``none``. Chosen once per run, so ``all`` costs nothing per event beyond the write.
+
+    Raises:
+        ValueError: ``events`` is not one of :data:`EVENT_OUTPUTS`.
+    """
+    if events == "all":
+        return JsonlSink(path)
+    if events == "errors":
+        return ErrorsOnlySink(JsonlSink(path))
+    if events == "none":
+        return None
+    raise ValueError(f"events: expected one of {', '.join(EVENT_OUTPUTS)}, received {events!r}")
 
 
 @attrs.define

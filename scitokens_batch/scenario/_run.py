@@ -30,7 +30,9 @@ from .._version import __version__
 from .._vtime import virtual_clock
 from ..errors import LocalInputError, ScenarioError
 from ..metrics import (
+    EVENT_OUTPUTS,
     PLOT_FILES,
+    ErrorsOnlySink,
     Event,
     JobEventLogWriter,
     JobTable,
@@ -40,6 +42,7 @@ from ..metrics import (
     ReportBuilder,
     SummaryBuilder,
     TokenTable,
+    events_file_sink,
     fixed_bucket_s,
 )
 from ._determinism import seeded_trio_scheduler
@@ -131,6 +134,7 @@ def run_virtual(
     source: str | None = None,
     overrides: Sequence[str] = (),
     plots: bool = True,
+    events: str = "all",
 ) -> RunResult:
     """Run ``spec`` in virtual time.
 
@@ -145,11 +149,16 @@ def run_virtual(
         overrides: the ``--set`` strings ``spec`` was loaded with, recorded in summary.json
             (``overrides``) so that the run can be repeated by hand.
         plots: with ``out``, also write report.html and its plots (a study skips them).
+        events: with ``out``, what events.jsonl holds: ``all``, ``errors`` (only the events
+            that signal a problem, :func:`~scitokens_batch.metrics.is_error`) or ``none`` (no
+            file; one left in ``out`` by an earlier run is removed). Every other output is the
+            same whatever this is: it is built from every event as it is recorded.
 
     Raises:
         LocalInputError: bad input found by the wiring or by an actor during the run, never
             wrapped in an exception group (the command line turns it into exit code 2).
     """
+    _check_events(events)
     the_seed = spec.meta.seed if seed is None else seed
     # One seed for everything: whichever way it was given, the spec carries the seed the
     # summary reports, so no stream can fall back to the file's `[scenario] seed`.
@@ -161,11 +170,13 @@ def run_virtual(
     tables: list[Any] = []
     report: Any = None
     sink: Any
+    file_sink: JsonlSink | ErrorsOnlySink | None = None
     created_out = False
     if out is not None:
         created_out = not out.exists()
         out.mkdir(parents=True, exist_ok=True)
-        sink = JsonlSink(str(out / "events.jsonl"))
+        file_sink = events_file_sink(str(out / "events.jsonl"), events)
+        sink = file_sink if file_sink is not None else _CountingSink()
         tables = [JobTable(), TokenTable(), _job_log(spec)]
         report = (
             ReportBuilder(
@@ -188,7 +199,7 @@ def run_virtual(
     wall0 = time.perf_counter()
     try:
         with seeded_trio_scheduler(the_seed), _gc_tuned():
-            trio.run(
+            world = trio.run(
                 functools.partial(
                     drive,
                     spec,
@@ -201,8 +212,8 @@ def run_virtual(
                 clock=virtual_clock(),
             )
     except BaseException as exc:
-        if isinstance(sink, JsonlSink):
-            sink.discard()
+        if file_sink is not None:
+            file_sink.discard()
         if created_out and out is not None and not any(out.iterdir()):
             out.rmdir()  # we made it for this run: leave no trace of a failed one
         # trio raises what a task raised inside an exception group; bad input must reach the
@@ -216,6 +227,8 @@ def run_virtual(
                 raise found from None
         raise
     wall = time.perf_counter() - wall0
+    builder.verifier_work(*verifier_work(world))
+    del world  # the actors, their caches and memos: freed before the outputs are built
 
     summary: dict[str, Any] = {
         "scenario": spec.meta.name,
@@ -239,13 +252,16 @@ def run_virtual(
         for c in checks
     ]
     if out is not None:
-        assert isinstance(sink, JsonlSink)
         try:
             written = _write_outputs(out, summary, tables, report, spec, run_info)
         except BaseException:
-            sink.discard()
+            if file_sink is not None:
+                file_sink.discard()
             raise
-        sink.commit()
+        if file_sink is not None:
+            file_sink.commit()
+        else:
+            written.discard("events.jsonl")  # and an earlier run's goes with the stale files
         _remove_stale(out, written)
     if keep_events and isinstance(sink, ListSink):
         summary["_events"] = sink.events
@@ -262,15 +278,23 @@ def result_from_events(
     wall: float,
     extra: Mapping[str, Any] | None = None,
     epoch: float | None = None,
+    work: tuple[int, int] | None = None,
+    events_out: str = "all",
 ) -> RunResult:
     """Summary, checks and (with ``out``) every output file, from a finished run's events.
 
     The live runner calls this with the merged events of all its services; outputs appear
     only once all of them are written (events.jsonl last, through a temporary name).
     ``epoch`` is the Unix time of ``t = 0`` for jobs.log (live: the run's wall-clock start;
-    by default the scenario epoch).
+    by default the scenario epoch). ``work`` is the data servers' (signatures computed,
+    signature memo hits) when known (``data.signature_checks``, ``data.signature_memo_hits``;
+    null otherwise). ``events_out`` chooses what events.jsonl holds, as ``--events`` does
+    (see :func:`run_virtual`).
     """
+    _check_events(events_out)
     builder = SummaryBuilder()
+    if work is not None:
+        builder.verifier_work(*work)
     created_out = out is not None and not out.exists()
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
@@ -285,7 +309,7 @@ def result_from_events(
         if out is not None
         else None
     )
-    sink = JsonlSink(str(out / "events.jsonl")) if out is not None else None
+    sink = events_file_sink(str(out / "events.jsonl"), events_out) if out is not None else None
     try:
         for ev in events:
             builder(ev)
@@ -327,9 +351,28 @@ def result_from_events(
         raise
     if sink is not None:
         sink.commit()
+    else:
+        written.discard("events.jsonl")
     if out is not None:
         _remove_stale(out, written)
     return RunResult(summary=summary, checks=checks, out=out, run=run_info)
+
+
+def _check_events(events: str) -> None:
+    if events not in EVENT_OUTPUTS:
+        raise LocalInputError(
+            f"events: expected one of {', '.join(EVENT_OUTPUTS)}, received {events!r}"
+        )
+
+
+def verifier_work(world: World) -> tuple[int, int]:
+    """Signatures computed and signature memo hits, summed over the world's data servers."""
+    checks = hits = 0
+    for server in world.data_servers.values():
+        stats = server.verifier.statistics()
+        checks += stats.signature_checks
+        hits += stats.signature_memo_hits
+    return checks, hits
 
 
 def _job_log(spec: Scenario, epoch: float | None = None) -> JobEventLogWriter:

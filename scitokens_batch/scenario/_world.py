@@ -305,7 +305,13 @@ def _resolve_program(
     reread: bool,
     job: int,
     rng: random.Random,
+    shared: dict[tuple[str, str, str, int, bool], dict[int, AccessStep]] | None = None,
 ) -> JobProgram:
+    """One job's steps. ``shared`` keeps one AccessStep per distinct access for every job
+    (they are immutable): a day of 100,000 jobs x 100 accesses would otherwise hold ten
+    million step objects and path strings (about 130 bytes each) from the start of the run."""
+    if shared is None:
+        shared = {}
     steps: list[AccessStep | ComputeStep | ExecStep] = []
     job_text = str(job)
     for plan in plans:
@@ -319,15 +325,19 @@ def _resolve_program(
         if plan.names:
             head, tail = path.split("{random_file}", 1)
             names, n = plan.names, len(plan.names)
+            # The steps of one server, directory, size and direction, by the file drawn.
+            cache = shared.setdefault((plan.server, head, tail, plan.size, plan.write), {})
             for _ in range(plan.repeat):
-                steps.append(
-                    AccessStep(
+                drawn = rng.randrange(n)
+                step = cache.get(drawn)
+                if step is None:
+                    step = cache[drawn] = AccessStep(
                         server=plan.server,
-                        path=head + names[rng.randrange(n)] + tail,
+                        path=head + names[drawn] + tail,
                         size=plan.size,
                         write=plan.write,
                     )
-                )
+                steps.append(step)
         else:
             one = AccessStep(server=plan.server, path=path, size=plan.size, write=plan.write)
             steps.extend([one] * plan.repeat)  # immutable: one object serves every repeat
@@ -365,6 +375,7 @@ def submissions(
         planned.extend((t, wi, k, w) for k, t in enumerate(times))
     planned.sort(key=lambda p: (p[0], p[1], p[2]))
     subs = []
+    shared: dict[tuple[str, str, str, int, bool], dict[int, AccessStep]] = {}
     for job, (t, wi, k, w) in enumerate(planned, start=1):
         argv = w.submitted[k].argv if live and w.submitted else ()
         subs.append(
@@ -374,7 +385,7 @@ def submissions(
                 workload=w.name,
                 user=w.user,
                 service=w.token.service,
-                plan=functools.partial(_job_program, plans[wi], w, k, job, seed, argv),
+                plan=functools.partial(_job_program, plans[wi], w, k, job, seed, argv, shared),
                 ad=_job_ad(w.submitted[k]) if w.submitted else None,
             )
         )
@@ -388,11 +399,13 @@ def _job_program(
     job: int,
     seed: int,
     argv: tuple[str, ...],
+    shared: dict[tuple[str, str, str, int, bool], dict[int, AccessStep]],
 ) -> JobProgram:
     """Job ``job`` (``k``-th of workload ``w``)'s program: its own random stream, derived from
-    the run's seed, so that resolving it again (a restart, or late) gives the same steps."""
+    the run's seed, so that resolving it again (a restart, or late) gives the same steps; the
+    step objects are shared with every other job that draws the same access."""
     rng = derive_rng(seed, "job", w.name, k)
-    program = _resolve_program(plans, w.token_use is TokenUse.REREAD, job, rng)
+    program = _resolve_program(plans, w.token_use is TokenUse.REREAD, job, rng, shared)
     return _with_executable(program, argv) if argv else program
 
 

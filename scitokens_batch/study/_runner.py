@@ -113,6 +113,7 @@ class _Plan:
                     overrides=overrides,
                     keep_dir=keep,
                     label=point.label,
+                    events=self.study.events,
                 )
             )
         return tasks

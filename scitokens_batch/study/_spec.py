@@ -20,7 +20,7 @@ from typing import Any, Final
 import attrs
 
 from ..errors import StudyError
-from ..metrics import SummaryBuilder
+from ..metrics import EVENT_OUTPUTS, SummaryBuilder
 from ..scenario import ZERO_WHEN_MISSING, Check, parse_check
 from ..scenario._loader import format_key_path
 from ..scenario._units import describe, parse_duration, parse_size
@@ -58,6 +58,7 @@ _KNOWN_KEYS: Final = (
     "zip",
     "sample",
     "search",
+    "events",
 )
 
 Scalar = bool | int | float | str
@@ -141,6 +142,8 @@ class StudySpec:
         zip: key path -> values, varied together (crossed with the grid).
         sample: Latin hypercube ranges; ``sample_n`` points, drawn with ``sample_seed``.
         search: a threshold search, or None.
+        events: what events.jsonl holds in each kept run (``--keep-runs``): ``none`` by
+            default (a study reads summaries), ``errors`` or ``all`` when the file asks.
     """
 
     name: str
@@ -156,6 +159,7 @@ class StudySpec:
     sample_n: int = 0
     sample_seed: int = 0
     search: SearchSpec | None = None
+    events: str = "none"
 
     @property
     def varied(self) -> tuple[str, ...]:
@@ -485,6 +489,11 @@ def parse_study(
     dup = {k for k in keys if keys.count(k) > 1}
     if dup:
         raise _fail(file, [], f"expected each key path varied once, received {sorted(dup)} twice")
+    events = study.get("events", "none")
+    if events not in EVENT_OUTPUTS:
+        raise _fail(
+            file, ["events"], f"expected one of {', '.join(EVENT_OUTPUTS)}, received {events!r}"
+        )
     spec = StudySpec(
         name=name.strip(),
         file=file,
@@ -499,6 +508,7 @@ def parse_study(
         sample_n=sample_n,
         sample_seed=sample_seed,
         search=search,
+        events=events,
     )
     points = math.prod(len(v) for _, v in grid) * (next(iter(lengths)) if lengths else 1)
     if sample:

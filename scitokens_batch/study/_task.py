@@ -42,6 +42,7 @@ class RunTask:
         overrides: ``--set`` strings: the study's fixed ones, then the point's.
         keep_dir: with ``--keep-runs``, where the run writes its full outputs.
         label: the point's label (``point 3 (a=1, b="5m")``), for progress lines.
+        events: what events.jsonl holds in ``keep_dir`` (the study's ``events``).
     """
 
     key: str
@@ -52,6 +53,7 @@ class RunTask:
     overrides: tuple[str, ...]
     keep_dir: str | None = None
     label: str = ""
+    events: str = "none"
 
 
 def execute(task: RunTask) -> dict[str, Any]:
@@ -82,6 +84,7 @@ def execute(task: RunTask) -> dict[str, Any]:
             source=task.scenario_file,
             overrides=task.overrides,
             plots=False,
+            events=task.events,
         )
     except LocalInputError as exc:
         out.update(status="invalid", error=str(exc), summary=None)

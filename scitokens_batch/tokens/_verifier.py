@@ -12,6 +12,14 @@
 Order of checks, cheapest and safest first: format, profile and claim shapes, issuer trust
 (M1: untrusted issuers are refused before any key fetch), key, signature, time, audience, scopes.
 
+Two memos make a token presented a hundred times cheap without skipping any check (neither is
+the accepted-token cache, ``token_cache``, which models a server that *skips* verification):
+the parse memo keeps what a token string says whatever the keys and the time, and the
+signature memo keeps whether its signature verifies under a given key, named by the key's
+algorithm and RFC 7638 thumbprint (so a refetched JWKS that builds new key objects for the same
+keys still hits, and a new key reusing an old ``kid`` is verified afresh). The key lookup,
+times, audience and scopes are judged on every call.
+
 Where we are stricter than some peer, and why, is in docs/tokens.md.
 """
 
@@ -28,7 +36,7 @@ from ._claims import check_claims, check_times
 from ._codec import ParsedToken, parse, signature_valid
 from ._keycache import KeyCache, KeyCachePolicy
 from ._keys import PublicKey
-from ._profiles import Profile
+from ._profiles import Algorithm, Profile
 from ._reasons import Reason, Rejection
 from ._scopes import Operation, Scope, audience_matches, authorize, parse_scopes
 
@@ -105,6 +113,9 @@ class VerifierStatistics:
     """Signatures actually verified (the expensive part)."""
     cache_hits: int
     """Checks answered from the accepted-token cache."""
+    signature_memo_hits: int = 0
+    """Signatures not computed because the signature memo knew the answer for that token and
+    key (the check itself still ran: key lookup, times, audience, scopes)."""
 
 
 def _issuer_tuple(issuers: Iterable[TrustedIssuer]) -> tuple[TrustedIssuer, ...]:
@@ -158,6 +169,11 @@ class Verifier:
         parse_memo: how many token strings to remember the time- and key-independent part of
             the verdict for (parse, claim shapes, issuer trust, audience, scopes); 0 disables.
             Signature and times are checked on every call whatever this is.
+        signature_memo: how many token strings to remember the signature verdict for, under
+            the last key (algorithm and thumbprint) that judged it; 0 disables (every call
+            computes the signature). A full memo is emptied and refills with the tokens still
+            in use. The key must still be in the cache and trusted on every call: the memo
+            answers only "does this signature verify under this key".
     """
 
     issuers: tuple[TrustedIssuer, ...] = attrs.field(converter=_issuer_tuple)
@@ -167,12 +183,19 @@ class Verifier:
     token_cache: float = 0.0
     max_cached_tokens: int = 100_000
     parse_memo: int = 100_000
+    signature_memo: int = 100_000
     keys: KeyCache = attrs.field(init=False)
     _by_issuer: dict[str, TrustedIssuer] = attrs.field(init=False, alias="_by_issuer")
     _cache: dict[str, _Cached] = attrs.field(init=False, factory=dict, alias="_cache")
     _checks: int = attrs.field(init=False, default=0, alias="_checks")
     _sig_checks: int = attrs.field(init=False, default=0, alias="_sig_checks")
     _hits: int = attrs.field(init=False, default=0, alias="_hits")
+    _sig_memo_hits: int = attrs.field(init=False, default=0, alias="_sig_memo_hits")
+    #: token string -> (key algorithm, key thumbprint, signature verifies): one entry a token,
+    #: so a token judged under a new key (rotation with kid reuse) replaces its entry
+    _sig_memo: dict[str, tuple[Algorithm, str, bool]] = attrs.field(
+        init=False, factory=dict, alias="_sig_memo"
+    )
     #: parsed ``scope`` claims by their text: tokens of one user and service share one
     _scope_memo: dict[str, tuple[Scope, ...] | ScopeError] = attrs.field(
         init=False, factory=dict, alias="_scope_memo"
@@ -185,6 +208,8 @@ class Verifier:
         # "not (valid)" so that NaN is refused as well.
         if not (0 <= self.leeway < math.inf and 0 <= self.token_cache < math.inf):
             raise LocalInputError("leeway and token_cache must be >= 0 seconds")
+        if self.parse_memo < 0 or self.signature_memo < 0:
+            raise LocalInputError("parse_memo and signature_memo must be >= 0 entries")
         self.keys = KeyCache(self.key_policy)
         self._by_issuer = {t.issuer: t for t in self.issuers}
 
@@ -204,6 +229,7 @@ class Verifier:
         self.keys.drop()
         self._cache.clear()
         self._static.clear()
+        self._sig_memo.clear()
 
     # -- verdicts ------------------------------------------------------------------------
     def check(self, token: str | None, *, now: float) -> VerifiedToken | Rejection | NeedKeys:
@@ -250,9 +276,24 @@ class Verifier:
                     Reason.UNKNOWN_KEY, "token has no kid and the issuer has several keys"
                 )
             return Rejection(Reason.UNKNOWN_KEY, f"kid {kid!r} is not published by {iss!r}")
-        # Every check from here depends on the keys or on the time: done on every access.
-        self._sig_checks += 1
-        if not signature_valid(parsed, key):
+        # Every check from here depends on the keys or on the time: done on every access. The
+        # signature of this token under this key material never changes, so it is computed
+        # once (the key lookup above still decides, on every access, which key that is).
+        if self.signature_memo:
+            seen = self._sig_memo.get(token)
+            if seen is not None and seen[1] == key.fingerprint and seen[0] is key.alg:
+                self._sig_memo_hits += 1
+                valid = seen[2]
+            else:
+                self._sig_checks += 1
+                valid = signature_valid(parsed, key)
+                if len(self._sig_memo) >= self.signature_memo:
+                    self._sig_memo.clear()  # bounded; refills with the tokens still in use
+                self._sig_memo[token] = (key.alg, key.fingerprint, valid)
+        else:
+            self._sig_checks += 1
+            valid = signature_valid(parsed, key)
+        if not valid:
             return Rejection(
                 Reason.BAD_SIGNATURE, f"signature does not verify with key {key.kid!r}"
             )
@@ -332,7 +373,10 @@ class Verifier:
     def statistics(self) -> VerifierStatistics:
         """Counters since creation."""
         return VerifierStatistics(
-            checks=self._checks, signature_checks=self._sig_checks, cache_hits=self._hits
+            checks=self._checks,
+            signature_checks=self._sig_checks,
+            cache_hits=self._hits,
+            signature_memo_hits=self._sig_memo_hits,
         )
 
     def _scopes(self, text: str) -> tuple[Scope, ...] | ScopeError:
