@@ -30,6 +30,7 @@ path is the one taken, and without those internals the same API falls back to a 
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import trio
 import trio.testing
@@ -95,6 +96,11 @@ def virtual_clock() -> trio.testing.MockClock:
     return clock
 
 
+#: The last run checked for the internals a fast :class:`Timer` needs, and its deadline heap
+#: (None: not usable). Checked once per run, not once per sleep.
+_usable: list[Any] = [None, None]
+
+
 class Timer:
     """One task's wake-up time, kept in trio's own deadline heap without a cancel scope.
 
@@ -117,14 +123,16 @@ class Timer:
     def __init__(self) -> None:
         self._task = current_task()
         runner = getattr(_run_context.GLOBAL_RUN_CONTEXT, "runner", None)
-        deadlines = getattr(runner, "deadlines", None)
-        usable = (
-            deadlines is not None
-            and not getattr(runner, "is_guest", True)
-            and callable(getattr(deadlines, "add", None))
-            and callable(getattr(deadlines, "remove", None))
-        )
-        self._deadlines = deadlines if usable else None
+        if runner is not _usable[0]:
+            deadlines = getattr(runner, "deadlines", None)
+            usable = (
+                deadlines is not None
+                and not getattr(runner, "is_guest", True)
+                and callable(getattr(deadlines, "add", None))
+                and callable(getattr(deadlines, "remove", None))
+            )
+            _usable[:] = [runner, deadlines if usable else None]
+        self._deadlines = _usable[1]
         self._registered_deadline = math.inf
         self._waiting = False
         self._scope: trio.CancelScope | None = None

@@ -54,6 +54,8 @@ __all__ = ["DataServer"]
 
 #: ``op.value`` is a Python-level enum property; a dict lookup is the cheap way (per access).
 _OP_NAME: dict[Operation, str] = {op: op.value for op in Operation}
+#: The operations the access path tests, as module names (an enum member is a class lookup).
+_READ, _STAT, _CREATE = Operation.READ, Operation.STAT, Operation.CREATE
 
 
 @attrs.frozen
@@ -326,10 +328,11 @@ class DataServer:
         op = message.op
         path = message.path
         exists = path in self.files
-        if op is Operation.CREATE and exists:
+        if op is _CREATE and exists:
             op = Operation.MODIFY  # B7/M4: an upload over an existing file is an overwrite
-        hits = self.verifier.cache_hits
-        verdict = self.verifier.authorize(message.token, now=self.clock(), op=op, path=path)
+        verifier = self.verifier
+        hits = verifier.cache_hits
+        verdict = verifier.authorize(message.token, now=self.clock(), op=op, path=path)
         if isinstance(verdict, NeedKeys):  # the only path that waits: fetch, then decide
             verdict = await self._authorize_with_keys(verdict, message.token, op, path)
         if (
@@ -342,9 +345,9 @@ class DataServer:
             self._record_reject(message, op, verdict)
             return DataResponse(status=verdict.status, reason=verdict.reason, detail=verdict.detail)
         headroom = round(verdict.exp - self.true_now(), 6)
-        cached = self.verifier.cache_hits != hits
-        if op is Operation.READ or op is Operation.STAT:
-            if not exists and op is Operation.STAT and self._is_dir(path):
+        cached = verifier.cache_hits != hits
+        if op is _READ or op is _STAT:
+            if not exists and op is _STAT and self._is_dir(path):
                 # HEAD/PROPFIND of a directory (WebDAV): found, nothing to move.
                 self._record_use(message, op, verdict, headroom, 200, cached)
                 return DataResponse(status=200, size=0)
@@ -356,11 +359,11 @@ class DataServer:
             stored = self.files[path]
             size = min(message.size, stored) if message.size > 0 else stored
             status = 200
-            if op is Operation.STAT:
+            if op is _STAT:
                 size = 0
         else:
             size = message.size
-            status = 201 if op is Operation.CREATE else 200
+            status = 201 if op is _CREATE else 200
         self._record_use(message, op, verdict, headroom, status, cached)
         return DataResponse(status=status, size=size)
 
@@ -417,7 +420,20 @@ class DataServer:
         status: int,
         cached: bool,
     ) -> None:
-        extra = {} if msg.transfer is None else {"transfer": msg.transfer}
+        if msg.transfer is None:
+            self.recorder.record(
+                self.name,
+                "use",
+                job=msg.job,
+                op=_OP_NAME[op],
+                path=msg.path,
+                jti=verdict.jti,
+                exp=verdict.exp,
+                headroom_s=headroom,
+                status=status,
+                cached=cached,
+            )
+            return
         self.recorder.record(
             self.name,
             "use",
@@ -429,7 +445,7 @@ class DataServer:
             headroom_s=headroom,
             status=status,
             cached=cached,
-            **extra,
+            transfer=msg.transfer,
         )
 
     def _record_reject(self, msg: DataRequest, op: Operation, rejection: Rejection) -> None:
