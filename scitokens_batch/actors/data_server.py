@@ -420,33 +420,19 @@ class DataServer:
         status: int,
         cached: bool,
     ) -> None:
-        if msg.transfer is None:
-            self.recorder.record(
-                self.name,
-                "use",
-                job=msg.job,
-                op=_OP_NAME[op],
-                path=msg.path,
-                jti=verdict.jti,
-                exp=verdict.exp,
-                headroom_s=headroom,
-                status=status,
-                cached=cached,
-            )
-            return
-        self.recorder.record(
-            self.name,
-            "use",
-            job=msg.job,
-            op=_OP_NAME[op],
-            path=msg.path,
-            jti=verdict.jti,
-            exp=verdict.exp,
-            headroom_s=headroom,
-            status=status,
-            cached=cached,
-            transfer=msg.transfer,
-        )
+        fields = {
+            "job": msg.job,
+            "op": _OP_NAME[op],
+            "path": msg.path,
+            "jti": verdict.jti,
+            "exp": verdict.exp,
+            "headroom_s": headroom,
+            "status": status,
+            "cached": cached,
+        }
+        if msg.transfer is not None:
+            fields["transfer"] = msg.transfer
+        self.recorder.record_fields(self.name, "use", fields)
 
     def _record_reject(self, msg: DataRequest, op: Operation, rejection: Rejection) -> None:
         jti, exp = claimed_identity(msg.token)  # unverified: which token, and how late
