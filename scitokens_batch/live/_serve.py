@@ -13,8 +13,9 @@ without ``[auth]``.
 
 State that must survive a restart lives in the work directory, 0600: the issuer's signing keys
 and successor key (written atomically) and its refresh-token table (only SHA-256 digests of the
-refresh tokens, never the tokens), the token manager's credentials; the two tables are SQLite
-databases in WAL mode, each change committed before the answer that reveals it
+refresh tokens, never the tokens), the token manager's credentials, the transfer service's
+jobs, files and managed tokens (``_fts_store.py``); the tables are SQLite databases in WAL
+mode, each change committed before the answer that reveals it
 (``_durable.py``), so neither a stop nor a ``kill -9`` loses a rotation or a stored credential.
 Temporary copies a killed predecessor left (and an execute host's stale job sandboxes) are
 removed at start.
@@ -60,6 +61,7 @@ from ..transport.http import (
 from ._clock import follow_offset, wall_now
 from ._config import ConfigError, ServiceConfig, ServiceSecrets, load_service_secrets
 from ._durable import DurableTable, remove_temp_copies
+from ._fts_store import durable_transfer_service
 from ._limits import serve_limited
 from ._sandbox import directory_sandboxes, remove_stale_sandboxes
 from ._store import FileTree
@@ -520,7 +522,9 @@ def _pick(
         fts = world.transfer_service
         if fts is None or fts.name != name:
             raise missing("the transfer service", [fts.name] if fts else [])
-        return fts, rpc_app(name, fts.handle, guard), nothing
+        # FTS's database: jobs, file states and managed tokens, reloaded and resumed now
+        store = durable_transfer_service(fts, config.workdir)
+        return fts, rpc_app(name, fts.handle, guard), store.close
     if role == "data-manager":
         rucio = world.data_manager
         if rucio is None or rucio.name != name:
