@@ -534,4 +534,9 @@ def _pick(
         tm = world.token_manager
         creds = _durable_credentials(tm, config.workdir)
         return tm, rpc_app(name, tm.handle, guard), creds.close
-    return world.queue_manager, rpc_app(name, world.queue_manager.handle, guard), nothing
+    qm = world.queue_manager
+    # Nobody tells a live schedd that a host died: it keeps its claims alive and lets the job
+    # lease of an unconfirmed one expire, as HTCondor does (ALIVE_INTERVAL, JobLeaseDuration).
+    qm.alive_interval = world.spec.queue_manager.alive_interval
+    qm.job_lease = world.spec.queue_manager.job_lease
+    return qm, rpc_app(name, qm.handle, guard), nothing

@@ -36,6 +36,7 @@ from ._messages import AuthorizationRequest as AuthorizationRequest
 from ._messages import AuthorizationResponse as AuthorizationResponse
 from ._messages import ClientRegistrationRequest as ClientRegistrationRequest
 from ._messages import ClientRegistrationResponse as ClientRegistrationResponse
+from ._messages import ClaimAlive as ClaimAlive
 from ._messages import ComputeStep as ComputeStep
 from ._messages import CredentialRequest as CredentialRequest
 from ._messages import CredentialResponse as CredentialResponse
@@ -91,6 +92,7 @@ __all__ = [
     "ComputeStep",
     "CredentialRequest",
     "CredentialResponse",
+    "ClaimAlive",
     "CredentialUpdate",
     "DataRequest",
     "DataResponse",
