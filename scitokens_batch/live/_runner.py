@@ -942,7 +942,9 @@ async def _drive(run: _Run, progress: Callable[[float, float], None] | None) -> 
 
 
 async def _drive_services(run: _Run, progress: Callable[[float, float], None] | None) -> None:
-    first = [n for n, s in run.services.items() if s.role != "queue-manager"]
+    # The workload's clock starts with the queue manager and the data manager (its rules)
+    last = [n for n, s in run.services.items() if s.role == "data-manager"]
+    first = [n for n, s in run.services.items() if s.role != "queue-manager" and n not in last]
     for name in first:
         await trio.to_thread.run_sync(run.start, name)
     await run.wait_healthy(first)
@@ -951,8 +953,10 @@ async def _drive_services(run: _Run, progress: Callable[[float, float], None] | 
         await run.login_all(transport)
     finally:
         await transport.aclose()
+    for name in last:
+        run.start(name)
     run.start("queue_manager")
-    await run.wait_healthy(["queue_manager"])
+    await run.wait_healthy([*last, "queue_manager"])
     start = trio.current_time()
     duration = run.spec.meta.duration
     async with trio.open_nursery() as nursery:

@@ -306,6 +306,11 @@ async def serve(config: ServiceConfig) -> None:
             ),
         )
     t0 = config.t0 if config.t0 is not None else wall_now()
+    if config.role == "data-manager":
+        # A rule's ``at`` counts from the scenario's epoch (virtual t = 0); live, t = 0 is when
+        # the data manager starts (with the queue manager, once the users are logged in), not
+        # the fixed epoch of the file, long past, which would start every rule at once.
+        spec = attrs.evolve(spec, meta=attrs.evolve(spec.meta, epoch=wall_now()))
 
     def since_start() -> float:
         return wall_now() - t0
