@@ -318,9 +318,6 @@ class TransferService:
             self._state(f, FileState.SUBMITTED)
             for m in f.tokens:
                 m.users.add(f)
-                if m.cancel is None:  # its management task is not running: start it
-                    m.cancel = trio.CancelScope()
-                    self._nursery.start_soon(self._manage, m, m.cancel)
         self._files[message.job] = files
         if self.persist is not None:
             self._dirty.add(_job_key(message.job))
@@ -328,6 +325,13 @@ class TransferService:
                 self._dirty.add(_file_key(f))
                 self._dirty.update(_token_key(m) for m in f.tokens)
             await self._flush()  # accepted once durable: FTS answers after its DB commit
+        # The tasks start only now (after the commit, which yields): the same order, with
+        # nothing run in between, in both modes.
+        for f in files:
+            for m in f.tokens:
+                if m.cancel is None:  # its management task is not running: start it
+                    m.cancel = trio.CancelScope()
+                    self._nursery.start_soon(self._manage, m, m.cancel)
         self._nursery.start_soon(self._prepare, files)
         return TransferAccepted(job=message.job, files=len(files))
 
@@ -442,7 +446,8 @@ class TransferService:
         """token_prep: wait until each token of the job is exchanged (or dead), then queue the
         files in order; a file with a dead token fails."""
         for f in files:
-            self._state(f, FileState.TOKEN_PREP)
+            if f.state not in _FINISHED:  # a dead token may have failed it already
+                self._state(f, FileState.TOKEN_PREP)
         seen: dict[int, ManagedToken] = {}
         for f in files:
             for m in f.tokens:

@@ -18,10 +18,8 @@ import pytest
 
 from scitokens_batch.live._deploy import deployment
 from scitokens_batch.live._durable import DurableTable
-from scitokens_batch.live._fts_store import STATE_DB, stale_copy
+from scitokens_batch.live._fts_store import STATE_DB, replace_with_stale_copy, stale_copy
 from scitokens_batch.scenario import RefreshTokenRestore
-
-pytestmark = [pytest.mark.live, pytest.mark.slow]
 
 FILES = 16
 SCENARIO = f"""
@@ -116,6 +114,8 @@ def _wait(what: str, ready: Any, limit: float) -> None:
         time.sleep(0.05)
 
 
+@pytest.mark.live
+@pytest.mark.slow
 def test_kill_9_mid_transfer_keeps_what_was_acknowledged(tmp_path: Path) -> None:
     """SIGKILL of the FTS process while its copies run: the store (0600 in a 0700 directory)
     holds every job Rucio was told was accepted, every file FTS reported done as done, and each
@@ -221,3 +221,19 @@ def test_stale_copy_rolls_back_or_drops_the_refresh_tokens(tmp_path: Path) -> No
         token = got.pop("token:0")
         assert (token["refresh_token"], token["backup_refresh_token"]) == expected
         assert got == {k: v for k, v in rows.items() if k != "token:0"}
+
+
+def test_failed_stale_copy_leaves_the_state_directory_and_no_copy(tmp_path: Path) -> None:
+    """When the stale copy cannot be made (the store is not a database), the error surfaces,
+    the service's state directory is left as it was and no ``.<name>.stale`` copy of its
+    secrets stays behind."""
+    import sqlite3
+
+    state = tmp_path / "fts"
+    state.mkdir(mode=0o700)
+    (state / STATE_DB).write_bytes(b"not a database" * 100)
+    before = (state / STATE_DB).read_bytes()
+    with pytest.raises(sqlite3.DatabaseError):
+        replace_with_stale_copy(state, RefreshTokenRestore.BACKUP)
+    assert (state / STATE_DB).read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["fts"]

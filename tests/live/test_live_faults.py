@@ -189,6 +189,30 @@ def test_live_faults_reach_the_virtual_outcome(
     }
 
 
+#: The FTS state loss of live-faults.toml, with its refresh tokens gone instead of restored.
+EMPTIED = ["faults[1].restore=none"]
+
+
+@pytest.mark.live
+@pytest.mark.slow
+def test_fts_state_emptied_live_matches_virtual(tmp_path: Path) -> None:
+    """P12 with restore = "none": the FTS is killed and restarted with no refresh tokens at
+    all; rule ftsc's 4 files fail because the refresh token is lost, live as in virtual time,
+    and every other outcome class is the same too."""
+    virtual = run_virtual(
+        load_scenario(SCENARIO, overrides=EMPTIED), out=tmp_path / "virtual", plots=False
+    )
+    spec = load_scenario(SCENARIO, overrides=EMPTIED)
+    assert spec.faults[1].kind == "transfer_service_state_loss"
+    before = _children(os.getpid())
+    run_live(spec, SCENARIO, overrides=EMPTIED, out=tmp_path / "live", log_level="info")
+    live = _outcome(tmp_path / "live")
+    assert live == _outcome(tmp_path / "virtual")
+    assert live["transfers"] == (8, 4, Counter({("ftsc", "refresh token lost"): 4}))
+    assert virtual.passed
+    assert _children(os.getpid()) - before == set()
+
+
 CTRL_C = """
 [scenario]
 name = "faults-ctrl-c"
