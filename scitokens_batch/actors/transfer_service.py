@@ -258,7 +258,7 @@ class TransferService:
     _jobs: set[str] = attrs.field(factory=set, alias="_jobs")
     _queue: trio.MemorySendChannel[_File] | None = attrs.field(default=None, alias="_queue")
     _fetching: dict[str, trio.Event] = attrs.field(factory=dict, alias="_fetching")
-    #: job -> its files (what :meth:`rows` writes and a restart resumes)
+    #: job -> its files (what :meth:`rows` writes and a restart resumes; with ``persist``)
     _files: dict[str, list[_File]] = attrs.field(factory=dict, alias="_files")
     #: row keys changed since the last :meth:`_flush` (only with ``persist``)
     _dirty: set[str] = attrs.field(factory=set, alias="_dirty")
@@ -318,8 +318,8 @@ class TransferService:
             self._state(f, FileState.SUBMITTED)
             for m in f.tokens:
                 m.users.add(f)
-        self._files[message.job] = files
         if self.persist is not None:
+            self._files[message.job] = files  # kept for rows() (virtual time needs none)
             self._dirty.add(_job_key(message.job))
             for f in files:
                 self._dirty.add(_file_key(f))
