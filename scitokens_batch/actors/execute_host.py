@@ -36,6 +36,7 @@ from ..metrics import Recorder
 from ..protocol import (
     AccessStep,
     Ack,
+    ClaimAlive,
     ComputeStep,
     CredentialUpdate,
     DataRequest,
@@ -198,9 +199,11 @@ class ExecuteHost:
             await trio.sleep_forever()
 
     async def handle(self, message: Message) -> Message:
-        """Start jobs; take renewed credentials."""
+        """Start jobs; take renewed credentials; confirm the claims of running jobs."""
         if isinstance(message, StartJob):
             return self._start(message)
+        if isinstance(message, ClaimAlive):  # the claims of those jobs that still run here
+            return ClaimAlive(jobs=tuple(j for j in message.jobs if j in self._running))
         if isinstance(message, CredentialUpdate):
             key = (message.user, message.service)
             held = self._creds.get(key)

@@ -13,6 +13,14 @@ Starting a matched job needs a usable access token from the token manager within
 (CorruptedCredential), and a periodic release puts it back in the queue after
 ``release_held_after``.
 
+Claims (live mode, ``alive_interval`` > 0): every ``alive_interval`` the schedd sends each
+execute host running its jobs a :class:`~scitokens_batch.protocol.ClaimAlive` naming them
+(HTCondor's keep-alive, ``ALIVE_INTERVAL``); the host answers with those it still runs. A job
+whose claim no answer confirmed for ``job_lease`` seconds (``JobLeaseDuration``: its host died,
+or restarted and knows nothing of it) is evicted and goes back to idle, as HTCondor's shadow
+gives up reconnecting when the lease expires: the same ``evicted`` event the virtual-time
+``execute_host_crash`` gives at once (there the world tells :meth:`QueueManager.host_down`).
+
 Renewed tokens that the token manager pushes are forwarded to every execute host running a job
 of that user and service; the starters there copy them into the sandboxes (I13).
 
@@ -35,6 +43,7 @@ from .._vtime import sleep_until
 from ..metrics import Recorder
 from ..protocol import (
     Ack,
+    ClaimAlive,
     CredentialRequest,
     CredentialResponse,
     CredentialUpdate,
@@ -190,6 +199,9 @@ class QueueManager:
         negotiation_interval: seconds between matchmaking cycles.
         credential_wait: how long a start waits for a usable token before holding (code 4).
         release_held_after: periodic release of credential holds (0: never).
+        alive_interval: seconds between claim keep-alives (0: none; virtual time, where an
+            ``execute_host_crash`` calls :meth:`host_down`).
+        job_lease: evict a running job whose claim was not confirmed for this long.
     """
 
     name: str = "queue_manager"
@@ -217,6 +229,10 @@ class QueueManager:
     _matches: dict[JobAd, list[tuple[float, str]]] = attrs.field(factory=dict, alias="_matches")
     _machines: dict[str, classad2.ClassAd] = attrs.field(factory=dict, alias="_machines")
     _unmatched: set[int] = attrs.field(factory=set, alias="_unmatched")
+    alive_interval: float = 0.0
+    job_lease: float = 2400.0
+    #: running job -> trio time its claim was last confirmed (only with ``alive_interval``)
+    _confirmed: dict[int, float] = attrs.field(factory=dict, alias="_confirmed")
     #: (-free slots, host index) of hosts with free slots, stale entries dropped lazily: the
     #: host with most free slots, first in pool order among equals, in O(log hosts), not
     #: O(hosts) per match (a 20,000-slot pool matches 100,000 jobs a day)
@@ -251,6 +267,8 @@ class QueueManager:
         sub = next(pending, None)
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
+            if self.alive_interval > 0:
+                nursery.start_soon(self._keep_claims_alive)
             task_status.started()
             cycle = 0
             while True:
@@ -411,6 +429,8 @@ class QueueManager:
             self._idle[sub.job] = None
             return
         job.started_at = now
+        if self.alive_interval > 0:
+            self._confirmed[sub.job] = now
         job.life.process(Execute(), now=now)
         self._started.setdefault((sub.user, sub.service), {})[sub.job] = None
         self.recorder.record(self.name, "execute", job=sub.job, host=host.name, slot=slot)
@@ -499,6 +519,62 @@ class QueueManager:
         host.up = True
         host.free = list(range(1, host.slots + 1))
         self._free_changed(host)
+
+    async def _keep_claims_alive(self) -> None:
+        """Every ``alive_interval``: a keep-alive to each host running jobs, then evict the
+        jobs whose claim was not confirmed within ``job_lease``."""
+        while True:
+            await trio.sleep(self.alive_interval)
+            by_host: dict[str, list[int]] = {}
+            for job_id in self._confirmed:
+                life = self._jobs[job_id].life
+                if life.state is JobState.RUNNING and life.host is not None:
+                    by_host.setdefault(life.host, []).append(job_id)
+            async with trio.open_nursery() as nursery:
+                for host, jobs in sorted(by_host.items()):
+                    nursery.start_soon(self._alive, host, tuple(sorted(jobs)))
+            now = trio.current_time()
+            for job_id, seen in sorted(self._confirmed.items()):
+                job = self._jobs[job_id]
+                if job.life.state is not JobState.RUNNING:
+                    del self._confirmed[job_id]  # ended, or evicted meanwhile
+                elif now - seen >= self.job_lease:
+                    del self._confirmed[job_id]
+                    self._lease_expired(job, now - seen)
+
+    async def _alive(self, host: str, jobs: tuple[int, ...]) -> None:
+        try:
+            answer = await self.transport.request(self.name, host, ClaimAlive(jobs=jobs))
+        except Unreachable:
+            return  # not confirmed: the lease runs on
+        if not isinstance(answer, ClaimAlive):
+            return
+        now = trio.current_time()
+        for job_id in answer.jobs:
+            if job_id in self._confirmed:
+                self._confirmed[job_id] = now
+
+    def _lease_expired(self, job: _Job, unconfirmed: float) -> None:
+        """The job's lease ran out: back to idle, its slot free (HTCondor: the shadow stops
+        trying to reconnect; the job is rescheduled)."""
+        now = trio.current_time()
+        host_name, slot = job.life.host, job.life.slot
+        reason = (
+            f"job lease expired: {host_name} confirmed no claim for {unconfirmed:.0f} s "
+            f"(job_lease {self.job_lease:g} s)"
+        )
+        job.life.process(Evict(reason=reason), now=now)
+        self._idle[job.sub.job] = None
+        if host_name is not None and slot is not None:
+            self._free(self._hosts[host_name], slot)
+        self.recorder.record(
+            self.name,
+            "evicted",
+            job=job.sub.job,
+            host=host_name,
+            reason=reason,
+            lost_cpu_s=round(now - job.started_at, 6),
+        )
 
     def _running_on(self, host_name: str) -> Iterable[_Job]:
         return [

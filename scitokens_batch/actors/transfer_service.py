@@ -50,6 +50,15 @@ also 300 s by default): a worker whose file's token is due for refresh waits for
 retried after ``backoff`` up to ``max_retries`` times (the slot is freed meanwhile), then the
 file fails with the last reason.
 
+**Durability** (live mode, ``persist``): the service's state (jobs, each file's state and
+attempts, each managed token with its current and previous refresh token) is rows of a table
+(:meth:`TransferService.rows`); every change is handed to ``persist`` and awaited before the
+answer or the step that depends on it (a job is accepted once its rows are durable; an
+exchanged or refreshed token is durable before a copy uses it; a copy is durable as ``active``
+before it starts). :meth:`TransferService.restore_rows` loads them back in a restarted service,
+which resumes: each token is refreshed when due, each unfinished file is prepared and queued
+again (one that was ``active`` goes back to ``submitted``: its copy died with the process).
+
 Events: ``transfer_submitted``, ``transfer_refused``, ``transfer_state``, ``transfer_done``,
 ``transfer_failed``, ``exchange``, ``exchange_failed``, ``refresh``, ``refresh_failed`` and
 ``jwks_fetch`` (metrics/_events.py lists their fields). Managed tokens are named by the
@@ -62,7 +71,7 @@ import enum
 import hashlib
 import math
 import random
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 import attrs
@@ -94,7 +103,10 @@ from ..transport import Transport, Unreachable
 from ._common import Clock, Logger
 from ._jwks import fetch_jwks
 
-__all__ = ["L5_CLAIMS", "FileState", "ManagedToken", "TransferService"]
+__all__ = ["L5_CLAIMS", "FileState", "ManagedToken", "Persist", "TransferService"]
+
+#: Hands changed rows (key -> row, None: deleted) to durable storage; returns once durable.
+Persist = Callable[[Mapping[str, Mapping[str, Any] | None]], Awaitable[None]]
 
 #: L5: the claims every storage token of a submission must carry (``aud`` as FTS's
 #: ``VerifyAudience`` demands).
@@ -123,6 +135,9 @@ class ManagedToken:
         issuer: the actor name of the issuer that minted it (where it is exchanged).
         scope: its ``scope`` claim (asked for again on exchange and refresh).
         audience: its ``aud``, space-separated when several (asked for again).
+        key: the SHA-256 of the submitted token (the key of the service's token table).
+        serial: which managed token this is (0, 1, ...: its row in the durable state; a token
+            submitted again after it died is a new one).
         subject_token: the submitted token, until it is exchanged.
         access_token: the current access token (the exchanged one, then each refreshed one).
         refresh_token: the current refresh token; None before the exchange, or once lost.
@@ -142,6 +157,8 @@ class ManagedToken:
     issuer: str
     scope: str
     audience: str | None
+    key: str = ""
+    serial: int = 0
     subject_token: str | None = attrs.field(default=None, repr=False)
     access_token: str | None = attrs.field(default=None, repr=False)
     refresh_token: str | None = attrs.field(default=None, repr=False)
@@ -215,6 +232,8 @@ class TransferService:
         push: ask the *source* for each copy (HTTP-TPC push, ``Destination``) instead of the
             destination (pull, ``Source``).
         transport, now, rng, recorder, log: injected.
+        persist: awaited with the changed rows (:meth:`rows`) before an answer or a copy
+            depends on them (live mode: ``live/_fts_store.py``); None: nothing to persist.
     """
 
     name: str = "fts"
@@ -233,11 +252,19 @@ class TransferService:
     rng: random.Random
     recorder: Recorder
     log: Logger
+    persist: Persist | None = None
     _nursery: trio.Nursery | None = attrs.field(default=None, alias="_nursery")
     _tokens: dict[str, ManagedToken] = attrs.field(factory=dict, alias="_tokens")
     _jobs: set[str] = attrs.field(factory=set, alias="_jobs")
     _queue: trio.MemorySendChannel[_File] | None = attrs.field(default=None, alias="_queue")
     _fetching: dict[str, trio.Event] = attrs.field(factory=dict, alias="_fetching")
+    #: job -> its files (what :meth:`rows` writes and a restart resumes; with ``persist``)
+    _files: dict[str, list[_File]] = attrs.field(factory=dict, alias="_files")
+    #: row keys changed since the last :meth:`_flush` (only with ``persist``)
+    _dirty: set[str] = attrs.field(factory=set, alias="_dirty")
+    #: jobs loaded by :meth:`restore_rows`, resumed when :meth:`run` starts
+    _resume: list[str] = attrs.field(factory=list, alias="_resume")
+    _serial: int = attrs.field(default=0, alias="_serial")
 
     def __attrs_post_init__(self) -> None:
         if self.concurrency < 1:
@@ -252,6 +279,7 @@ class TransferService:
             self._nursery, self._queue = nursery, send
             for _ in range(self.concurrency):
                 nursery.start_soon(self._worker, receive)
+            self._resume_restored(nursery)
             task_status.started()
             await trio.sleep_forever()
 
@@ -290,6 +318,17 @@ class TransferService:
             self._state(f, FileState.SUBMITTED)
             for m in f.tokens:
                 m.users.add(f)
+        if self.persist is not None:
+            self._files[message.job] = files  # kept for rows() (virtual time needs none)
+            self._dirty.add(_job_key(message.job))
+            for f in files:
+                self._dirty.add(_file_key(f))
+                self._dirty.update(_token_key(m) for m in f.tokens)
+            await self._flush()  # accepted once durable: FTS answers after its DB commit
+        # The tasks start only now (after the commit, which yields): the same order, with
+        # nothing run in between, in both modes.
+        for f in files:
+            for m in f.tokens:
                 if m.cancel is None:  # its management task is not running: start it
                     m.cancel = trio.CancelScope()
                     self._nursery.start_soon(self._manage, m, m.cancel)
@@ -380,8 +419,11 @@ class TransferService:
                 issuer=self.issuer_actors[claims["iss"]],
                 scope=str(claims["scope"]),
                 audience=aud if isinstance(aud, str) else " ".join(map(str, aud)),
+                key=key,
+                serial=self._serial,
                 subject_token=token,
             )
+            self._serial += 1
             self._tokens[key] = m
         return m
 
@@ -404,7 +446,8 @@ class TransferService:
         """token_prep: wait until each token of the job is exchanged (or dead), then queue the
         files in order; a file with a dead token fails."""
         for f in files:
-            self._state(f, FileState.TOKEN_PREP)
+            if f.state not in _FINISHED:  # a dead token may have failed it already
+                self._state(f, FileState.TOKEN_PREP)
         seen: dict[int, ManagedToken] = {}
         for f in files:
             for m in f.tokens:
@@ -421,12 +464,14 @@ class TransferService:
                 self._fail(f, self._dead_reason(dead))
             else:
                 self._queue.send_nowait(f)
+        await self._flush()
 
     async def _manage(self, m: ManagedToken, scope: trio.CancelScope) -> None:
         """Exchange ``m``, then refresh it at ``exp - refresh_margin`` while files need it."""
         with scope:
             while m.dead is None and not m.ready:
                 await self._renew(m, exchange=True)
+                await self._flush()
             while m.dead is None:
                 await trio.sleep(max(0.0, m.exp - self.refresh_margin - self.now()))
                 if not m.users:
@@ -434,6 +479,7 @@ class TransferService:
                     # have reached this task yet): a token no file needs is not refreshed.
                     break
                 await self._renew(m, exchange=False)
+                await self._flush()
         if m.cancel is scope:
             m.cancel = None
 
@@ -492,6 +538,8 @@ class TransferService:
             if answer.refresh_token is not None:
                 m.refresh_token = answer.refresh_token
         m.attempts = 0
+        self._mark(m)
+        await self._flush()  # the rotated refresh token is on disk before it is reported or used
         fields: dict[str, Any] = {"token": m.id, "jti": m.jti, "exp": m.exp}
         if exchange:
             self.recorder.record(self.name, "exchange", **fields)
@@ -561,6 +609,7 @@ class TransferService:
         """``m`` can no longer be renewed: every file that needs it and is not copying fails."""
         m.attempts += 1
         m.dead = reason
+        self._mark(m)
         self.recorder.record(
             self.name,
             f"{what}_failed",
@@ -601,6 +650,7 @@ class TransferService:
             await stale[0].changed.wait()
         f.attempts += 1
         self._state(f, FileState.ACTIVE)
+        await self._flush()  # a restart knows this copy was under way
         start = self.now()
         spec = f.spec
         request = ThirdPartyCopy(
@@ -623,6 +673,10 @@ class TransferService:
             if not isinstance(answer, DataResponse):
                 raise TypeError(f"{spec.destination}: unexpected answer {type(answer).__name__}")
             if answer.ok:
+                if self.persist is not None:  # durable before it is reported
+                    f.state = FileState.DONE
+                    self._dirty.add(_file_key(f))
+                    await self._flush()
                 self._done(f, answer, start)
                 return
             error = f"{answer.side or 'destination'} refused: {answer.status}"
@@ -632,9 +686,11 @@ class TransferService:
                 error += f" ({answer.detail})"
         if f.attempts > self.max_retries:
             self._fail(f, error)
+            await self._flush()
             return
         delay = self.backoff.delay(f.attempts - 1)
         self._state(f, FileState.SUBMITTED, reason=error, retry_in_s=delay)
+        await self._flush()
         assert self._nursery is not None
         self._nursery.start_soon(self._requeue, f, delay)
 
@@ -694,6 +750,8 @@ class TransferService:
         retry_in_s: float | None = None,
     ) -> None:
         f.state = state
+        if self.persist is not None:
+            self._dirty.add(_file_key(f))
         fields: dict[str, Any] = {}
         if retry_in_s is not None:
             fields["retry_in_s"] = retry_in_s
@@ -722,3 +780,141 @@ class TransferService:
             m.refresh_token = m.backup_refresh_token if backup else None
             if not backup:
                 m.backup_refresh_token = None
+            self._mark(m)
+
+    # -- durable state (live mode) -----------------------------------------------------------
+
+    def _mark(self, m: ManagedToken) -> None:
+        if self.persist is not None:
+            self._dirty.add(_token_key(m))
+
+    async def _flush(self) -> None:
+        """Hand the changed rows to ``persist`` and return once they are durable (at once,
+        without a checkpoint, when there is nothing to persist: virtual time is unchanged)."""
+        if self.persist is None or not self._dirty:
+            return
+        keys, self._dirty = self._dirty, set()
+        rows = self.rows(keys)
+        try:
+            await self.persist(rows)
+        except BaseException:
+            self._dirty |= keys  # not durable: the next flush writes them (current values)
+            raise
+
+    def rows(self, keys: set[str] | None = None) -> dict[str, dict[str, Any] | None]:
+        """The state as table rows (all, or those of ``keys``), as :meth:`restore_rows` reads
+        them: ``job:<job>``, ``file:<job>/<index>`` and ``token:<sha256 of the submitted
+        token>`` (a token row holds the current access and refresh tokens and the refresh
+        token before the last rotation: the table is secret)."""
+        out: dict[str, dict[str, Any] | None] = {}
+        tokens = {_token_key(m): m for m in self._tokens.values()}
+        for files in self._files.values():
+            for f in files:
+                for m in f.tokens:
+                    tokens.setdefault(_token_key(m), m)  # a replaced dead token still has files
+        for job, files in self._files.items():
+            if keys is None or _job_key(job) in keys:
+                out[_job_key(job)] = {"job": job, "files": len(files)}
+            for f in files:
+                if keys is None or _file_key(f) in keys:
+                    out[_file_key(f)] = {
+                        "job": f.job,
+                        "index": f.index,
+                        "spec": attrs.asdict(f.spec),
+                        "source": _token_key(f.source) if f.source else None,
+                        "destination": _token_key(f.destination) if f.destination else None,
+                        "state": f.state.value,
+                        "attempts": f.attempts,
+                    }
+        for key, m in tokens.items():
+            if keys is None or key in keys:
+                out[key] = {
+                    field: getattr(m, field)
+                    for field in (
+                        "id",
+                        "key",
+                        "serial",
+                        "issuer",
+                        "scope",
+                        "audience",
+                        "subject_token",
+                        "access_token",
+                        "refresh_token",
+                        "backup_refresh_token",
+                        "jti",
+                        "exp",
+                        "ready",
+                        "dead",
+                        "attempts",
+                    )
+                }
+        return out
+
+    def restore_rows(self, rows: Mapping[str, Mapping[str, Any]]) -> None:
+        """Load the state :meth:`rows` wrote (before :meth:`run`); :meth:`run` resumes it."""
+        by_key: dict[str, ManagedToken] = {}
+        for key, row in rows.items():
+            if key.startswith("token:"):
+                m = ManagedToken(**{k: v for k, v in row.items() if k != "exp"})
+                m.exp = float(row["exp"])
+                by_key[key] = m
+                self._serial = max(self._serial, m.serial + 1)
+                if m.dead is None:
+                    self._tokens[m.key] = m  # a new submission of the same token shares it
+        files: dict[str, list[_File]] = {}
+        for key, row in rows.items():
+            if key.startswith("file:"):
+                src, dst = row["source"], row["destination"]
+                f = _File(
+                    job=row["job"],
+                    index=int(row["index"]),
+                    spec=TransferFile(**row["spec"]),
+                    source=by_key[src] if src is not None else None,
+                    destination=by_key[dst] if dst is not None else None,
+                    state=FileState(row["state"]),
+                    attempts=int(row["attempts"]),
+                )
+                files.setdefault(f.job, []).append(f)
+        for key, row in rows.items():
+            if key.startswith("job:"):
+                job = row["job"]
+                self._jobs.add(job)
+                self._files[job] = sorted(files.get(job, []), key=lambda f: f.index)
+                pending = [f for f in self._files[job] if f.state not in _FINISHED]
+                for f in pending:
+                    for m in f.tokens:
+                        m.users.add(f)
+                if pending:
+                    self._resume.append(job)
+        self._resume.sort()
+
+    def _resume_restored(self, nursery: trio.Nursery) -> None:
+        """Resume what :meth:`restore_rows` loaded: manage its tokens, prepare and queue its
+        unfinished files (a copy that was running died with the process: submitted again)."""
+        for job in self._resume:
+            files = [f for f in self._files[job] if f.state not in _FINISHED]
+            for f in files:
+                if f.state is FileState.ACTIVE:
+                    self._state(
+                        f,
+                        FileState.SUBMITTED,
+                        reason="the transfer service restarted during the copy",
+                    )
+                for m in f.tokens:
+                    if m.cancel is None:
+                        m.cancel = trio.CancelScope()
+                        nursery.start_soon(self._manage, m, m.cancel)
+            nursery.start_soon(self._prepare, files)
+        self._resume = []
+
+
+def _job_key(job: str) -> str:
+    return f"job:{job}"
+
+
+def _file_key(f: _File) -> str:
+    return f"file:{f.job}/{f.index}"
+
+
+def _token_key(m: ManagedToken) -> str:
+    return f"token:{m.serial}"

@@ -19,7 +19,9 @@ What the runner does, in order:
    ``key_rotation`` and ``refresh_token_revoked`` go through the issuer's admin interface
    (loopback, the run's admin secret); ``clock_step`` rewrites a service's clock-offset file
    (libfaketime's timestamp file for XRootD); ``partition`` cuts the relays (``_relay.py``)
-   its links go through. ``transfer_service_state_loss`` is refused (:func:`check_live`).
+   its links go through; ``transfer_service_state_loss`` kills the transfer service
+   (SIGKILL), replaces its state directory with the stale copy the fault describes
+   (``_fts_store.py``) and starts it again on the same port, where it resumes its transfers.
 5. After ``scenario.duration``, stops every process it started by PID (SIGTERM, then SIGKILL
    after a bounded wait), merges the services' events by time, and writes the same outputs as a
    virtual run (``summary.json`` says ``"mode": "live"``).
@@ -92,6 +94,7 @@ from ..tokens import Algorithm, SigningKey
 from ..transport.http import ADMIN_HEADER, ADMIN_PATH, HEALTH_PATH, HttpTransport, Peer
 from ._clock import OFFSET_FILE, wall_now, write_offset
 from ._config import AuthFiles, ServiceConfig, TlsFiles
+from ._fts_store import replace_with_stale_copy
 from ._relay import Relay
 from ._store import FileTree, populate
 from ._tls import RunCA
@@ -109,14 +112,10 @@ LIVE_FAULTS: tuple[type[Any], ...] = (
     RefreshTokenRevoked,
     ClockStep,
     Partition,
+    TransferServiceStateLoss,
 )
-#: Why a live run cannot apply a fault kind (yet), for the one-line refusal.
-_NOT_LIVE: dict[type[Any], str] = {
-    TransferServiceStateLoss: (
-        "the live transfer service keeps its refresh tokens in memory only, so there is no "
-        "state directory to replace with a stale copy"
-    ),
-}
+#: Why a live run cannot apply a fault kind, for the one-line refusal (every kind can now).
+_NOT_LIVE: dict[type[Any], str] = {}
 #: The libfaketime timestamp file of an XRootD whose clock a ``clock_step`` steps.
 FAKETIME_FILE = "faketime"
 #: Seconds a service has to answer its health URL after it starts.
@@ -748,6 +747,20 @@ class _Run:
                 else:
                     write_offset(self.workdir / "services" / name, offset)
             return True
+        if isinstance(fault, TransferServiceStateLoss):
+            # P12 as a site sees it: the FTS host dies (kill -9, nothing flushed on the way
+            # out), its database comes back from a stale copy, FTS starts again on its port.
+            assert self.spec.transfer_service is not None  # the loader checked it
+            name = self.spec.transfer_service.name
+            svc = self.services[name]
+            self._record(fault, "start")
+            await trio.to_thread.run_sync(functools.partial(svc.stop, kill=True))
+            await trio.to_thread.run_sync(
+                replace_with_stale_copy, self.workdir / "services" / name, fault.restore
+            )
+            await trio.to_thread.run_sync(svc.start, None)
+            await self.wait_healthy([name])
+            return True
         if isinstance(fault, Partition):
             sides = [set(self.spec.resolve_hosts(n) or (n,)) for n in fault.between]
             links = [
@@ -802,6 +815,9 @@ class _Run:
                 for k, v in attrs.asdict(fault).items()
                 if isinstance(v, str | int | float | bool | tuple)
             }
+            restore = getattr(fault, "restore", None)
+            if restore is not None:  # an enum: its value, as virtual time records it
+                fields["restore"] = restore.value
             self.recorder.record("world", "fault", fault=fault.kind, phase=phase, **fields)
 
 
@@ -948,7 +964,9 @@ async def _drive(run: _Run, progress: Callable[[float, float], None] | None) -> 
 
 
 async def _drive_services(run: _Run, progress: Callable[[float, float], None] | None) -> None:
-    first = [n for n, s in run.services.items() if s.role != "queue-manager"]
+    # The workload's clock starts with the queue manager and the data manager (its rules)
+    last = [n for n, s in run.services.items() if s.role == "data-manager"]
+    first = [n for n, s in run.services.items() if s.role != "queue-manager" and n not in last]
     for name in first:
         await trio.to_thread.run_sync(run.start, name)
     await run.wait_healthy(first)
@@ -957,8 +975,10 @@ async def _drive_services(run: _Run, progress: Callable[[float, float], None] | 
         await run.login_all(transport)
     finally:
         await transport.aclose()
+    for name in last:
+        run.start(name)
     run.start("queue_manager")
-    await run.wait_healthy(["queue_manager"])
+    await run.wait_healthy([*last, "queue_manager"])
     start = trio.current_time()
     duration = run.spec.meta.duration
     async with trio.open_nursery() as nursery:

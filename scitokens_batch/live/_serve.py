@@ -13,8 +13,9 @@ without ``[auth]``.
 
 State that must survive a restart lives in the work directory, 0600: the issuer's signing keys
 and successor key (written atomically) and its refresh-token table (only SHA-256 digests of the
-refresh tokens, never the tokens), the token manager's credentials; the two tables are SQLite
-databases in WAL mode, each change committed before the answer that reveals it
+refresh tokens, never the tokens), the token manager's credentials, the transfer service's
+jobs, files and managed tokens (``_fts_store.py``); the tables are SQLite databases in WAL
+mode, each change committed before the answer that reveals it
 (``_durable.py``), so neither a stop nor a ``kill -9`` loses a rotation or a stored credential.
 Temporary copies a killed predecessor left (and an execute host's stale job sandboxes) are
 removed at start.
@@ -60,6 +61,7 @@ from ..transport.http import (
 from ._clock import follow_offset, wall_now
 from ._config import ConfigError, ServiceConfig, ServiceSecrets, load_service_secrets
 from ._durable import DurableTable, remove_temp_copies
+from ._fts_store import durable_transfer_service
 from ._limits import serve_limited
 from ._sandbox import directory_sandboxes, remove_stale_sandboxes
 from ._store import FileTree
@@ -304,6 +306,11 @@ async def serve(config: ServiceConfig) -> None:
             ),
         )
     t0 = config.t0 if config.t0 is not None else wall_now()
+    if config.role == "data-manager":
+        # A rule's ``at`` counts from the scenario's epoch (virtual t = 0); live, t = 0 is when
+        # the data manager starts (with the queue manager, once the users are logged in), not
+        # the fixed epoch of the file, long past, which would start every rule at once.
+        spec = attrs.evolve(spec, meta=attrs.evolve(spec.meta, epoch=wall_now()))
 
     def since_start() -> float:
         return wall_now() - t0
@@ -564,7 +571,9 @@ def _pick(
         fts = world.transfer_service
         if fts is None or fts.name != name:
             raise missing("the transfer service", [fts.name] if fts else [])
-        return fts, rpc_app(name, fts.handle, guard), nothing
+        # FTS's database: jobs, file states and managed tokens, reloaded and resumed now
+        store = durable_transfer_service(fts, config.workdir)
+        return fts, rpc_app(name, fts.handle, guard), store.close
     if role == "data-manager":
         rucio = world.data_manager
         if rucio is None or rucio.name != name:
@@ -574,4 +583,9 @@ def _pick(
         tm = world.token_manager
         creds = _durable_credentials(tm, config.workdir)
         return tm, rpc_app(name, tm.handle, guard), creds.close
-    return world.queue_manager, rpc_app(name, world.queue_manager.handle, guard), nothing
+    qm = world.queue_manager
+    # Nobody tells a live schedd that a host died: it keeps its claims alive and lets the job
+    # lease of an unconfirmed one expire, as HTCondor does (ALIVE_INTERVAL, JobLeaseDuration).
+    qm.alive_interval = world.spec.queue_manager.alive_interval
+    qm.job_lease = world.spec.queue_manager.job_lease
+    return qm, rpc_app(name, qm.handle, guard), nothing

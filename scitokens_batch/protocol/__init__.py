@@ -34,6 +34,7 @@ from ._messages import AccessStep as AccessStep
 from ._messages import Ack as Ack
 from ._messages import AuthorizationRequest as AuthorizationRequest
 from ._messages import AuthorizationResponse as AuthorizationResponse
+from ._messages import ClaimAlive as ClaimAlive
 from ._messages import ClientRegistrationRequest as ClientRegistrationRequest
 from ._messages import ClientRegistrationResponse as ClientRegistrationResponse
 from ._messages import ComputeStep as ComputeStep
@@ -86,6 +87,7 @@ __all__ = [
     "AuthorizationRequest",
     "AuthorizationResponse",
     "Backoff",
+    "ClaimAlive",
     "ClientRegistrationRequest",
     "ClientRegistrationResponse",
     "ComputeStep",

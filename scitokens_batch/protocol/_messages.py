@@ -32,6 +32,7 @@ __all__ = [
     "Ack",
     "AuthorizationRequest",
     "AuthorizationResponse",
+    "ClaimAlive",
     "ClientRegistrationRequest",
     "ClientRegistrationResponse",
     "ComputeStep",
@@ -447,6 +448,15 @@ class CredentialUpdate:
 
 
 @attrs.frozen(kw_only=True)
+class ClaimAlive:
+    """The schedd's keep-alive of its claims on an execute host (HTCondor's ``ALIVE_INTERVAL``
+    message to the startd), and the host's answer: the same message holding those of ``jobs``
+    it still runs. A restarted host knows none of them; a dead one does not answer."""
+
+    jobs: tuple[int, ...] = ()
+
+
+@attrs.frozen(kw_only=True)
 class Ack:
     """A request that needs no other answer was taken."""
 
@@ -634,6 +644,7 @@ Message: TypeAlias = (
     | CredentialResponse
     | StartJob
     | JobFinished
+    | ClaimAlive
     | DataRequest
     | DataResponse
     | TransferSubmit

@@ -81,6 +81,7 @@ RPC_CALLERS: Final[Mapping[str, Mapping[str, frozenset[str]]]] = {
     "execute-host": {
         "StartJob": frozenset({"queue-manager"}),
         "CredentialUpdate": frozenset({"queue-manager"}),
+        "ClaimAlive": frozenset({"queue-manager"}),
     },
     "transfer-service": {
         "TransferSubmit": frozenset({"data-manager"}),

@@ -493,11 +493,18 @@ class QueueManagerSpec:
         credential_wait: how long to wait for a usable access token before holding a job
             with hold code 4 (``CREDD_POLLING_TIMEOUT``: 20 s, I14).
         release_held_after: periodic release of credential holds; 0: never release.
+        alive_interval: live mode: seconds between the schedd's keep-alives of its claims on
+            each execute host (HTCondor's ``ALIVE_INTERVAL``, 300 s).
+        job_lease: live mode: a running job whose claim no keep-alive confirmed for this long
+            is evicted and goes back to idle (HTCondor's ``JobLeaseDuration``, 2400 s). In
+            virtual time an ``execute_host_crash`` tells the queue manager at once.
     """
 
     negotiation_interval: float = attrs.field(default=20.0, metadata=_NON_ZERO)
     credential_wait: float = attrs.field(default=20.0, metadata=_DURATION)
     release_held_after: float = attrs.field(default=600.0, metadata=_DURATION)
+    alive_interval: float = attrs.field(default=300.0, metadata=_NON_ZERO)
+    job_lease: float = attrs.field(default=2400.0, metadata=_NON_ZERO)
 
 
 @attrs.frozen(kw_only=True)

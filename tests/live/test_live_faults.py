@@ -2,9 +2,10 @@
 with the same scenario in virtual time by outcome classes (issue 12): the denial reasons that
 appear, which jobs complete or fail and why, the holds. Timings are not compared.
 
-``scenarios/live-faults.toml`` holds one workload per fault whose outcome shows it (its header
-has the table). Faults a live run cannot apply are refused before anything starts, naming the
-fault, the backend and why (``check_live``, tested without processes).
+``scenarios/live-faults.toml`` holds one workload (or replication rule) per fault whose
+outcome shows it (its header has the table): all nine kinds. What a backend cannot do is
+refused before anything starts, naming the fault, the backend and why (``check_live``, tested
+without processes).
 """
 
 from __future__ import annotations
@@ -51,9 +52,18 @@ def _children(pid: int) -> set[int]:
     return found
 
 
+#: Failure reasons of the transfer service, by class (the token's jti differs by run).
+_TRANSFER_REASONS = ("invalid_grant", "refresh token lost", "unreachable", "refused")
+
+
+def _transfer_class(reason: str) -> str:
+    return next((c for c in _TRANSFER_REASONS if c in reason), "other")
+
+
 def _outcome(out: Path, opaque: bool = False) -> dict[str, object]:
     """The outcome classes of a run: per workload, the multiset of (status, hold code, reason
-    class) of its jobs; the denial reasons seen; the hold codes seen.
+    class, evictions) of its jobs; the denial reasons seen; the hold codes seen; the transfers
+    done and failed, with the failures' reason classes per rule.
 
     With ``opaque`` (XRootD serves some data servers and answers a bare 403 to every refusal),
     a refusal's reason class is only "refused", and the denials are compared by number.
@@ -66,10 +76,16 @@ def _outcome(out: Path, opaque: bool = False) -> dict[str, object]:
             reason = row["reason"].rsplit(" ", 1)[-1] if row["reason"] else ""
             if opaque and reason:
                 reason = "refused"
-            key = (row["status"], row["last_hold_code"], reason)
+            key = (row["status"], row["last_hold_code"], reason, row["evictions"])
             per_workload.setdefault(row["workload"], Counter()).update([key])
     denied = {r: n for r, n in summary["data"]["denied"].items() if n}
+    failures: Counter[tuple[str, str]] = Counter()
+    for line in (out / "events.jsonl").read_text().splitlines():
+        event = json.loads(line)
+        if event["kind"] == "transfer_failed":
+            failures[(event["job"].rsplit("-", 1)[0], _transfer_class(event["reason"]))] += 1
     return {
+        "transfers": (summary["transfers"]["done"], summary["transfers"]["failed"], failures),
         "jobs": per_workload,
         "denied": sum(denied.values()) if opaque else sorted(denied),
         "holds": sorted(summary["jobs"]["holds_by_code"]),
@@ -91,12 +107,17 @@ XROOTD_SERVERS = ("never", "skewed", "remote")
 @pytest.mark.live
 @pytest.mark.slow
 @pytest.mark.parametrize("backend", ["builtin", "xrootd"])
-def test_live_faults_reach_the_virtual_outcome(tmp_path: Path, backend: str) -> None:
+def test_live_faults_reach_the_virtual_outcome(
+    tmp_path: Path, backend: str, capsys: pytest.CaptureFixture[str]
+) -> None:
     """key_rotation, refresh_token_revoked, clock_step (back and forth), two partitions, a
-    credd crash that loses its store, a data server restart and an issuer outage, applied live
-    (the issuer's admin interface, the services' clock offsets or libfaketime for XRootD, the
-    runner's relays, processes stopped and started), give the same outcome classes as in
-    virtual time; afterwards no process is left, no token is in an output or a log."""
+    credd crash that loses its store, a data server restart, an issuer outage, an execute host
+    crash (its jobs evicted when their job lease expires, then run again) and an FTS state loss
+    (killed, restarted on a stale database: invalid_grant, P12), applied live (the issuer's
+    admin interface, the services' clock offsets or libfaketime for XRootD, the runner's
+    relays, processes killed and started), give the same outcome classes as in virtual time;
+    afterwards no process is left, no relay port listens, no clock or faketime file and no stale
+    FTS copy is left, no token is in an output or a log."""
     live_set: list[str] = []
     virtual_set: list[str] = []
     if backend == "xrootd":
@@ -113,21 +134,51 @@ def test_live_faults_reach_the_virtual_outcome(tmp_path: Path, backend: str) -> 
     spec = load_scenario(SCENARIO, overrides=live_set)
     before = _children(os.getpid())
     started = time.monotonic()
-    live = run_live(spec, SCENARIO, overrides=live_set, out=tmp_path / "live", log_level="info")
+    live = run_live(
+        spec,
+        SCENARIO,
+        overrides=live_set,
+        out=tmp_path / "live",
+        log_level="info",
+        keep_workdir=True,  # to look for leftovers, then removed below
+    )
     wall = time.monotonic() - started
     opaque = backend == "xrootd"
     assert _outcome(tmp_path / "live", opaque) == _outcome(tmp_path / "virtual", opaque)
     if not opaque:
         assert virtual.passed, [c.line for c in virtual.checks if not c.passed]
         assert live.passed, [f"{c.line} ({c.actual})" for c in live.checks if not c.passed]
-    assert wall < 120
+    assert wall < 180
     assert _children(os.getpid()) - before == set()
+    kept = re.search(r"kept in (\S+)", capsys.readouterr().err)
+    assert kept is not None
+    workdir = Path(kept.group(1))
+    try:
+        services = workdir / "services"
+        leftovers = [
+            p.relative_to(workdir)
+            for pattern in ("*/clock-offset*", "*/faketime", ".*.stale", "*/.*.tmp-*")
+            for p in services.glob(pattern)
+        ]
+        assert leftovers == []
+        relay_ports = [
+            int(p)
+            for config in (workdir / "config").glob("*.toml")
+            for p in re.findall(r"^\d+ = (\d+)$", config.read_text(), re.MULTILINE)
+        ]
+        assert relay_ports and not any(_port_open(p) for p in relay_ports)
+    finally:
+        import shutil
+
+        shutil.rmtree(workdir, ignore_errors=True)
     events = (tmp_path / "live" / "events.jsonl").read_text()
     assert "eyJ" not in events
     for log in (tmp_path / "live" / "logs").glob("*.log"):
         assert "eyJ" not in log.read_text(errors="replace"), log.name
     kinds = {json.loads(x)["fault"] for x in events.splitlines() if '"kind":"fault"' in x}
     assert kinds == {
+        "execute_host_crash",
+        "transfer_service_state_loss",
         "key_rotation",
         "refresh_token_revoked",
         "clock_step",
@@ -136,6 +187,30 @@ def test_live_faults_reach_the_virtual_outcome(tmp_path: Path, backend: str) -> 
         "data_server_restart",
         "issuer_outage",
     }
+
+
+#: The FTS state loss of live-faults.toml, with its refresh tokens gone instead of restored.
+EMPTIED = ["faults[1].restore=none"]
+
+
+@pytest.mark.live
+@pytest.mark.slow
+def test_fts_state_emptied_live_matches_virtual(tmp_path: Path) -> None:
+    """P12 with restore = "none": the FTS is killed and restarted with no refresh tokens at
+    all; rule ftsc's 4 files fail because the refresh token is lost, live as in virtual time,
+    and every other outcome class is the same too."""
+    virtual = run_virtual(
+        load_scenario(SCENARIO, overrides=EMPTIED), out=tmp_path / "virtual", plots=False
+    )
+    spec = load_scenario(SCENARIO, overrides=EMPTIED)
+    assert spec.faults[1].kind == "transfer_service_state_loss"
+    before = _children(os.getpid())
+    run_live(spec, SCENARIO, overrides=EMPTIED, out=tmp_path / "live", log_level="info")
+    live = _outcome(tmp_path / "live")
+    assert live == _outcome(tmp_path / "virtual")
+    assert live["transfers"] == (8, 4, Counter({("ftsc", "refresh token lost"): 4}))
+    assert virtual.passed
+    assert _children(os.getpid()) - before == set()
 
 
 CTRL_C = """
@@ -237,7 +312,7 @@ def test_ctrl_c_during_live_faults_leaves_nothing(tmp_path: Path) -> None:
 def test_check_live_refuses_what_a_backend_cannot_do(monkeypatch: pytest.MonkeyPatch) -> None:
     """check_live accepts the live-faults scenario, and refuses, naming the fault, the backend
     and why: a clock step on XRootD without libfaketime, a partition between XRootD and an
-    issuer (FTS state loss: tests/scenarios/test_loader_transfers.py)."""
+    issuer (every fault kind has a live mechanism now)."""
     from scitokens_batch.live import _xrootd
 
     spec = load_scenario(SCENARIO)
@@ -253,9 +328,9 @@ def test_check_live_refuses_what_a_backend_cannot_do(monkeypatch: pytest.MonkeyP
     cut = SCENARIO.read_text() + (
         '\n[[faults]]\nkind = "partition"\nbetween = ["remote", "vo"]\nat = "1s"\nduration = "5s"\n'
     )
-    check_live(parse_scenario(cut, file="f.toml"), "f.toml")  # our data server: a relay
+    check_live(parse_scenario(cut, file=str(SCENARIO)), "f.toml")  # our data server: a relay
     xrootd_cut = parse_scenario(
-        cut, file="f.toml", overrides=["data_servers.remote.backend=xrootd"]
+        cut, file=str(SCENARIO), overrides=["data_servers.remote.backend=xrootd"]
     )
     with pytest.raises(ScenarioError) as info:
         check_live(xrootd_cut, "f.toml")

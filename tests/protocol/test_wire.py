@@ -25,6 +25,7 @@ from scitokens_batch.protocol import (
     TOKEN_TYPE_REFRESH,
     AccessStep,
     Ack,
+    ClaimAlive,
     ComputeStep,
     CredentialRequest,
     CredentialResponse,
@@ -708,7 +709,7 @@ class TestRpc:
     """The JSON envelope between the batch-system actors (protocol/_wire.py RPC)."""
 
     def test_rpc_messages(self) -> None:
-        """Exactly the batch-system messages, and those of Rucio -> FTS -> storage (L5, HTTP-TPC
+        """Exactly the batch-system messages (the schedd's claim keep-alive included), and those of Rucio -> FTS -> storage (L5, HTTP-TPC
         copies and their answers), travel over RPC, by class name."""
         assert set(w.RPC_MESSAGES) == {
             "Ack",
@@ -718,6 +719,7 @@ class TestRpc:
             "StoreCredential",
             "StartJob",
             "JobFinished",
+            "ClaimAlive",
             "TransferSubmit",
             "TransferAccepted",
             "TransferRefused",
@@ -744,6 +746,8 @@ class TestRpc:
             ),
             start_job(),
             JobFinished(job=17, host="node-1", exit_code=1, reason="held", cpu_seconds=3.25),
+            ClaimAlive(jobs=(3, 17)),
+            ClaimAlive(),
             transfer_submit(),
             TransferSubmit(job="r-2", files=(copy_file(),), fts_token=TOKEN),
             TransferAccepted(job="r-1", files=2),
