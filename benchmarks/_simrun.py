@@ -80,12 +80,16 @@ def summary_reports_signatures() -> bool:
     return "signature_checks" in SummaryBuilder().figures()["data"]
 
 
+#: The module-level name ``Verifier.check`` calls; wrapped for the run only (fallback).
+_SIGNATURE_VALID = "signature_valid"
+
+
 class _SignatureCounter:
     """Counts calls of ``tokens._verifier.signature_valid`` while installed (fallback only)."""
 
     def __init__(self) -> None:
         self.calls = 0
-        self._original: Callable[[Any, Any], bool] = verifier_module.signature_valid
+        self._original: Callable[[Any, Any], bool] = getattr(verifier_module, _SIGNATURE_VALID)
 
     def __enter__(self) -> _SignatureCounter:
         original = self._original
@@ -94,11 +98,11 @@ class _SignatureCounter:
             self.calls += 1
             return original(token, key)
 
-        verifier_module.signature_valid = signature_valid
+        setattr(verifier_module, _SIGNATURE_VALID, signature_valid)
         return self
 
     def __exit__(self, *_exc: object) -> None:
-        verifier_module.signature_valid = self._original
+        setattr(verifier_module, _SIGNATURE_VALID, self._original)
 
 
 def _progress(label: str) -> Callable[[float, float], None]:

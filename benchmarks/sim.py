@@ -56,6 +56,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from scitokens_batch import _vtime
+from scitokens_batch.errors import LocalInputError
 from scitokens_batch.scenario import Scenario, load_scenario, run_virtual
 
 from ._report import CpuCounters, MachineLoad, machine_line
@@ -725,7 +726,12 @@ def measure(
     floor_load = None
     notes: list[str] = []
     for name, path in DAYS.items():
-        overrides[name] = tuple(scaled_overrides(load_scenario(path), scale))
+        try:
+            overrides[name] = tuple(scaled_overrides(load_scenario(path), scale))
+        except LocalInputError as exc:  # a report: the other day still runs
+            failures[name] = str(exc)
+            say(f"[bold red]{escape(str(exc))}[/bold red]")
+            continue
         say(
             f"running {path.name}"
             + (f" scaled down 1/{scale}" if scale > 1 else "")
@@ -735,7 +741,7 @@ def measure(
             days[name] = run_day(name, path, overrides[name], scale, out, say)
         except DayFailed as exc:
             failures[name] = str(exc)
-            say(f"[bold red]{exc}[/bold red]")
+            say(f"[bold red]{escape(str(exc))}[/bold red]")
             continue
         say(f"{name}: {days[name].wall:.1f} s wall")
         if name != DAY_10K:
