@@ -1,6 +1,7 @@
 """``python -m benchmarks._simrun FILE [--set K=V ...] [--out DIR] [--progress LABEL]``.
 
-One simulator day in a process of its own, so that its peak RSS (``ru_maxrss``) is its own:
+One simulator day in a process of its own, so that its peak RSS is its own (``VmHWM``, see
+:func:`peak_rss_bytes`):
 ``load_scenario(FILE, overrides)`` then ``run_virtual(spec)`` once, no outputs unless ``--out``.
 Prints one JSON line on stdout with what :mod:`benchmarks.sim` reports (wall and CPU seconds of
 ``run_virtual``, peak RSS, the summary, the ``[expect]`` results, the peak number of
@@ -69,10 +70,24 @@ class RunningPeak:
             self.running.discard(ev.fields.get("job"))
 
 
-def peak_rss_bytes() -> int:
-    """``ru_maxrss`` of this process, in bytes (KiB on Linux, bytes on macOS)."""
+def peak_rss_bytes() -> tuple[int, str]:
+    """This process's peak RSS in bytes, and where it was read.
+
+    ``VmHWM`` of ``/proc/self/status`` where it exists: Linux carries ``ru_maxrss`` over
+    ``fork`` and ``execve``, so a child's ``ru_maxrss`` is at least its parent's RSS at the fork
+    (the benchmark's parent holds the floor's sleep plans), while ``VmHWM`` is the high-water
+    mark of the child's own address space. Elsewhere ``ru_maxrss`` (KiB on Linux, bytes on
+    macOS).
+    """
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024, "VmHWM"
+    except (OSError, ValueError, IndexError):
+        pass
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return int(peak) if sys.platform == "darwin" else int(peak) * 1024
+    return (int(peak) if sys.platform == "darwin" else int(peak) * 1024), "ru_maxrss"
 
 
 def summary_reports_signatures() -> bool:
@@ -132,7 +147,7 @@ def measure(
     peak = RunningPeak()
     from_summary = summary_reports_signatures()
     counter = _SignatureCounter()
-    rss_before = peak_rss_bytes()
+    rss_before, _ = peak_rss_bytes()
     counters = CpuCounters.read()
     cpu0 = time.process_time()
     start = time.perf_counter()
@@ -148,6 +163,7 @@ def measure(
     wall = time.perf_counter() - start
     cpu = time.process_time() - cpu0
     load = MachineLoad.between(counters, CpuCounters.read())
+    rss_peak, rss_source = peak_rss_bytes()
     summary = {k: v for k, v in result.summary.items() if not k.startswith("_")}
     data = summary.get("data", {})
     if from_summary:
@@ -163,7 +179,8 @@ def measure(
         "wall_s": wall,
         "cpu_s": cpu,
         "rss_before_bytes": rss_before,
-        "peak_rss_bytes": peak_rss_bytes(),
+        "peak_rss_bytes": rss_peak,
+        "rss_source": rss_source,
         "machine_busy": load.busy if load else None,
         "machine_steal": load.steal if load else None,
         "cores": os.cpu_count(),

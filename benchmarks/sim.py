@@ -4,11 +4,12 @@ floor.
 What is measured, in this order, in one bench run:
 
 1. ``benchmarks/day-10k.toml`` in a child process of its own (``python -m benchmarks._simrun``,
-   so that its peak RSS is its own ``ru_maxrss``): ``load_scenario`` + ``run_virtual(spec)``
-   once, no outputs unless ``--sim-out DIR``. Wall = ``perf_counter`` around ``run_virtual``
-   (world build and summary included, scenario parsing not); CPU seconds of the child over the
-   same span; events, accesses, tokens minted and renewals from the summary; signature checks
-   and memo hits from the summary (``data.signature_checks``, ``data.signature_memo_hits``;
+   so that its peak RSS is its own): ``load_scenario`` + ``run_virtual(spec)`` once, no outputs
+   unless ``--sim-out DIR``. Wall = ``perf_counter`` around ``run_virtual`` (world build and
+   summary included, scenario parsing not); CPU seconds of the child over the same span; peak
+   RSS = ``VmHWM`` of the child (``ru_maxrss`` would carry the parent's RSS over fork and
+   exec); events, accesses, tokens minted and renewals from the summary; signature checks and
+   memo hits from the summary (``data.signature_checks``, ``data.signature_memo_hits``;
    counted by wrapping ``signature_valid`` in the child where the summary does not have them,
    and said so); the peak number of jobs running at once from an observer counting
    ``execute`` against ``terminated`` / ``evicted`` / ``held`` / ``removed`` events.
@@ -616,7 +617,7 @@ class SimResult:
             (
                 "peak RSS",
                 each(lambda d: f"{d.rss_gib:.2f} GiB"),
-                "ru_maxrss of the day's own process",
+                "VmHWM of the day's own process",
             ),
             ("accesses", each(lambda d: f"{d.accesses:,}"), "data.accesses"),
             ("events", each(lambda d: f"{d.events:,}"), "summary events"),
@@ -798,8 +799,9 @@ def method_text(r: SimResult) -> str:
         "Each day runs in a child process of its own (`python -m benchmarks._simrun FILE`): "
         "`load_scenario` + `run_virtual(spec)` once, no outputs; wall = `perf_counter` around "
         "`run_virtual`, CPU = the child's process time over the same span, peak RSS = "
-        "`ru_maxrss` of the child (interpreter and libraries included). Signature checks and "
-        "memo hits come from summary.json (`data.signature_checks`, "
+        "`VmHWM` of the child's `/proc/self/status` (interpreter and libraries included; not "
+        "`ru_maxrss`, which Linux carries over fork and exec from the parent). Signature "
+        "checks and memo hits come from summary.json (`data.signature_checks`, "
         "`data.signature_memo_hits`); the peak of running jobs from an observer counting "
         "`execute` against `terminated`/`evicted`/`held`/`removed` events. The **trio floor** "
         "is timed in the parent right after day-10k: a bare trio program under "

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import math
+import sys
 
 import pytest
 from rich.console import Console
@@ -80,6 +81,8 @@ def test_section_end_to_end_scaled_down() -> None:
         assert 0 < d.peak_running <= d.doc["slots"]
         assert d.doc["events_observed"] == d.events
         assert d.rss_gib > 0 and d.wall > 0
+        if sys.platform == "linux":  # the child's own high-water mark, not the parent's
+            assert d.doc["rss_source"] == "VmHWM"
     assert r.floor is not None and r.floor_project is not None
     assert r.floor.tasks == d10.peak_running
     assert r.floor.sleeps == d10.accesses + d10.renewals
