@@ -859,8 +859,15 @@ def remaining_text(r: SimResult) -> list[str]:
         if split:
             top = sorted(((us, k) for k, us in split.items() if k != "engine"), reverse=True)[:3]
             engine = split.get("engine", 0.0)
+            b = r.breakdown
+            if b is not None:
+                text += (
+                    f" The simulator makes {b.wakeups_per_access:.2f} task wake-ups and "
+                    f"{b.run_loop_passes_per_access:.2f} run-loop passes per access (profile) "
+                    f"where the floor makes {f.sleeps / acc:.3f} sleeps."
+                )
             text += (
-                f" The profile (1/{r.breakdown.scale if r.breakdown else '?'} day) puts "
+                f" The profile (1/{b.scale if b else '?'} day) puts "
                 f"{engine:.1f} µs per access in trio and the sleep primitives and "
                 + ", ".join(f"{us:.1f} µs in {COMPONENTS[k]}" for us, k in top)
                 + "."
@@ -868,7 +875,9 @@ def remaining_text(r: SimResult) -> list[str]:
             if engine > budget:
                 text += (
                     f" The engine alone exceeds the budget ({engine:.1f} > {budget:.1f} µs): "
-                    "only a scheduler cheaper per wake-up than trio's closes it."
+                    "only fewer wake-ups per access"
+                    + (f" ({b.wakeups_per_access:.2f} now)" if b is not None else "")
+                    + " or a scheduler cheaper per wake-up than trio's closes it."
                 )
             else:
                 text += (
