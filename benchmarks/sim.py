@@ -811,6 +811,11 @@ def method_text(r: SimResult) -> str:
         "`_vtime.sleep`) and as SimPy timeouts (same processes, same timeouts) are shown for "
         f"information and context. Code: `{r.revision}`."
     )
+    if r.out is not None:
+        text += (
+            f" Outputs were written to `{r.out}/DAY` (`--sim-out`): the walls include writing "
+            "events.jsonl and the rest."
+        )
     load = r.floor_load
     if load is not None:
         text += (
