@@ -10,7 +10,7 @@ STAMP   = $(VENV)/.installed
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[test,dev,plots,http]'
+	$(PY) -m pip install --quiet -e '.[test,dev,plots,http,bench]'
 	touch $(STAMP)
 
 ## demo: set up, run the bundled demo and print its summary

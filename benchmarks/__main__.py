@@ -3,7 +3,8 @@
 Runs each section with the interleaved-rounds harness (the token core), then the live section
 (``live``: real HTTPS services on 127.0.0.1 under a concurrency of 64, our token endpoint and
 our data server next to XRootD, see :mod:`benchmarks.live`), then the simulator section
-(``sim``: the reference day ``benchmarks/day-10k.toml`` run once against its crypto floor, see
+(``sim``: ``benchmarks/day-10k.toml`` and ``benchmarks/day-100k.toml``, each once in a process of
+its own, against the trio floor timed in the same run and a SimPy reference, see
 :mod:`benchmarks.sim`), then the study section (``sweep``: a 16-run study on 1 and 2 Dask
 workers, see :mod:`benchmarks.sweep`), prints the rich tables with PASS/MISS per target, and
 optionally writes JSON and splices each markdown section into a document
@@ -75,8 +76,14 @@ def _parser() -> argparse.ArgumentParser:
         "--sim-out",
         type=Path,
         metavar="DIR",
-        help="sim section: write the run's outputs (events.jsonl, summary.json...) to DIR "
+        help="sim section: write each day's outputs (events.jsonl, summary.json...) to DIR/DAY "
         "(slower: the wall time then includes writing them)",
+    )
+    p.add_argument(
+        "--sim-scale",
+        type=int,
+        metavar="N",
+        help="sim section: run both days scaled down N times (default 1; 10 with --quick)",
     )
     p.add_argument("--rounds", type=int, help="override the number of interleaved rounds")
     p.add_argument("--seconds", type=float, help="override the seconds per benchmark per round")
@@ -157,7 +164,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             continue
         if name == sim.NAME:
             sim_result = sim.measure(
-                quick=args.quick, breakdown=args.breakdown, out=args.sim_out, err=err
+                quick=args.quick,
+                breakdown=args.breakdown,
+                out=args.sim_out,
+                err=err,
+                scale=args.sim_scale,
             )
             sim.print_result(out, sim_result, info)
             if args.markdown:
