@@ -17,9 +17,10 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(PY) -m scitokens_batch demo
 
-## test: set up and run the whole test suite (interop tests need the Debian peers; see .ci/run)
+## test: set up and run the whole test suite (interop tests need the Debian peers; see .ci/run);
+## three workers: the live tests that wait on the wall clock run beside the rest (tests/conftest.py)
 test: $(STAMP)
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n 3 --dist loadgroup --durations=15
 
 ## lint: ruff, mypy --strict on the package, and the import-layer contracts
 lint: $(STAMP)

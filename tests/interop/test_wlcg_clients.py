@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import random
 import re
 import shutil
 import subprocess
@@ -45,7 +46,9 @@ GFAL_MISSING = (
 #: gfal2-util's scripts look for a ``python`` that imports gfal2; Debian's is this one.
 GFAL_PYTHON = "/usr/bin/python3"
 #: A payload with real content (the scenario's files are zeros), on ``other`` and ``store``.
-PAYLOAD = os.urandom(700_001)
+#: Fixed bytes (not os.urandom): the checksums are test ids, and pytest-xdist's workers must
+#: collect the same ids.
+PAYLOAD = random.Random(20261204).randbytes(700_001)
 
 
 @attrs.frozen
@@ -183,6 +186,7 @@ def test_gfal_stat_directory_and_file(site: Site, gfal: None) -> None:
         ("ADLER32", f"{zlib.adler32(PAYLOAD):08x}"),
         ("MD5", hashlib.md5(PAYLOAD).hexdigest()),
     ],
+    ids=["ADLER32", "MD5"],
 )
 def test_gfal_sum(site: Site, gfal: None, alg: str, expected: str) -> None:
     """gfal-sum gets the file's checksum from our Digest header (Want-Digest, RFC 3230)."""
