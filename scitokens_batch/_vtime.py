@@ -160,10 +160,16 @@ class Timer:
             else:
                 self._pending = deadline
             return
+        if deadline == self._registered_deadline:
+            return  # unchanged (as a cancel scope's deadline set to its own value)
         self._unregister()
         if deadline != math.inf:
             self._registered_deadline = deadline
             self._deadlines.add(deadline, self)
+
+    def clear(self) -> None:
+        """No wake-up time (the task waits until :meth:`set` or :meth:`fire`)."""
+        self.set(math.inf)
 
     def _unregister(self) -> None:
         if self._registered_deadline != math.inf:
