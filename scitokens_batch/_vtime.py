@@ -29,6 +29,7 @@ path is the one taken, and without those internals the same API falls back to a 
 
 from __future__ import annotations
 
+import contextlib
 import math
 from typing import Any
 
@@ -102,7 +103,7 @@ _usable: list[Any] = [None, None]
 
 
 class Timer:
-    """One task's wake-up time, kept in trio's own deadline heap without a cancel scope.
+    """A wake-up time, kept in trio's own deadline heap without a cancel scope.
 
     trio's run loop keeps the deadlines of cancel scopes in a heap and, when one passes, calls
     the scope's ``_cancel``; what it reads of an entry is its ``_registered_deadline`` and that
@@ -118,7 +119,7 @@ class Timer:
     exception (:attr:`fast` says which); the order in which tasks wake is the same either way.
     """
 
-    __slots__ = ("_deadlines", "_pending", "_registered_deadline", "_scope", "_task", "_waiting")
+    __slots__ = ("_deadlines", "_pending", "_registered_deadline", "_scope", "_task", "_waiters")
 
     def __init__(self) -> None:
         self._task = current_task()
@@ -134,16 +135,17 @@ class Timer:
             _usable[:] = [runner, deadlines if usable else None]
         self._deadlines = _usable[1]
         self._registered_deadline = math.inf
-        self._waiting = False
+        #: the tasks waiting (several when transfers due at the same instant share the timer)
+        self._waiters: list[trio.lowlevel.Task] = []
         self._scope: trio.CancelScope | None = None
         self._pending = math.inf  # the fallback's deadline until its scope exists
 
     @property
     def waiting(self) -> bool:
-        """Whether the task waits in :meth:`wait` and has not been woken yet."""
+        """Whether a task waits in :meth:`wait` and has not been woken yet."""
         if self._deadlines is None:
             return self._scope is not None and not self._scope.cancel_called
-        return self._waiting
+        return bool(self._waiters)
 
     @property
     def fast(self) -> bool:
@@ -178,11 +180,12 @@ class Timer:
             self._registered_deadline = math.inf
 
     def _cancel(self, _reason: object) -> None:
-        # trio's deadline heap: our deadline passed (the heap dropped its entry).
+        # trio's deadline heap: our deadline passed (the heap dropped its entry). Every waiter
+        # is queued now, in this pass: the same batch as with a timer each.
         self._unregister()
-        if self._waiting:
-            self._waiting = False
-            reschedule(self._task)
+        waiters, self._waiters = self._waiters, []
+        for task in waiters:
+            reschedule(task)
 
     def fire(self) -> None:
         """Wake the task now if it waits (a link reset); it finds out why by itself."""
@@ -194,17 +197,21 @@ class Timer:
 
     async def wait(self) -> None:
         """Wait until the deadline set with :meth:`set` passes or :meth:`fire` is called;
-        returns normally then. A cancellation from outside raises ``Cancelled``."""
+        returns normally then. A cancellation from outside raises ``Cancelled``. Several tasks
+        may wait on one fast timer (:attr:`fast`): all wake together."""
         if self._deadlines is None:
             await self._wait_in_scope()
             return
+        task = current_task()
 
         def abort(_raise_cancel: object) -> Abort:
-            self._waiting = False
-            self._unregister()
+            with contextlib.suppress(ValueError):
+                self._waiters.remove(task)
+            if not self._waiters:
+                self._unregister()  # nobody left to wake
             return Abort.SUCCEEDED
 
-        self._waiting = True
+        self._waiters.append(task)
         await wait_task_rescheduled(abort)
 
     async def _wait_in_scope(self) -> None:

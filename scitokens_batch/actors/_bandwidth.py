@@ -43,6 +43,10 @@ class SharedLink:
     _v: float = attrs.field(default=0.0, alias="_v")
     _last: float = attrs.field(default=0.0, alias="_last")
     _flows: list[_Flow] = attrs.field(factory=list, alias="_flows")
+    #: target -> the transfers under way with that target, which share one timer: transfers
+    #: that start together with the same size (the jobs a negotiation cycle started, in lock
+    #: step) are due at the same instant whatever the share, so one deadline serves them all
+    _by_target: dict[float, list[_Flow]] = attrs.field(factory=dict, alias="_by_target")
     _bytes: float = attrs.field(default=0.0, alias="_bytes")
 
     def __attrs_post_init__(self) -> None:
@@ -62,15 +66,26 @@ class SharedLink:
 
     def _deadline(self, flow: _Flow) -> float:
         """When ``V`` reaches ``flow``'s target at the current share."""
-        return self._last + max(0.0, flow.target - self._v) * len(self._flows) / self.bandwidth
-
-    def _retime(self, skip: _Flow | None = None) -> None:
-        """Move every sleeping transfer's deadline (but ``skip``'s) to when ``V`` reaches its
-        target: the share changed."""
+        # The same expression as _retime's, to the last bit: transfers that share a timer must
+        # compute one deadline, whichever of them computes it.
         per_byte = len(self._flows) / self.bandwidth
-        for f in self._flows:
-            if f is not skip and f.timer.waiting:  # a woken flow recomputes its own
-                f.timer.set(self._last + max(0.0, f.target - self._v) * per_byte)
+        return self._last + max(0.0, flow.target - self._v) * per_byte
+
+    def _retime(self) -> None:
+        """Move every sleeping transfer's deadline to when ``V`` reaches its target: the share
+        changed. One move per distinct target (its transfers share a timer), not per transfer:
+        with a timer each, k transfers starting together cost k(k+1)/2 moves."""
+        per_byte = len(self._flows) / self.bandwidth
+        for target, group in self._by_target.items():
+            due = self._last + max(0.0, target - self._v) * per_byte
+            timer = group[0].timer
+            if timer.fast:
+                if timer.waiting:  # a woken group recomputes its own
+                    timer.set(due)
+                continue
+            for f in group:  # fallback timers wake one task each
+                if f.timer.waiting:
+                    f.timer.set(due)
 
     async def transfer(self, size: float) -> None:
         """Move ``size`` bytes; returns when they are through.
@@ -83,13 +98,23 @@ class SharedLink:
         # The run's clock, read directly: trio.current_time() is three calls deep.
         clock = trio.lowlevel.current_clock().current_time
         self._advance(clock())
-        flow = _Flow(self._v + size, Timer())
+        target = self._v + size
+        group = self._by_target.get(target)
+        if group is not None and group[0].timer.fast:
+            flow = _Flow(target, group[0].timer)  # due with them, whatever the share
+            group.append(flow)
+        else:
+            flow = _Flow(target, Timer())
+            if group is None:
+                self._by_target[target] = [flow]
+            else:
+                group.append(flow)  # the fallback timer wakes one task: a timer each
         self._flows.append(flow)
         try:
             while True:
                 # The share of every flow changed (or, after an early wake-up, the others'
                 # deadlines are recomputed from the new V, as they always were).
-                self._retime(skip=flow)
+                self._retime()
                 flow.timer.set(self._deadline(flow))
                 await flow.timer.wait()
                 if flow.reset:
@@ -105,6 +130,10 @@ class SharedLink:
             if not flow.reset:
                 self._advance(clock())
                 self._flows.remove(flow)
+                group = self._by_target[flow.target]
+                group.remove(flow)
+                if not group:
+                    del self._by_target[flow.target]
                 if self._flows:
                     self._retime()  # the others speed up
         self._bytes += size
@@ -120,6 +149,7 @@ class SharedLink:
             flow.reset = True
             flow.timer.fire()
         self._flows.clear()
+        self._by_target.clear()
         self._advance(trio.current_time())
 
     @property

@@ -10,7 +10,9 @@ import trio.testing
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from scitokens_batch import _vtime
 from scitokens_batch.actors import SharedLink
+from scitokens_batch.scenario._determinism import seeded_trio_scheduler
 
 from .helpers import of, scenario, simulate, workload
 
@@ -213,3 +215,45 @@ downtime = "60s"
     assert use.t == 140.0 and use.fields["jti"] == staged[1].fields["jti"]
     (end,) = of(events, "terminated")
     assert end.fields["status"] == "completed"
+
+
+@given(
+    flows=st.lists(
+        st.tuples(st.sampled_from([0.0, 0.5, 1.0]), st.sampled_from([1e5, 2e5, 5e5])),
+        min_size=1,
+        max_size=25,
+    ),
+)
+@settings(max_examples=40, deadline=None)
+def test_shared_timers_finish_exactly_as_a_timer_each(flows: list[tuple[float, float]]) -> None:
+    """Property: transfers that start together with the same size (lock-step bursts) share one
+    timer on the fast path; every transfer ends at exactly the same float as with the
+    fallback, where each has its own (cancel-scope) timer."""
+
+    def ends(fast: bool) -> list[tuple[int, float]]:
+        seen: list[tuple[int, float]] = []
+
+        async def main() -> None:
+            if not fast:
+                runner = _vtime._run_context.GLOBAL_RUN_CONTEXT.runner
+                _vtime._usable[:] = [runner, None]  # this run's Timer()s take the fallback
+            link = SharedLink(1e6)
+
+            async def one(i: int, at: float, size: float) -> None:
+                await trio.sleep(at)
+                assert _vtime.Timer().fast is fast  # the path under test is the one taken
+                await link.transfer(size)
+                seen.append((i, trio.current_time()))
+
+            async with trio.open_nursery() as nursery:
+                for i, (at, size) in enumerate(flows):
+                    nursery.start_soon(one, i, at, size)
+
+        try:
+            with seeded_trio_scheduler(7):  # the same order of tasks woken together
+                _run_bounded(main, trio.testing.MockClock(autojump_threshold=0))
+        finally:
+            _vtime._usable[:] = [None, None]
+        return sorted(seen)
+
+    assert ends(fast=True) == ends(fast=False)
