@@ -6,14 +6,18 @@ virtual time moves only when trio jumps it to the next deadline. ``MockClock.cur
 still reads the real clock and scales it by the rate (``virtual_base + 0 * elapsed``), and trio
 and the actors read the time about a dozen times per data access; with ``rate = 0`` that sum is
 exactly ``virtual_base``, so returning the field gives the same floats for a fraction of the
-cost.
+cost. Its autojump also reads the next deadline directly (not through ``current_statistics()``)
+and wakes the tasks due at the new instant in the same run-loop pass (one zero-length I/O poll
+per instant instead of two).
 
 **The sleeps.** ``trio.sleep`` parks the task in a cancel scope with a deadline; when the
 deadline passes, trio cancels the scope (recalculating its cancel-status tree) and wakes the task
 with a ``Cancelled`` exception, raised through the sleep and caught by the scope. A million data
 accesses are a million such scopes and exceptions, more than half of the cost of a sleep under
 ``MockClock`` (docs/performance.md). :class:`Timer` puts the task's wake-up time in trio's own
-deadline heap instead, as an entry that reschedules the task with a plain value when it passes.
+deadline heap instead, as an entry that reschedules the task with a plain value when it passes;
+several tasks due at the same instant may share one (the shared bandwidth link's lock-step
+transfers).
 
 The task is put on the run queue in the same run-loop pass as with ``trio.sleep``, so the batch
 of tasks that run together, and trio's seeded order within it, are unchanged: every event of a
@@ -45,7 +49,8 @@ def virtual_clock() -> trio.testing.MockClock:
     """``MockClock(autojump_threshold=0)`` at rate 0 whose time is read without the real clock.
 
     ``MockClock`` is final (trio refuses subclasses) and trio's run loop autojumps only a
-    ``MockClock``, so this is one, with two methods replaced on the instance. At rate 0,
+    ``MockClock``, so this is one, with methods replaced on the instance (the time, the sleep
+    time of the I/O wait, and the autojump once the run starts). At rate 0,
     ``MockClock`` computes ``virtual_base + 0 * (perf_counter() - real_base)``, which is
     ``virtual_base`` exactly; reading the attribute gives the same floats. Should a trio release
     rename that attribute, the plain clock is returned (slower, same results); a test checks
