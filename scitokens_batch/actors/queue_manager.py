@@ -499,18 +499,8 @@ class QueueManager:
         now = trio.current_time()
         evicted = []
         for job in self._running_on(host_name):
-            lost = now - job.started_at
-            job.life.process(Evict(reason=reason), now=now)
-            self._idle[job.sub.job] = None
+            self._evict(job, host_name, reason, now)
             evicted.append(job.sub.job)
-            self.recorder.record(
-                self.name,
-                "evicted",
-                job=job.sub.job,
-                host=host_name,
-                reason=reason,
-                lost_cpu_s=round(lost, 6),
-            )
         return evicted
 
     def host_up(self, host_name: str) -> None:
@@ -563,10 +553,14 @@ class QueueManager:
             f"job lease expired: {host_name} confirmed no claim for {unconfirmed:.0f} s "
             f"(job_lease {self.job_lease:g} s)"
         )
-        job.life.process(Evict(reason=reason), now=now)
-        self._idle[job.sub.job] = None
         if host_name is not None and slot is not None:
             self._free(self._hosts[host_name], slot)
+        self._evict(job, host_name, reason, now)
+
+    def _evict(self, job: _Job, host_name: str | None, reason: str, now: float) -> None:
+        """Back to idle, its work on ``host_name`` so far lost; the ``evicted`` event."""
+        job.life.process(Evict(reason=reason), now=now)
+        self._idle[job.sub.job] = None
         self.recorder.record(
             self.name,
             "evicted",
