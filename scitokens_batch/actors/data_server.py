@@ -224,32 +224,7 @@ class DataServer:
             token=message.source_token,
             transfer=message.transfer,
         )
-        pulled: list[Message] = []
-        reset = False
-        async with trio.open_nursery() as nursery:
-
-            async def fetch() -> None:
-                try:
-                    got: Message = await self.transport.request(self.name, message.source, pull)
-                except Unreachable as exc:
-                    got = DataResponse(
-                        status=502, detail=f"source {exc.dest} unreachable ({exc.why})"
-                    )
-                pulled.append(got)
-                if not (isinstance(got, DataResponse) and got.ok):
-                    nursery.cancel_scope.cancel()  # nothing to receive: stop our side
-
-            nursery.start_soon(fetch)
-            try:
-                await self.link.transfer(answer.size)
-            except LinkReset:
-                reset = True
-                nursery.cancel_scope.cancel()  # the source's side is abandoned with ours
-        if reset:
-            raise Unreachable(f"transfer {message.transfer}", self.name, "down")
-        (got,) = pulled
-        if not isinstance(got, DataResponse):
-            raise TypeError(f"data server {message.source}: unexpected answer {type(got).__name__}")
+        got = await self._copy_alongside(message.source, pull, answer.size, "source")
         if not got.ok:
             return attrs.evolve(got, side="source")
         answer = self.commit_write(write, answer)
@@ -289,35 +264,49 @@ class DataServer:
             token=message.destination_token,
             transfer=message.transfer,
         )
-        pushed: list[Message] = []
+        got = await self._copy_alongside(destination, write, answer.size, "destination")
+        return got if got.ok else attrs.evolve(got, side="destination")
+
+    async def _copy_alongside(
+        self, peer: str, request: DataRequest, size: int, role: str
+    ) -> DataResponse:
+        """Move ``size`` bytes over this server's link while ``peer``, the other end of a
+        third-party copy (its ``role``: ``"source"`` or ``"destination"``), serves
+        ``request``; either side's failure stops the other.
+
+        Returns:
+            The peer's answer; a 502 when it cannot be reached.
+
+        Raises:
+            Unreachable: this server was restarted while the bytes were moving.
+        """
+        answers: list[Message] = []
         reset = False
         async with trio.open_nursery() as nursery:
 
-            async def upload() -> None:
+            async def ask_peer() -> None:
                 try:
-                    got: Message = await self.transport.request(self.name, destination, write)
+                    got: Message = await self.transport.request(self.name, peer, request)
                 except Unreachable as exc:
                     got = DataResponse(
-                        status=502, detail=f"destination {exc.dest} unreachable ({exc.why})"
+                        status=502, detail=f"{role} {exc.dest} unreachable ({exc.why})"
                     )
-                pushed.append(got)
+                answers.append(got)
                 if not (isinstance(got, DataResponse) and got.ok):
-                    nursery.cancel_scope.cancel()  # refused: stop sending
+                    nursery.cancel_scope.cancel()  # refused: nothing more to move
 
-            nursery.start_soon(upload)
+            nursery.start_soon(ask_peer)
             try:
-                await self.link.transfer(answer.size)
+                await self.link.transfer(size)
             except LinkReset:
                 reset = True
-                nursery.cancel_scope.cancel()
+                nursery.cancel_scope.cancel()  # the peer's side is abandoned with ours
         if reset:
-            raise Unreachable(f"transfer {message.transfer}", self.name, "down")
-        (got,) = pushed
+            raise Unreachable(f"transfer {request.transfer}", self.name, "down")
+        (got,) = answers
         if not isinstance(got, DataResponse):
-            raise TypeError(
-                f"data server {message.destination}: unexpected answer {type(got).__name__}"
-            )
-        return got if got.ok else attrs.evolve(got, side="destination")
+            raise TypeError(f"data server {peer}: unexpected answer {type(got).__name__}")
+        return got
 
     async def admit(self, message: DataRequest) -> DataResponse:
         """Decide one access and record it: the status, and the bytes it may move.
