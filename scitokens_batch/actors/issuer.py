@@ -1126,39 +1126,16 @@ class Issuer:
                 )
             return self._error(req, "authorization_pending", "the user has not approved yet")
         assert device.user is not None
-        policy = self.users.get(device.user)
-        if policy is None:  # removed from the VO since the approval
-            return self._error(req, "access_denied", f"user {device.user!r} is not in the VO")
-        scopes = self._narrowed(req, device.scope, client.bound(policy.scopes))
-        if isinstance(scopes, OAuthError):
-            return scopes
         # The token request may name the audience too (oidc-agent sends ``audience`` here, not
         # at the device authorization), as INDIGO IAM takes it: checked against the client's
         # audiences like any request, and bound to the refresh token as well.
-        audience = self._audience(req, req.audience, client, device.audience)
-        if isinstance(audience, OAuthError):
-            return audience
+        granted = self._user_grant(req, client, device.user, device.scope, device.audience)
+        if isinstance(granted, OAuthError):
+            return granted
         device.state = _DeviceState.CONSUMED
-        oauth = _capability_scopes(device.scope)[1]
-        refresh_token = self._new_refresh_token(
-            user=device.user,
-            client=client.client_id,
-            scopes=scopes,
-            audience=audience,
-            expires=now + self.refresh_token_lifetime,
-            oauth=oauth,
-            groups=_group_words(device.scope),
+        return self._first_tokens(
+            req, client, device.user, device.scope, granted, GRANT_DEVICE_CODE
         )
-        access = self._mint(
-            device.user,
-            client,
-            scopes,
-            audience,
-            GRANT_DEVICE_CODE,
-            oauth=oauth,
-            groups=_group_words(device.scope),
-        )
-        return attrs.evolve(access, refresh_token=refresh_token)
 
     # -- authorization code with PKCE (RFC 6749 §4.1, RFC 7636) -------------------------------
 
@@ -1300,35 +1277,68 @@ class Issuer:
             _s256(verifier), entry.challenge
         ):
             return self._error(req, "invalid_grant", "code_verifier does not match (PKCE)")
-        policy = self.users.get(entry.user)
-        if policy is None:
-            return self._error(req, "access_denied", f"user {entry.user!r} is not in the VO")
-        scopes = self._narrowed(req, entry.scope, client.bound(policy.scopes))
+        granted = self._user_grant(req, client, entry.user, entry.scope, entry.audience)
+        if isinstance(granted, OAuthError):
+            return granted
+        response = self._first_tokens(
+            req, client, entry.user, entry.scope, granted, GRANT_AUTHORIZATION_CODE, entry.nonce
+        )
+        entry.family = self._families  # a replay of the code revokes this family
+        return response
+
+    def _user_grant(
+        self,
+        req: TokenRequest,
+        client: ClientPolicy,
+        user: str,
+        scope: str | None,
+        bound_audience: Audience | None,
+    ) -> tuple[tuple[Scope, ...], Audience | None] | OAuthError:
+        """What a grant the user approved (device code, authorization code) may hold: the
+        scopes it asked for within the user's policy and the client's bound (narrowed by the
+        token request's own ``scope``), and the audience; or the refusal."""
+        policy = self.users.get(user)
+        if policy is None:  # removed from the VO since the approval
+            return self._error(req, "access_denied", f"user {user!r} is not in the VO")
+        scopes = self._narrowed(req, scope, client.bound(policy.scopes))
         if isinstance(scopes, OAuthError):
             return scopes
-        audience = self._audience(req, req.audience, client, entry.audience)
+        audience = self._audience(req, req.audience, client, bound_audience)
         if isinstance(audience, OAuthError):
             return audience
-        oauth = _capability_scopes(entry.scope)[1]
+        return scopes, audience
+
+    def _first_tokens(
+        self,
+        req: TokenRequest,
+        client: ClientPolicy,
+        user: str,
+        scope: str | None,
+        granted: tuple[tuple[Scope, ...], Audience | None],
+        grant: str,
+        nonce: str | None = None,
+    ) -> TokenResponse:
+        """The first access token of a new refresh-token family, with that refresh token."""
+        scopes, audience = granted
+        oauth = _capability_scopes(scope)[1]
         refresh_token = self._new_refresh_token(
-            user=entry.user,
+            user=user,
             client=client.client_id,
             scopes=scopes,
             audience=audience,
-            expires=now + self.refresh_token_lifetime,
+            expires=self.now() + self.refresh_token_lifetime,
             oauth=oauth,
-            groups=_group_words(entry.scope),
+            groups=_group_words(scope),
         )
-        entry.family = self._families
         access = self._mint(
-            entry.user,
+            user,
             client,
             scopes,
             audience,
-            GRANT_AUTHORIZATION_CODE,
+            grant,
             oauth=oauth,
-            nonce=entry.nonce,
-            groups=_group_words(entry.scope),
+            nonce=nonce,
+            groups=_group_words(scope),
         )
         return attrs.evolve(access, refresh_token=refresh_token)
 
