@@ -19,6 +19,7 @@ import stat
 
 __all__ = [
     "current_euid",
+    "cut_torn_tail",
     "os_environ_snapshot",
     "read_file",
     "write_private",
@@ -150,6 +151,33 @@ def write_public(path: str | os.PathLike[str], data: bytes | str) -> None:
         OSError: the file could not be written; the target is unchanged.
     """
     write_private(path, data, mode=0o644)
+
+
+def cut_torn_tail(path: str | os.PathLike[str], *, chunk: int = 1 << 16) -> int:
+    """Cut what follows the last newline of the file at ``path``: the half line a writer
+    killed mid-write left, which a new writer appending to the file would otherwise glue to
+    its own first line. Returns how many bytes were cut (0 for a missing or whole file).
+    """
+    try:
+        f = open(path, "r+b")  # noqa: SIM115 - closed below; a missing file has nothing to cut
+    except FileNotFoundError:
+        return 0
+    with f:
+        end = f.seek(0, os.SEEK_END)
+        keep, pos = 0, end
+        while pos > 0:
+            start = max(0, pos - chunk)
+            f.seek(start)
+            newline = f.read(pos - start).rfind(b"\n")
+            if newline >= 0:
+                keep = start + newline + 1
+                break
+            pos = start
+        if keep < end:
+            f.truncate(keep)
+            f.flush()
+            os.fsync(f.fileno())
+        return end - keep
 
 
 def os_environ_snapshot() -> dict[str, str]:

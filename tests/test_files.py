@@ -9,9 +9,12 @@ import stat
 from typing import TYPE_CHECKING
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from scitokens_batch._files import (
     current_euid,
+    cut_torn_tail,
     os_environ_snapshot,
     read_file,
     write_private,
@@ -346,3 +349,42 @@ class TestProcessState:
     def test_current_euid(self) -> None:
         """current_euid is the process's effective uid ($ID in F1)."""
         assert current_euid() == os.geteuid()
+
+
+class TestCutTornTail:
+    """cut_torn_tail: a half line left by a killed writer is cut before anyone appends."""
+
+    def test_half_line_is_cut(self, tmp_path: Path) -> None:
+        """Bytes after the last newline go; whole lines stay, and the count cut is returned."""
+        path = tmp_path / "events.jsonl"
+        path.write_bytes(b'{"a": 1}\n{"b": 2}\n{"c": ')
+        assert cut_torn_tail(path) == 6
+        assert path.read_bytes() == b'{"a": 1}\n{"b": 2}\n'
+
+    def test_whole_missing_and_empty_files_are_untouched(self, tmp_path: Path) -> None:
+        """A file ending in a newline, an empty file and a missing one: nothing to cut."""
+        whole = tmp_path / "whole"
+        whole.write_bytes(b"x\ny\n")
+        empty = tmp_path / "empty"
+        empty.write_bytes(b"")
+        assert cut_torn_tail(whole) == 0
+        assert cut_torn_tail(empty) == 0
+        assert cut_torn_tail(tmp_path / "missing") == 0
+        assert whole.read_bytes() == b"x\ny\n"
+        assert not (tmp_path / "missing").exists()
+
+    @given(
+        lines=st.lists(st.binary(max_size=40).map(lambda b: b.replace(b"\n", b"")), max_size=8),
+        tail=st.binary(max_size=40).map(lambda b: b.replace(b"\n", b"")),
+        chunk=st.integers(1, 64),
+    )
+    def test_keeps_exactly_the_whole_lines(
+        self, tmp_path_factory: pytest.TempPathFactory, lines: list[bytes], tail: bytes, chunk: int
+    ) -> None:
+        """Whatever the lines, the fragment and the read chunk (lines longer than a chunk
+        too), what remains is the whole lines, byte for byte."""
+        path = tmp_path_factory.mktemp("torn") / "f"
+        whole = b"".join(line + b"\n" for line in lines)
+        path.write_bytes(whole + tail)
+        assert cut_torn_tail(path, chunk=chunk) == len(tail)
+        assert path.read_bytes() == whole

@@ -74,14 +74,19 @@ CONNECTIONS_PER_CLIENT = 256
 
 @attrs.define
 class AppendSink:
-    """Events of one service, one JSON line each, flushed per line (a killed process leaves
-    whole lines only; the live runner merges the files of all services)."""
+    """Events of one service, one JSON line each, flushed per line; the live runner merges
+    the files of all services.
+
+    A process killed mid-line leaves half a line at the end of its file: the restarted
+    service cuts it before appending (the runner skips one left at the very end).
+    """
 
     path: Path
     _fh: IO[str] | None = attrs.field(default=None, alias="_fh")
 
     def write(self, event: Event) -> None:
         if self._fh is None:
+            _files.cut_torn_tail(self.path)
             self._fh = open(self.path, "a", encoding="utf-8", buffering=1)  # noqa: SIM115
         self._fh.write(event.to_json() + "\n")
 
