@@ -18,6 +18,7 @@ import pytest
 
 from scitokens_batch import cli
 from scitokens_batch.scenario import DEFAULT_EVENT_LIMIT
+from tests.signals import default_sigint
 
 ROOT = Path(__file__).resolve().parents[2]
 REFERENCE = ROOT / "scenarios" / "reference.toml"
@@ -98,6 +99,7 @@ class TestTopLevelHandler:
             stderr=subprocess.PIPE,
             text=True,
             env=env,
+            preexec_fn=default_sigint,  # as from a terminal, however pytest was started
         )
         try:
             time.sleep(3.0)  # past imports and into the run (ligo-day takes ~8 s)

@@ -30,6 +30,7 @@ from scitokens_batch.live import run_live, xrootd_missing
 from scitokens_batch.live._runner import check_live
 from scitokens_batch.live._xrootd import faketime_missing
 from scitokens_batch.scenario import load_scenario, parse_scenario, run_virtual
+from tests.signals import default_sigint
 
 from ..interop.conftest import peer_missing
 
@@ -277,6 +278,7 @@ def test_ctrl_c_during_live_faults_leaves_nothing(tmp_path: Path) -> None:
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         env={**os.environ, "PYTHONPATH": str(ROOT)},
+        preexec_fn=default_sigint,  # as from a terminal, however pytest was started
     )
     try:
         services: set[int] = set()
