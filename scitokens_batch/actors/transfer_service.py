@@ -13,6 +13,12 @@ source and one destination access token per file (L5), and a token for the servi
 - the storage tokens are checked for structure only, as FTS's REST front end does (L5): one per
   file on each side, both or neither; each a JWT with ``iss``, ``exp``, ``scope`` and ``aud``
   (``VerifyAudience``) from an issuer the service can exchange at: 400 otherwise.
+- the job id is the submitter's (Rucio's): one already taken is answered only once the new
+  submission passed every check above, so a caller learns nothing of the jobs before it is
+  authenticated. The same submission again (same id, files, and ``iss`` and ``sub`` of the
+  FTS token) is a retry whose first answer was lost, say to a crash between the commit and
+  the answer: it is accepted again and nothing is started twice (``transfer_resubmitted``).
+  Other files or another submitter under a taken id: 409.
 
 Each file then goes through the states of a ``transfer_state`` event:
 
@@ -59,16 +65,18 @@ before it starts). :meth:`TransferService.restore_rows` loads them back in a res
 which resumes: each token is refreshed when due, each unfinished file is prepared and queued
 again (one that was ``active`` goes back to ``submitted``: its copy died with the process).
 
-Events: ``transfer_submitted``, ``transfer_refused``, ``transfer_state``, ``transfer_done``,
-``transfer_failed``, ``exchange``, ``exchange_failed``, ``refresh``, ``refresh_failed`` and
-``jwks_fetch`` (metrics/_events.py lists their fields). Managed tokens are named by the
-``jti`` of the token submitted (A5), never by a token or a hash of a refresh token.
+Events: ``transfer_submitted``, ``transfer_resubmitted``, ``transfer_refused``,
+``transfer_state``, ``transfer_done``, ``transfer_failed``, ``exchange``, ``exchange_failed``,
+``refresh``, ``refresh_failed`` and ``jwks_fetch`` (metrics/_events.py lists their fields).
+Managed tokens are named by the ``jti`` of the token submitted (A5), never by a token or a hash
+of a refresh token.
 """
 
 from __future__ import annotations
 
 import enum
 import hashlib
+import json
 import math
 import random
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -255,11 +263,14 @@ class TransferService:
     persist: Persist | None = None
     _nursery: trio.Nursery | None = attrs.field(default=None, alias="_nursery")
     _tokens: dict[str, ManagedToken] = attrs.field(factory=dict, alias="_tokens")
-    _jobs: set[str] = attrs.field(factory=set, alias="_jobs")
+    #: job -> the fingerprint of its submission (who submitted which files)
+    _jobs: dict[str, str] = attrs.field(factory=dict, alias="_jobs")
     _queue: trio.MemorySendChannel[_File] | None = attrs.field(default=None, alias="_queue")
     _fetching: dict[str, trio.Event] = attrs.field(factory=dict, alias="_fetching")
     #: job -> its files (what :meth:`rows` writes and a restart resumes; with ``persist``)
     _files: dict[str, list[_File]] = attrs.field(factory=dict, alias="_files")
+    #: jobs whose first submission is being committed (only with ``persist``)
+    _committing: dict[str, trio.Event] = attrs.field(factory=dict, alias="_committing")
     #: row keys changed since the last :meth:`_flush` (only with ``persist``)
     _dirty: set[str] = attrs.field(factory=set, alias="_dirty")
     #: jobs loaded by :meth:`restore_rows`, resumed when :meth:`run` starts
@@ -293,15 +304,24 @@ class TransferService:
         """Take a :class:`TransferSubmit`: refuse it, or accept it and start its files."""
         if not isinstance(message, TransferSubmit):
             raise TypeError(f"transfer service: unexpected message {type(message).__name__}")
-        refusal = await self._check(message)
-        if refusal is not None:
-            status, reason = refusal
+        checked = await self._check(message)
+        if isinstance(checked, tuple):
+            status, reason = checked
             self.recorder.record(
                 self.name, "transfer_refused", job=message.job, status=status, reason=reason
             )
             return TransferRefused(job=message.job, status=status, reason=reason)
         assert self._nursery is not None
-        self._jobs.add(message.job)
+        if message.job in self._jobs:  # the same submission again: its answer was lost
+            committing = self._committing.get(message.job)
+            if committing is not None:  # the first is being committed: accepted once it is
+                await committing.wait()
+            await self._flush()  # whatever a failed commit left is durable first
+            self.recorder.record(
+                self.name, "transfer_resubmitted", job=message.job, files=len(message.files)
+            )
+            return TransferAccepted(job=message.job, files=len(message.files))
+        self._jobs[message.job] = checked
         managed = bool(message.source_tokens)
         files = [
             _File(
@@ -324,7 +344,12 @@ class TransferService:
             for f in files:
                 self._dirty.add(_file_key(f))
                 self._dirty.update(_token_key(m) for m in f.tokens)
-            await self._flush()  # accepted once durable: FTS answers after its DB commit
+            committing = self._committing[message.job] = trio.Event()
+            try:
+                await self._flush()  # accepted once durable: FTS answers after its DB commit
+            finally:
+                del self._committing[message.job]
+                committing.set()
         # The tasks start only now (after the commit, which yields): the same order, with
         # nothing run in between, in both modes.
         for f in files:
@@ -335,12 +360,10 @@ class TransferService:
         self._nursery.start_soon(self._prepare, files)
         return TransferAccepted(job=message.job, files=len(files))
 
-    async def _check(self, msg: TransferSubmit) -> tuple[int, str] | None:
-        """Why ``msg`` is refused (status, reason), or None."""
+    async def _check(self, msg: TransferSubmit) -> tuple[int, str] | str:
+        """Why ``msg`` is refused (status, reason), or its fingerprint (:func:`_fingerprint`)."""
         if self._nursery is None:
             return 503, "the transfer service is not running"
-        if msg.job in self._jobs:
-            return 400, f"job {msg.job!r} was already submitted"
         verdict = self.verifier.check(msg.fts_token, now=self.now())
         if isinstance(verdict, NeedKeys):
             await self._fetch_keys(verdict)
@@ -376,7 +399,12 @@ class TransferService:
                     problem = self._structure(token)
                     if problem is not None:
                         return 400, f"{field}[{i}]: {problem}"
-        return None
+        fingerprint = _fingerprint(verdict.claims, msg.files)
+        if self._jobs.get(msg.job, fingerprint) != fingerprint:
+            return 409, (
+                f"job {msg.job!r} was already submitted, with other files or by another submitter"
+            )
+        return fingerprint
 
     def _structure(self, token: str) -> str | None:
         """L5: what is wrong with a storage token's structure (never its signature)."""
@@ -814,7 +842,11 @@ class TransferService:
                     tokens.setdefault(_token_key(m), m)  # a replaced dead token still has files
         for job, files in self._files.items():
             if keys is None or _job_key(job) in keys:
-                out[_job_key(job)] = {"job": job, "files": len(files)}
+                out[_job_key(job)] = {
+                    "job": job,
+                    "files": len(files),
+                    "fingerprint": self._jobs.get(job, ""),
+                }
             for f in files:
                 if keys is None or _file_key(f) in keys:
                     out[_file_key(f)] = {
@@ -878,7 +910,8 @@ class TransferService:
         for key, row in rows.items():
             if key.startswith("job:"):
                 job = row["job"]
-                self._jobs.add(job)
+                # a store written before fingerprints: no submission matches it (409)
+                self._jobs[job] = str(row.get("fingerprint", ""))
                 self._files[job] = sorted(files.get(job, []), key=lambda f: f.index)
                 pending = [f for f in self._files[job] if f.state not in _FINISHED]
                 for f in pending:
@@ -906,6 +939,17 @@ class TransferService:
                         nursery.start_soon(self._manage, m, m.cancel)
             nursery.start_soon(self._prepare, files)
         self._resume = []
+
+
+def _fingerprint(claims: Mapping[str, Any], files: Sequence[TransferFile]) -> str:
+    """Who submitted which files: SHA-256 of the FTS token's ``iss`` and ``sub`` and the files,
+    as canonical JSON (stable across processes: it is stored with the job)."""
+    blob = json.dumps(
+        [claims.get("iss"), claims.get("sub"), [attrs.asdict(f) for f in files]],
+        sort_keys=True,
+        separators=(",", ":"),
+    )
+    return hashlib.sha256(blob.encode()).hexdigest()
 
 
 def _job_key(job: str) -> str:

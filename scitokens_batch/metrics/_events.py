@@ -45,7 +45,9 @@ kind                       actor            fields
 ``exchange_failed``        transfer         token, error, attempt, retry_in_s (null: final)
                            service
 ``transfer_...``           transfer         ``transfer_submitted``: job, files;
-                           service          ``transfer_refused``: job, status, reason;
+                           service          ``transfer_resubmitted``: job, files (the same
+                                            submission again, its first answer lost);
+                                            ``transfer_refused``: job, status, reason;
                                             ``transfer_state``: job, file, state ("submitted"/
                                             "token_prep"/"active"/"done"/"failed"), attempt, reason
                                             (+ retry_in_s when a retry is scheduled);
@@ -101,8 +103,9 @@ __all__ = [
 EVENT_OUTPUTS: Final = ("all", "none", "errors")
 
 #: Kinds that always signal a problem: a refused access, a failed token request or refresh,
-#: a held, evicted or unmatched job, a refused or failed transfer or rule, a replayed refresh
-#: token or authorization code, and the faults themselves (start and end).
+#: a held, evicted or unmatched job, a refused, failed or re-submitted transfer (its answer was
+#: lost), a failed rule, a replayed refresh token or authorization code, and the faults
+#: themselves (start and end).
 ERROR_KINDS: Final = frozenset(
     {
         "reject",
@@ -113,6 +116,7 @@ ERROR_KINDS: Final = frozenset(
         "evicted",
         "unmatched",
         "transfer_refused",
+        "transfer_resubmitted",
         "transfer_failed",
         "rule_failed",
         "refresh_reuse",

@@ -581,8 +581,8 @@ class TransferAccepted:
 @attrs.frozen(kw_only=True)
 class TransferRefused:
     """The transfer service refused a job: HTTP-style status (400 malformed, 401 bad FTS token,
-    403 FTS token without the ``fts`` scope, 503 try again later) and why, in words that never
-    hold a token."""
+    403 FTS token without the ``fts`` scope, 409 job id taken by another submission, 503 try
+    again later) and why, in words that never hold a token."""
 
     job: str
     status: int

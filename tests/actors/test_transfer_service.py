@@ -362,20 +362,28 @@ def files(n: int) -> tuple[TransferFile, ...]:
     )
 
 
-def forged(world: World, *, drop: str, scope: str = READ, audience: str = CERN) -> str:
-    """A token signed by the issuer's key but without claim ``drop``."""
+def signed(
+    world: World,
+    *,
+    drop: str | None = None,
+    subject: str = "rucio",
+    scope: str = READ,
+    audience: str = CERN,
+) -> str:
+    """A token signed by the issuer's key, for ``subject``, without claim ``drop``."""
     issuer = world.issuers["wlcg"]
     claims = build_claims(
         profile=issuer.profile,
         issuer=issuer.url,
-        subject="rucio",
+        subject=subject,
         audience=audience,
         scopes=scope,
         issued_at=EPOCH,
         lifetime=3600,
         jti="forged-1",
     )
-    del claims[drop]
+    if drop is not None:
+        del claims[drop]
     return encode(claims, issuer.keys.signing_key(EPOCH))
 
 
@@ -396,7 +404,7 @@ async def test_l5_refuses_a_token_without_aud_or_scope(
             world,
             job="j1",
             files=files(2),
-            source_tokens=(src, forged(world, drop="aud")),
+            source_tokens=(src, signed(world, drop="aud")),
             destination_tokens=(dst, dst),
             fts_token=fts,
         )
@@ -407,7 +415,7 @@ async def test_l5_refuses_a_token_without_aud_or_scope(
             job="j2",
             files=files(1),
             source_tokens=(src,),
-            destination_tokens=(forged(world, drop="scope", audience=BNL),),
+            destination_tokens=(signed(world, drop="scope", audience=BNL),),
             fts_token=fts,
         )
         assert isinstance(answer, TransferRefused) and answer.status == 400
@@ -451,7 +459,7 @@ async def test_l5_one_token_per_file_both_or_neither(
 
 async def test_fts_token_checks(autojump_clock: trio.testing.MockClock) -> None:
     """L1: the FTS token must be for the service's audience (401 wrong_audience otherwise) and
-    hold the fts scope (403); a job id is taken once."""
+    hold the fts scope (403); a job id taken by other files is refused (409)."""
     async with running(transfer_scenario(dataset(1, "1GB"))) as world:
         src, dst = await mint(world, READ, CERN), await mint(world, WRITE, BNL)
         job = {"files": files(1), "source_tokens": (src,), "destination_tokens": (dst,)}
@@ -465,9 +473,122 @@ async def test_fts_token_checks(autojump_clock: trio.testing.MockClock) -> None:
         assert answer.status == 403 and "lacks 'fts'" in answer.reason
         fts = await mint(world, "fts", FTS_AUD)
         assert isinstance(await submit(world, job="c", fts_token=fts, **job), TransferAccepted)
-        answer = await submit(world, job="c", fts_token=fts, **job)
+        other = {**job, "files": files(2)[1:]}
+        answer = await submit(world, job="c", fts_token=fts, **other)
         assert isinstance(answer, TransferRefused) and "already submitted" in answer.reason
-        assert refusals(world) == [401, 403, 400]
+        assert refusals(world) == [401, 403, 409]
+
+
+async def test_same_submission_again_is_accepted_once(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """A retry of an accepted submission (its answer lost) is accepted again with a
+    transfer_resubmitted event, and its file is still copied once; other files, another
+    submitter or a token that does not verify under the taken id are refused, and an
+    unauthenticated caller learns nothing of the job (401, not 409)."""
+    async with running(transfer_scenario(dataset(1, "1GB"))) as world:
+        src, dst = await mint(world, READ, CERN), await mint(world, WRITE, BNL)
+        job = {"files": files(1), "source_tokens": (src,), "destination_tokens": (dst,)}
+        fts = await mint(world, "fts", FTS_AUD)
+        first = await submit(world, job="j", fts_token=fts, **job)
+        again = await submit(world, job="j", fts_token=await mint(world, "fts", FTS_AUD), **job)
+        assert first == again == TransferAccepted(job="j", files=1)
+        stranger = signed(world, subject="mallory", scope="fts", audience=FTS_AUD)
+        answer = await submit(world, job="j", fts_token=stranger, **job)
+        assert isinstance(answer, TransferRefused) and answer.status == 409
+        wrong_aud = await mint(world, "fts", CERN)
+        answer = await submit(world, job="j", fts_token=wrong_aud, **job)
+        assert isinstance(answer, TransferRefused) and answer.status == 401
+        await trio.sleep(3600)
+        sink = world.recorder.sink
+        assert isinstance(sink, ListSink)
+        assert [e.fields for e in of(sink.events, "transfer_resubmitted")] == [
+            {"job": "j", "files": 1}
+        ]
+        assert len(of(sink.events, "transfer_submitted")) == 1
+        assert len(of(sink.events, "transfer_done")) == 1
+        assert refusals(world) == [409, 401]
+
+
+async def test_resubmission_waits_for_the_first_commit(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """Durability: a retry arriving while the first submission is being committed is answered
+    only once that commit returned, never before the job is durable."""
+    async with running(transfer_scenario(dataset(1, "1GB"))) as world:
+        service = world.transfer_service
+        assert service is not None
+        committed: list[float] = []
+
+        async def slow_persist(rows: Any) -> None:
+            await trio.sleep(5)
+            committed.append(trio.current_time())
+
+        service.persist = slow_persist
+        src, dst = await mint(world, READ, CERN), await mint(world, WRITE, BNL)
+        fts = await mint(world, "fts", FTS_AUD)
+        request = TransferSubmit(
+            job="j", files=files(1), source_tokens=(src,), destination_tokens=(dst,), fts_token=fts
+        )
+        answered: list[float] = []
+
+        async def ask() -> None:
+            assert isinstance(await service.handle(request), TransferAccepted)
+            answered.append(trio.current_time())
+
+        start = trio.current_time()
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(ask)
+            await trio.sleep(1)
+            nursery.start_soon(ask)
+        assert committed and committed[0] == start + 5
+        assert answered == [start + 5, start + 5]
+
+
+def test_restored_service_knows_its_jobs_and_their_submitters() -> None:
+    """Durability: a job's submitter and files are stored with it, so a service restarted from
+    its rows accepts the same submission again and refuses other files (409); a row written
+    without a fingerprint (an older store) matches no submission."""
+    spec = transfer_scenario(dataset(1, "1GB"))
+
+    async def main() -> None:
+        async with running(spec) as world:
+            service = world.transfer_service
+            assert service is not None
+            rows: dict[str, Any] = {}
+
+            async def persist(changes: Any) -> None:
+                rows.update(changes)
+
+            service.persist = persist
+            src, dst = await mint(world, READ, CERN), await mint(world, WRITE, BNL)
+            fts = await mint(world, "fts", FTS_AUD)
+            job = {"files": files(1), "source_tokens": (src,), "destination_tokens": (dst,)}
+            assert isinstance(await submit(world, job="j", fts_token=fts, **job), TransferAccepted)
+            assert rows["job:j"]["fingerprint"]
+            for stored, wanted in (
+                (rows, {"files": files(1), "answer": TransferAccepted}),
+                (rows, {"files": files(2)[1:], "answer": TransferRefused}),
+                (
+                    {**rows, "job:j": {"job": "j", "files": 1}},
+                    {"files": files(1), "answer": TransferRefused},
+                ),
+            ):
+                world2, _ = build(spec)
+                fresh = world2.transfer_service
+                assert fresh is not None
+                fresh.restore_rows({k: v for k, v in stored.items() if v is not None})
+                async with trio.open_nursery() as nursery:
+                    await world2.start(nursery)
+                    answer = await fresh.handle(
+                        TransferSubmit(job="j", fts_token=fts, **{**job, "files": wanted["files"]})
+                    )
+                    nursery.cancel_scope.cancel()
+                assert isinstance(answer, wanted["answer"]), answer
+                if isinstance(answer, TransferRefused):
+                    assert answer.status == 409
+
+    trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
 
 
 async def test_fts_keys_unavailable_is_503(autojump_clock: trio.testing.MockClock) -> None:
