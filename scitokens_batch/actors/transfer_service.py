@@ -316,7 +316,8 @@ class TransferService:
             committing = self._committing.get(message.job)
             if committing is not None:  # the first is being committed: accepted once it is
                 await committing.wait()
-            await self._flush()  # whatever a failed commit left is durable first
+            if _job_key(message.job) in self._dirty:  # that commit failed: this one must not
+                await self._flush()
             self.recorder.record(
                 self.name, "transfer_resubmitted", job=message.job, files=len(message.files)
             )
