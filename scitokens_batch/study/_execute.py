@@ -67,7 +67,10 @@ class DaskExecutor:
                 threads_per_worker=1,
                 processes=True,
                 host="127.0.0.1",
-                dashboard_address=None,
+                # The scheduler serves HTTP (health, metrics; the dashboard with bokeh) even
+                # without a dashboard, on 8787 unless told otherwise: a port of its own on
+                # 127.0.0.1, so two studies on one machine never contend for 8787.
+                dashboard_address="127.0.0.1:0",
                 silence_logs=logging.ERROR,
             )
             self._client = Client(self._cluster)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import socket
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -48,7 +50,7 @@ def test_an_existing_scheduler_gives_the_same_results(tmp_path: Path) -> None:
     study = load_study(study_file)
     local = run_study(study, out=tmp_path / "local", workers=1, report=False)
     with LocalCluster(
-        n_workers=2, threads_per_worker=1, host="127.0.0.1", dashboard_address=None
+        n_workers=2, threads_per_worker=1, host="127.0.0.1", dashboard_address="127.0.0.1:0"
     ) as cluster:
         remote = run_study(
             study, out=tmp_path / "remote", scheduler=cluster.scheduler_address, report=False
@@ -57,3 +59,23 @@ def test_an_existing_scheduler_gives_the_same_results(tmp_path: Path) -> None:
     assert remote.manifest["executor"]["kind"] == "scheduler"
     assert remote.manifest["executor"]["workers"] == 2
     assert _table(tmp_path / "local" / "results.csv") == _table(tmp_path / "remote" / "results.csv")
+
+
+@pytest.mark.slow
+def test_the_local_cluster_listens_on_loopback_ports_of_its_own() -> None:
+    """The local cluster's scheduler and its HTTP server listen on 127.0.0.1 only, and with
+    Dask's default HTTP port 8787 taken by someone else it does not contend for it."""
+    with socket.socket() as other, warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        try:
+            other.bind(("127.0.0.1", 8787))
+            other.listen()
+        except OSError:
+            pass  # taken already (another cluster on this machine): the same case
+        with DaskExecutor(workers=1) as ex:
+            cluster = ex._cluster
+            assert cluster is not None
+            assert cluster.scheduler_address.startswith("tcp://127.0.0.1:")
+            http = cluster.scheduler.http_server
+            assert (http.address, http.port != 8787) == ("127.0.0.1", True)
+    assert not [w for w in seen if "already in use" in str(w.message)]
