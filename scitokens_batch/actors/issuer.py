@@ -1133,9 +1133,7 @@ class Issuer:
         if isinstance(granted, OAuthError):
             return granted
         device.state = _DeviceState.CONSUMED
-        return self._first_tokens(
-            req, client, device.user, device.scope, granted, GRANT_DEVICE_CODE
-        )
+        return self._first_tokens(client, device.user, device.scope, granted, GRANT_DEVICE_CODE)
 
     # -- authorization code with PKCE (RFC 6749 §4.1, RFC 7636) -------------------------------
 
@@ -1281,7 +1279,7 @@ class Issuer:
         if isinstance(granted, OAuthError):
             return granted
         response = self._first_tokens(
-            req, client, entry.user, entry.scope, granted, GRANT_AUTHORIZATION_CODE, entry.nonce
+            client, entry.user, entry.scope, granted, GRANT_AUTHORIZATION_CODE, entry.nonce
         )
         entry.family = self._families  # a replay of the code revokes this family
         return response
@@ -1310,7 +1308,6 @@ class Issuer:
 
     def _first_tokens(
         self,
-        req: TokenRequest,
         client: ClientPolicy,
         user: str,
         scope: str | None,
